@@ -1,0 +1,16 @@
+"""mnistkit: train, export, verify and benchmark small PyTorch vision models for edge inference.
+
+`import mnistkit` is cheap and torch-free; `mnistkit.export(...)` imports torch when called.
+(The module is `exporter.py`, not `export.py`, so importing it never shadows that function.)
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "export"]
+
+
+def export(*args, **kwargs):
+    """Export a checkpoint or any nn.Module; see mnistkit.exporter.export_model."""
+    from .exporter import export_model
+
+    return export_model(*args, **kwargs)

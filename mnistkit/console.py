@@ -1,0 +1,63 @@
+"""Terminal output: rich consoles for humans, one JSON object on stdout for machines."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from functools import lru_cache
+
+
+@lru_cache(maxsize=None)
+def out():
+    """Console on stdout for human-readable results (tables, summaries)."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@lru_cache(maxsize=None)
+def err():
+    """Console on stderr for notes, warnings and errors: never mixes with --json output."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def note(message: str) -> None:
+    err().print(f"[dim]{_escape(message)}[/dim]")
+
+
+def warn(message: str) -> None:
+    err().print(f"[yellow]warning:[/yellow] {_escape(message)}")
+
+
+def error_line(message: str) -> None:
+    err().print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _clean(obj):
+    """JSON has no NaN/inf: write them as null (and say so in field docs)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def emit_json(obj) -> None:
+    """Write exactly one JSON object (and a newline) to stdout."""
+    sys.stdout.write(json.dumps(_clean(obj), allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,63 @@
+"""Typed errors. The library raises these; the CLI turns them into one line and exit code 1.
+
+Every message says what was found, what was expected and, where it helps, what to do instead.
+"""
+
+from __future__ import annotations
+
+
+class MnistkitError(Exception):
+    """Base class of every error mnistkit raises on purpose (exit code 1 in the CLI)."""
+
+    exit_code = 1
+
+
+class InvalidInputError(MnistkitError):
+    """A value, file or array given by the user is not what was expected."""
+
+
+class DataError(InvalidInputError):
+    """A dataset file or folder is missing, unreadable or malformed."""
+
+
+class CheckpointError(InvalidInputError):
+    """A checkpoint file is missing, corrupt or not a mnistkit checkpoint."""
+
+
+class ArtifactError(InvalidInputError):
+    """An exported artifact (ONNX, TorchScript, .pt2, manifest) is missing, corrupt or unsupported."""
+
+
+class ExportError(MnistkitError):
+    """Export or the validation right after it failed."""
+
+
+class BackendUnavailableError(MnistkitError):
+    """A runtime or device was requested that cannot run here (missing package, no GPU, fallback)."""
+
+
+class MissingDependencyError(BackendUnavailableError):
+    """An optional dependency (torch, onnx, matplotlib) is needed and not installed."""
+
+
+class ParityError(MnistkitError):
+    """Outputs of a runtime disagree with the reference beyond tolerance."""
+
+
+class TrainingInterrupted(MnistkitError):
+    """Training was interrupted (Ctrl-C); the last completed epoch's checkpoint is intact."""
+
+    exit_code = 130
+
+
+def require(module: str, extra: str = "torch"):
+    """Import an optional dependency or raise MissingDependencyError with the install line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+        raise MissingDependencyError(
+            f"this command needs {module.split('.')[0]}, which is not installed "
+            f"({exc.__class__.__name__}: {exc}); install it with: pip install 'mnistkit[{extra}]'"
+        ) from exc

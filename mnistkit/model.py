@@ -1,0 +1,181 @@
+"""Models (the tutorial MLP and a small CNN), a registry by name, and self-describing checkpoints.
+
+A checkpoint is a torch.save'd dict {"mnistkit": META, "state_dict": WEIGHTS}. META holds only plain
+JSON types so that torch.load(weights_only=True) reads it without executing pickled code: format key
+and version, architecture and its arguments, dataset, labels, normalization, preprocessing recipe,
+test accuracy, seed, training config and library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, InvalidInputError
+from .fileio import atomic_path, sha256_file  # noqa: F401  (re-exported)
+
+CHECKPOINT_FORMAT = "mnistkit-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class MLP(nn.Module):
+    """The PyTorch tutorial's network, exactly: 784-256-128-64-C with ReLU, returns logits."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.layers = nn.Sequential(
+            nn.Linear(28 * 28, 256), nn.ReLU(),
+            nn.Linear(256, 128), nn.ReLU(),
+            nn.Linear(128, 64), nn.ReLU(),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.flatten(x))
+
+
+class CNN(nn.Module):
+    """A small conv net: two 3x3 conv + max-pool stages, then a 128-unit hidden layer.
+
+    Widths 32/64 reach >= 0.91 on Fashion-MNIST in 10 epochs (benchmarks/README.md) while staying
+    cheap enough to train on 2 CPU cores in minutes.
+    """
+
+    def __init__(self, num_classes: int = 10, channels: tuple[int, int] = (32, 64), hidden: int = 128):
+        super().__init__()
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
+
+
+def build_model(arch: str, **arch_args: Any) -> nn.Module:
+    try:
+        cls = MODELS[arch]
+    except KeyError:
+        raise InvalidInputError(
+            f"unknown model {arch!r}; expected one of: {', '.join(MODELS)}"
+        ) from None
+    if "channels" in arch_args:  # JSON turns tuples into lists
+        arch_args = {**arch_args, "channels": tuple(arch_args["channels"])}
+    return cls(**arch_args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass
+class Checkpoint:
+    path: Path | None
+    meta: dict
+    state_dict: dict
+
+    @property
+    def arch(self) -> str:
+        return self.meta["arch"]
+
+    def build(self) -> nn.Module:
+        """The model with its weights loaded, in eval mode, on the CPU."""
+        model = build_model(self.meta["arch"], **self.meta.get("arch_args", {}))
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def _check_json(meta: dict) -> dict:
+    try:
+        return json.loads(json.dumps(meta, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"checkpoint metadata must be plain JSON types: {exc}") from None
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> Path:
+    """Write a checkpoint atomically (temp file + rename): the final name is never half-written."""
+    meta = _check_json({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **meta})
+    payload = {"mnistkit": meta, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+BARE_STATE_DICT_HINT = (
+    "it looks like a bare state_dict; export it with "
+    "`mnistkit export FILE --model-class your_script.py:Net` (see `mnistkit export --help`)"
+)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load a mnistkit checkpoint with torch.load(weights_only=True): no pickled code runs.
+
+    Raises CheckpointError for a missing, empty, truncated or foreign file, naming what it found.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, expected a mnistkit checkpoint")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any("/code/" in n for n in names):
+            raise CheckpointError(f"{path}: is a TorchScript archive, not a mnistkit checkpoint")
+        if any(n.endswith("/archive_format") or "/models/" in n for n in names):
+            raise CheckpointError(f"{path}: is a torch.export program (.pt2), not a mnistkit checkpoint")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects that a safe (weights_only) load refuses; "
+                f"not a mnistkit checkpoint"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch file ({first[:120]})") from None
+    except Exception as exc:  # torch.load raises many types on bad bytes (KeyError, RuntimeError, ...)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if zipfile.is_zipfile(path) or isinstance(exc, (RuntimeError, EOFError)):
+            raise CheckpointError(f"{path}: corrupt or truncated PyTorch file ({first[:120]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch file ({type(exc).__name__}: {first[:100]})") from None
+    if isinstance(obj, dict) and "mnistkit" in obj and "state_dict" in obj:
+        meta = obj["mnistkit"]
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: has a 'mnistkit' key but no {CHECKPOINT_FORMAT!r} format tag")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{path}: checkpoint format version {version!r}; this mnistkit reads up to "
+                f"{CHECKPOINT_VERSION} (upgrade mnistkit)"
+            )
+        return Checkpoint(path, meta, obj["state_dict"])
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a mnistkit checkpoint: {BARE_STATE_DICT_HINT}")
+    raise CheckpointError(
+        f"{path}: not a mnistkit checkpoint (found a {type(obj).__name__}; expected a dict with "
+        f"'mnistkit' metadata and a 'state_dict')"
+    )
+

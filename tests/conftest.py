@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny generated IDX datasets, real-data folders, trained checkpoints.
+
+Real-data tests skip with a message where their data is absent, except in CI (CI=true), where the
+absence is a failure: a skip in CI is not a pass.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+MNIST_SAMPLE_DIR = ROOT.parent / "shared" / "mnist-sample"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_path(path: Path, what: str) -> Path:
+    """Skip (locally) or fail (in CI) when a real-data folder is absent."""
+    if not path.exists():
+        message = f"{what} not found at {path}"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must run every real-data test", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_cuda = pytest.mark.skip(reason="needs a usable CUDA GPU")
+    cuda = has_cuda()
+    for item in items:
+        if "cuda" in item.keywords and not cuda:
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    return require_path(FASHION_DIR, "Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="session")
+def mnist_sample_dir() -> Path:
+    return require_path(MNIST_SAMPLE_DIR, "the MNIST sample (../shared/mnist-sample)")
+
+
+def make_images(n: int, seed: int, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable synthetic 28x28 images: class k lights a bright bar at row band k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n).astype(np.uint8)
+    images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r = 2 + int(k) * 2
+        images[i, r:r + 3, 4:24] = rng.integers(180, 255)
+    return images, labels
+
+
+def write_tiny_dataset(folder: Path, n_train: int = 512, n_test: int = 128, gz: bool = True) -> Path:
+    from mnistkit.data import write_idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sfx = ".gz" if gz else ""
+    for split, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = make_images(n, seed)
+        write_idx(folder / f"{split}-images-idx3-ubyte{sfx}", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{sfx}", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, tiny_data) -> Path:
+    """An MLP trained for 2 quick epochs on the tiny synthetic dataset."""
+    from mnistkit.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    train(TrainConfig(dataset="mnist", data_dir=str(tiny_data), epochs=2, out=str(out), threads=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_ckpt(tmp_path_factory, tiny_data) -> Path:
+    from mnistkit.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-cnn.pt"
+    train(TrainConfig(dataset="mnist", data_dir=str(tiny_data), model="cnn", epochs=1, out=str(out),
+                      train_limit=256, threads=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def fashion_ckpt(tmp_path_factory, fashion_dir) -> Path:
+    """The MLP trained on the full Fashion-MNIST for 2 epochs (real data; ~3 s)."""
+    from mnistkit.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("fashion") / "mlp-fashion.pt"
+    result = train(TrainConfig(dataset="fashion-mnist", data_dir=str(fashion_dir), epochs=2,
+                               out=str(out), threads=2))
+    assert result.test_accuracy >= 0.85, result
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(tmp_path_factory, mnist_sample_dir) -> Path:
+    """The MLP trained on the real MNIST sample (4,000 digits) for 8 epochs."""
+    from mnistkit.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("digits") / "mlp-digits.pt"
+    train(TrainConfig(dataset="mnist", data_dir=str(mnist_sample_dir), epochs=8, out=str(out), threads=2))
+    return out

@@ -1,0 +1,94 @@
+"""CLI behaviour common to every command: help, usage errors, user errors, --json."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from mnistkit.cli import DATASET_NAMES, cli
+from mnistkit.data import DATASETS
+
+
+def run(*args, **kw):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+def test_dataset_choices_match_the_data_module():
+    assert set(DATASET_NAMES) == set(DATASETS)
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = (
+        "import sys, time; t=time.perf_counter();"
+        "from mnistkit.cli import cli;"
+        "import click.testing as ct; r=ct.CliRunner().invoke(cli, ['--help']);"
+        "assert r.exit_code == 0, r.output; "
+        "print(time.perf_counter()-t, 'torch' in sys.modules, 'onnxruntime' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False" and out[2] == "False"
+    assert float(out[0]) < 1.0
+
+
+def test_console_script_help():
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "mnistkit", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout and "export" in r.stdout
+    assert time.perf_counter() - t < 5  # generous: subprocess start-up on a loaded CI box
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--epochs", "0"],
+        ["train", "--batch-size", "0"],
+        ["train", "--lr", "0"],
+        ["train", "--lr", "-1"],
+        ["train", "--model", "resnet"],
+        ["train", "--dataset", "cifar"],
+        ["train", "--no-such-flag"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_exit_2(args):
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+
+
+def test_user_error_exits_1_with_one_line_and_no_traceback(tmp_path):
+    r = run("train", "--data-dir", tmp_path / "absent", "--epochs", "1")
+    assert r.exit_code == 1
+    assert "Traceback" not in r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no such directory" in lines[0]
+
+
+def test_unwritable_out_path(tiny_data, tmp_path):
+    r = run("train", "--data-dir", tiny_data, "--epochs", "1", "--out", tmp_path / "missing" / "dir" / "m.pt")
+    assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_train_json(tiny_data, tmp_path):
+    r = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_data), "--epochs", "2", "--out",
+                                 str(tmp_path / "m.pt"), "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["checkpoint"] == str(tmp_path / "m.pt") and obj["epochs"] == 2
+    assert obj["dataset"] == "mnist" and obj["model"] == "mlp"
+    assert 0 <= obj["test_accuracy"] <= 1 and obj["seconds_per_epoch"] > 0
+    assert len(obj["history"]) == 2
+
+
+def test_train_json_in_a_real_subprocess_has_clean_stdout(tiny_data, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mnistkit", "train", "--data-dir", str(tiny_data), "--epochs", "1",
+                        "--out", str(tmp_path / "m.pt"), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["epochs"] == 1
+
+
+def test_train_human_output(tiny_data, tmp_path):
+    r = run("train", "--data-dir", tiny_data, "--epochs", "1", "--out", tmp_path / "m.pt")
+    assert r.exit_code == 0 and "test accuracy" in r.output and str(tmp_path / "m.pt") in r.output
