@@ -8,12 +8,16 @@ so `mnistkit --help` stays fast.
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
 from . import __version__
+from .backends import BACKENDS, DEVICES
 from .errors import MnistkitError
+from .exporter import DEFAULT_OPSET, FORMAT_CHOICES, OPSET_RANGE
 from .tables import LOSSES, MODEL_NAMES, OPTIMIZERS, TRAIN_DEVICES
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # checked against data.DATASETS in tests
@@ -112,6 +116,277 @@ def train(as_json, **kwargs):
             f"{result.test_accuracy:.4f} after {result.epochs} epochs, "
             f"{result.seconds_per_epoch:.2f} s/epoch on {result.device} → {result.checkpoint}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def _csv(kind):
+    """A click callback splitting comma-separated values and checking them against `kind`."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        items = [v.strip() for part in (value if isinstance(value, tuple) else (value,)) for v in part.split(",") if v.strip()]
+        bad = [v for v in items if v not in kind]
+        if bad:
+            raise click.BadParameter(f"{', '.join(bad)}; expected from: {', '.join(kind)}")
+        return items
+
+    return callback
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--format", "formats", multiple=True, callback=_csv(FORMAT_CHOICES), default=("onnx",),
+              show_default=True, help=f"One or more of {', '.join(FORMAT_CHOICES)} (repeat or comma-separate).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Folder for the artifacts [default: models/<checkpoint stem>/].")
+@click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True,
+              help=f"ONNX opset, {OPSET_RANGE[0]}-{OPSET_RANGE[1]}; the written opset is checked.")
+@click.option("--no-validate", is_flag=True, help="Skip running each artifact against PyTorch on test images.")
+@click.option("--model-class", default=None, metavar="FILE.py:CLASS",
+              help="Export a bare state_dict through your class (FILE.py:Net or package.module:Net).")
+@click.option("--labels", default=None, help="Comma-separated class labels (with --model-class) [default: 0-9].")
+@click.option("--mean", type=float, default=None, help="Normalization mean (with --model-class) [default: 0].")
+@click.option("--std", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Normalization std (with --model-class) [default: 1, i.e. ToTensor's pixels/255].")
+@click.option("--recipe", type=click.Choice(("digits", "objects")), default=None,
+              help="Preprocessing recipe recorded for apps (with --model-class) [default: the dataset's].")
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
+              help="Dataset the model was trained on (with --model-class): labels, recipe, validation images.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Where the validation test images are.")
+@json_option
+def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels, mean, std, recipe, dataset,
+           data_dir, as_json):
+    """Export a checkpoint (or your state_dict + class) to ONNX, TorchScript and torch.export.
+
+    Every artifact is validated right after export: loaded in its own runtime and run on real test
+    images next to PyTorch (one ✓/✗ line each). `--format all` also writes app/ (the app-ready
+    ONNX, labels.json and a README of the contract) and is what apps embed.
+
+    \b
+    Examples:
+      mnistkit export models/mlp-fashion-mnist.pt --format onnx
+      mnistkit export models/mlp-fashion-mnist.pt --format all --out-dir build/
+      mnistkit export cnn.pth --model-class train.py:Net --format onnx
+    """
+    from .errors import require
+
+    require("torch")
+    from .console import emit_json, note, out
+    from .exporter import export_failures, export_model
+
+    result = export_model(
+        checkpoint, formats, out_dir=out_dir, opset=opset, validate=not no_validate, model_class=model_class,
+        labels=labels.split(",") if labels else None, mean=mean, std=std, recipe=recipe, dataset=dataset,
+        data_dir=data_dir, log=None if as_json else note, raise_on_failure=False,
+    )
+    failures = export_failures(result)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        con = out()
+        for v in result.validation:
+            con.print(("[green]" if v.passed else "[red]") + v.line().replace("[", r"\[") + "[/]")
+        for a in result.artifacts:
+            extra = f", opset {a['opset']}, IR {a['ir_version']}, onnxruntime >= {a['min_onnxruntime']}" if "opset" in a else ""
+            con.print(f"wrote {result.out_dir / a['file']} ({a['bytes'] / 1e6:.2f} MB{extra})")
+        if result.app_bundle:
+            con.print(f"wrote {result.app_bundle}/ (model.onnx, labels.json, README.md)")
+        con.print(f"manifest: {result.manifest}")
+    if failures:
+        from .errors import ExportError
+
+        raise ExportError(failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# predict
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--backend", type=click.Choice(tuple(BACKENDS)), default=None,
+              help="Runtime [default: by the model's kind: onnxruntime for .onnx, pytorch for checkpoints, ...].")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--allow-fallback", is_flag=True, help="If CUDA is unavailable, warn and run on CPU instead of failing.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
+@json_option
+def predict(model, inputs, backend, device, allow_fallback, top_k, threads, as_json):
+    """Label images (PNG/JPEG/BMP of any size, .npy arrays, IDX files) with any model file.
+
+    MODEL is a checkpoint, .onnx, TorchScript or .pt2; its kind is detected from the file's
+    contents and its labels and preprocessing recipe from its metadata. On an .onnx this needs
+    neither torch nor torchvision.
+
+    \b
+    Examples:
+      mnistkit predict models/mlp-fashion-mnist/model.onnx shoe.png shirt.jpg
+      mnistkit predict model.onnx digit.png --device cuda --json
+    """
+    from .console import emit_json, out, warn
+    from .predict import predict as run_predict
+
+    result = run_predict(model, inputs, backend, device, top_k, allow_fallback, threads)
+    for n in result["notes"]:
+        warn(n)
+    if as_json:
+        emit_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} · {result['backend']} · {result['provider']}", title_justify="left")
+    table.add_column("input")
+    table.add_column("label", style="bold")
+    table.add_column(f"top-{top_k}")
+    for p in result["predictions"]:
+        table.add_row(p["input"], p["label"], "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top_k"]))
+    out().print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("artifacts", nargs=-1, type=click.Path(path_type=str))
+@click.option("--backends", callback=_csv(tuple(BACKENDS)), default=None,
+              help=f"Comma-separated subset of {', '.join(BACKENDS)} [default: all that open each artifact].")
+@click.option("--devices", callback=_csv(DEVICES), default=None,
+              help="Comma-separated cpu,cuda [default: cpu, plus cuda where a GPU is usable].")
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
+              help="Test split to use [default: the checkpoint's dataset].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N test images.")
+@click.option("--allow-fallback", is_flag=True, help="Let ONNX Runtime fall back to CPU (reported) instead of failing.")
+@click.option("--save-outputs", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Save every pair's logits (.npz) so another machine can check them.")
+@click.option("--load-outputs", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Compare logits saved on another machine (e.g. a GPU box) against this reference.")
+@json_option
+def verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, allow_fallback, save_outputs,
+           load_outputs, as_json):
+    """Prove every runtime gives PyTorch's answers on the real test split.
+
+    Runs every backend x device x artifact (files, or export folders with a manifest) and compares
+    each with PyTorch eager on CPU: max abs/rel and mean abs difference, top-1 agreement, accuracy
+    and its delta, and the smallest tolerance that would have passed. Without ARTIFACTS, exports
+    every format to a temporary folder first. Exit 1 if any pair fails.
+
+    \b
+    Examples:
+      mnistkit verify models/mlp-fashion-mnist.pt models/mlp-fashion-mnist/
+      mnistkit verify ckpt.pt model.onnx --devices cuda --save-outputs gpu.npz   # on the GPU box
+      mnistkit verify ckpt.pt --load-outputs gpu.npz                            # on a CPU box
+    """
+    from .errors import ParityError, require
+
+    require("torch")
+    from .console import emit_json, note, out
+    from .verify import verify as run_verify
+
+    report = run_verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, save_outputs,
+                        load_outputs, allow_fallback, log=None if as_json else note)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"parity vs pytorch/cpu on {report.images} {report.dataset} test images "
+                            f"(reference accuracy {report.reference['accuracy']:.4f})", title_justify="left")
+        for col in ("artifact", "backend/device", "provider", "n", "max_abs", "max_rel", "mean_abs",
+                    "top-1", "acc (Δ)", "tol", ""):
+            table.add_column(col, justify="left" if col in ("artifact", "backend/device", "provider", "") else "right")
+        for p in report.pairs:
+            c = p.comparison
+            name = Path(p.artifact).name + ("" if p.origin == "this machine" else f" ({p.origin})")
+            where = f"{p.backend}/{p.device}"
+            if c is None:
+                table.add_row(name, where, p.provider or "-", str(p.images), *["-"] * 6,
+                              "[red]✗ " + p.error.replace("[", r"\[") + "[/]")
+                continue
+            tol = "n/a" if c.tolerance.max_abs is None else f"{c.tolerance.max_abs:.0e}"
+            table.add_row(name, where, p.provider or "-", str(p.images), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
+                          f"{c.mean_abs:.2e}", f"{c.top1_agreement:.2%}", f"{c.accuracy:.4f} ({c.accuracy_delta:+.4f})",
+                          tol, "[green]✓[/]" if p.passed else "[red]✗ " + "; ".join(c.failures) + "[/]")
+        con = out()
+        con.print(table)
+        con.print(("[green]" if report.passed else "[red]") + report.verdict().replace("[", r"\[") + "[/]")
+    if not report.passed:
+        raise ParityError(report.verdict())
+
+
+# ---------------------------------------------------------------------------------------------
+# inspect, doctor
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=str))
+@json_option
+def inspect(file, as_json):
+    """Describe a checkpoint, artifact, manifest or export folder.
+
+    Kind, input/output contract, labels, normalization, preprocessing recipe, opset and IR version
+    with the oldest onnxruntime that loads it, size, sha256 and recorded accuracy.
+
+    \b
+    Example:
+      mnistkit inspect models/mlp-fashion-mnist/model.onnx
+    """
+    from .console import emit_json, out
+    from .describe import describe
+
+    info = describe(file)
+    if as_json:
+        emit_json(info)
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, title=f"{file} ({info['kind']})", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    skip = {"metadata", "artifacts", "kind", "path"}
+    for key, value in info.items():
+        if key in skip:
+            continue
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    for a in info.get("artifacts", []):
+        table.add_row(f"artifact {a['file']}", f"{a['format']}, {a['bytes']} bytes, sha256 {a['sha256'][:16]}…")
+    out().print(table)
+
+
+@cli.command()
+@json_option
+def doctor(as_json):
+    """Check what this machine can run: Python, torch and its CUDA, onnxruntime and the providers
+    that really load, mismatched CUDA majors, TF32, GPU, datasets. Exit 1 only on a blocking problem.
+
+    \b
+    Example:
+      mnistkit doctor
+    """
+    from .console import emit_json, out
+    from .doctor import doctor as run_doctor
+
+    report = run_doctor()
+    if as_json:
+        emit_json(report)
+    else:
+        from rich.table import Table
+
+        style = {"ok": "[green]ok[/]", "info": "[blue]info[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+        table = Table("check", "status", "detail", "fix")
+        for c in report["checks"]:
+            table.add_row(c["name"], style[c["status"]], c["detail"], c["fix"])
+        out().print(table)
+    if not report["ok"]:
+        raise click.exceptions.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ def out():
     """Console on stdout for human-readable results (tables, summaries)."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Outside a terminal (logs, CI) rich would wrap tables at 80 columns; give them room instead.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 @lru_cache(maxsize=None)
@@ -21,7 +22,7 @@ def err():
     """Console on stderr for notes, warnings and errors: never mixes with --json output."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:

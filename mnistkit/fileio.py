@@ -43,10 +43,22 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_public_dir(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; give a staged folder normal permissions before publishing it."""
+    os.chmod(folder, 0o777 & ~current_umask())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -1,0 +1,198 @@
+"""What a model file is and what it says about itself. Torch-free.
+
+Checkpoints, TorchScript and .pt2 files are all zip archives, so the kind is detected from the
+archive's member names, never from the suffix. ONNX files are protobuf; they are recognised by
+their first field tag and confirmed when a runtime parses them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ArtifactError
+
+KINDS = ("checkpoint", "onnx", "torchscript", "exported-program")
+
+MANIFEST_FORMAT = "mnistkit-manifest"
+METADATA_FILE = "mnistkit.json"  # name of the metadata entry inside TorchScript / .pt2 archives
+
+# The two input contracts every backend accepts (see backends/base.py).
+FLOAT_FORM = "float"  # normalized float32 [N,1,28,28]
+UINT8_FORM = "uint8"  # raw pixels uint8 [N,28,28], 0-255, the dataset's polarity
+
+DEFAULT_LABELS = [str(d) for d in range(10)]
+# The tutorial's ToTensor scaling: pixels / 255, no mean/std. Used for models that do not say.
+DEFAULT_NORMALIZATION = {"mean": [0.0], "std": [1.0]}
+
+
+@dataclass
+class ModelInfo:
+    """An artifact's self-description, as backends, predict and verify need it."""
+
+    path: Path
+    kind: str
+    labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS))
+    mean: float = 0.0
+    std: float = 1.0
+    recipe: str = "digits"
+    input_form: str = FLOAT_FORM
+    input_name: str = "input"
+    output_name: str = "logits"
+    fixed_batch: int | None = None  # a model that only accepts this batch size (e.g. ONNX zoo mnist-12)
+    metadata: dict = field(default_factory=dict)  # everything the artifact recorded
+    described: bool = True  # False when the artifact carries no mnistkit metadata (defaults used)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def detect_kind(path: str | os.PathLike) -> str:
+    """Return one of KINDS by looking at the file's contents. Raises ArtifactError."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file")
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a directory, expected a model file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ArtifactError(f"{path}: empty file, expected a model (checkpoint, .onnx, .ts or .pt2)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            raise ArtifactError(f"{path}: corrupt or truncated zip archive (checkpoint, TorchScript or .pt2)") from None
+        if any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/archive_format") or "/models/" in n for n in names):
+            return "exported-program"
+        if any(n.endswith("data.pkl") for n in names):
+            return "checkpoint"
+        raise ArtifactError(f"{path}: a zip archive that is neither a checkpoint, TorchScript nor .pt2")
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
+        return "checkpoint"
+    # ONNX ModelProto: writers emit ir_version (field 1, varint: tag 0x08) first; other fields
+    # (producer_name 0x12, graph 0x3a, opset_import 0x42) can lead when ir_version is absent.
+    if head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x3a", b"\x42"):
+        return "onnx"
+    raise ArtifactError(
+        f"{path}: not a model file this toolkit knows (expected a mnistkit checkpoint, ONNX, "
+        f"TorchScript or .pt2; first bytes {head[:4].hex()})"
+    )
+
+
+def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
+    """Build ModelInfo from a mnistkit metadata dict (checkpoint meta, TorchScript/.pt2 extra file)."""
+    if not meta:
+        return ModelInfo(path=path, kind=kind, described=False)
+    norm = meta.get("normalization") or DEFAULT_NORMALIZATION
+    try:
+        mean, std = float(norm["mean"][0]), float(norm["std"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ArtifactError(f"{path}: malformed normalization metadata {norm!r}") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ArtifactError(f"{path}: normalization mean {mean} / std {std}: std must be > 0")
+    inp = meta.get("input") or {}
+    labels = meta.get("labels") or DEFAULT_LABELS
+    return ModelInfo(
+        path=path,
+        kind=kind,
+        labels=[str(x) for x in labels],
+        mean=mean,
+        std=std,
+        recipe=meta.get("preprocess") or "digits",
+        input_form=UINT8_FORM if inp.get("dtype") == "uint8" else FLOAT_FORM,
+        input_name=inp.get("name", "input"),
+        output_name=(meta.get("outputs") or ["logits"])[0],
+        metadata=meta,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX metadata_props: flat string -> string. Non-string values are JSON-encoded.
+
+
+def to_onnx_props(meta: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items() if v is not None}
+
+
+def from_onnx_props(props: dict[str, str]) -> dict:
+    out = {}
+    for k, v in props.items():
+        try:
+            out[k] = json.loads(v)
+        except (TypeError, ValueError):
+            out[k] = v
+    return out
+
+
+def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, input_shape: list,
+                 output_names: list[str]) -> ModelInfo:
+    """ModelInfo for an ONNX model from its metadata and its input signature.
+
+    `input_dtype` is "uint8" or "float32"; `input_shape` holds ints or None/str for symbolic dims.
+    A model from elsewhere (no mnistkit metadata) gets labels 0-9 and ToTensor scaling; its input
+    must still fit one of the two contracts.
+    """
+    info = info_from_metadata(path, "onnx", meta if meta.get("labels") or meta.get("normalization") else None)
+    shape = list(input_shape)
+    fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def dims_ok(expected):
+        return len(shape) == len(expected) and all(
+            not isinstance(d, int) or d <= 0 or d == e for d, e in zip(shape[1:], expected[1:]))
+
+    if input_dtype == "uint8" and dims_ok([None, 28, 28]):
+        form = UINT8_FORM
+    elif input_dtype == "float32" and (dims_ok([None, 1, 28, 28]) or dims_ok([None, 784]) or dims_ok([None, 28, 28])):
+        form = FLOAT_FORM
+    else:
+        shown = "[" + ",".join("N" if not isinstance(d, int) or d <= 0 else str(d) for d in shape) + "]"
+        raise ArtifactError(
+            f"{path}: input {input_name!r} is {input_dtype} {shown}, which fits neither contract "
+            f"(float32 [N,1,28,28] normalized, or uint8 [N,28,28] pixels)"
+        )
+    info.input_form = form
+    info.input_name = input_name
+    info.fixed_batch = fixed
+    info.metadata = {**info.metadata, "input_shape": shape}
+    info.output_name = "logits" if "logits" in output_names else output_names[0]
+    return info
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Read and check a manifest.json (or the manifest of an export folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file (expected an export folder with manifest.json)") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a readable JSON manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ArtifactError(f"{path}: not a mnistkit manifest (no {MANIFEST_FORMAT!r} format tag)")
+    return manifest
+
+
+def manifest_artifacts(path: str | os.PathLike) -> list[Path]:
+    """The artifact files a manifest (or export folder) lists, each checked to exist."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    manifest = read_manifest(path)
+    files = []
+    for entry in manifest.get("artifacts", []):
+        f = folder / entry["file"]
+        if not f.exists():
+            raise ArtifactError(f"{f}: listed in {folder / 'manifest.json'} but missing")
+        files.append(f)
+    return files

@@ -1,0 +1,143 @@
+"""The one backend contract every runtime implements.
+
+    with create_backend("model.onnx", device="cpu") as b:   # construction is cheap
+        logits = b.run(batch)                               # load() happened in __enter__
+
+`run(batch)` accepts the two forms data comes in and returns a fresh float32 [N, C] numpy array:
+
+- uint8 pixels [N,28,28] (0-255, the dataset's polarity): how images and datasets arrive;
+- normalized float32 [N,1,28,28]: what the float model takes.
+
+Each backend converts to its artifact's native form with the artifact's own metadata (mean/std),
+so the app-ready uint8 ONNX and the float artifacts are both first-class. Conversions are the same
+arithmetic for every backend, so all of them see bit-identical float inputs.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..artifacts import FLOAT_FORM, UINT8_FORM, ModelInfo
+from ..errors import InvalidInputError
+
+_F32 = np.dtype(np.float32)
+_U8 = np.dtype(np.uint8)
+_FLOAT_TAIL = (1, 28, 28)
+_PIXEL_TAIL = (28, 28)
+
+
+def describe_array(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype} [{','.join(map(str, x.shape))}]"
+    return type(x).__name__
+
+
+EXPECTED = "uint8 pixels [N,28,28] or normalized float32 [N,1,28,28]"
+
+
+def pixels_to_float(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """uint8 [N,28,28] -> normalized float32 [N,1,28,28]: (p/255 - mean)/std, as p*a + b in float32."""
+    scale = np.float32(1.0 / (255.0 * std))
+    shift = np.float32(-mean / std)
+    out = pixels.astype(np.float32)
+    out *= scale
+    out += shift
+    return out.reshape(len(pixels), 1, 28, 28)
+
+
+def float_to_pixels(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Normalized float32 [N,1,28,28] -> uint8 [N,28,28] (exact inverse on inputs made from pixels)."""
+    pixels = np.rint((x.reshape(len(x), 28, 28).astype(np.float64) * std + mean) * 255.0)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+class Backend:
+    """Base class: input validation and conversion, lifecycle, context manager.
+
+    Subclasses set `name` and implement `_load() -> ModelInfo` (take resources) and
+    `_infer(x) -> np.ndarray` (x already in the artifact's native form), and `_close()`.
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, **options):
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.device = device
+        self.threads = threads
+        self.options = options
+        self.info: ModelInfo | None = None
+        self.provider: str | None = None  # what really runs (e.g. CPUExecutionProvider)
+        self.notes: list[str] = []  # warnings worth showing (fallbacks, defaults used)
+        self._loaded = False
+
+    # ---- lifecycle
+    def load(self) -> "Backend":
+        if not self._loaded:
+            self.info = self._load()
+            self._native = self.info.input_form
+            self._mean, self._std = self.info.mean, self.info.std
+            self._loaded = True
+        return self
+
+    def close(self) -> None:
+        if self._loaded:
+            self._close()
+            self._loaded = False
+
+    def __enter__(self):
+        return self.load()
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # ---- running
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits float32 [N, C] for a batch in either input form. Raises InvalidInputError."""
+        if not self._loaded:
+            raise RuntimeError(f"{self.name} backend: call load() (or use `with`) before run()")
+        return self._infer(self.to_native(batch))
+
+    def to_native(self, batch) -> np.ndarray:
+        """Validate a batch and convert it to the artifact's native input form."""
+        if type(batch) is not np.ndarray:
+            raise InvalidInputError(f"input is a {describe_array(batch)}; expected a numpy array, {EXPECTED}")
+        dtype, shape = batch.dtype, batch.shape
+        if dtype == _F32 and shape[1:] == _FLOAT_TAIL and len(shape) == 4:
+            if shape[0] == 0:
+                raise InvalidInputError("input is an empty batch (N=0); expected N >= 1")
+            if not np.isfinite(batch).all():
+                raise InvalidInputError("input holds NaN or infinite values; expected finite normalized floats")
+            if self._native == FLOAT_FORM:
+                return batch if batch.flags.c_contiguous else np.ascontiguousarray(batch)
+            return float_to_pixels(batch, self._mean, self._std)
+        if dtype == _U8 and shape[1:] == _PIXEL_TAIL and len(shape) == 3:
+            if shape[0] == 0:
+                raise InvalidInputError("input is an empty batch (N=0); expected N >= 1")
+            if self._native == UINT8_FORM:
+                return batch if batch.flags.c_contiguous else np.ascontiguousarray(batch)
+            return pixels_to_float(batch, self._mean, self._std)
+        hint = ""
+        if shape == (28, 28) or shape == (1, 28, 28) and dtype != _U8:
+            hint = " (a single image needs a batch axis: x[None])"
+        elif dtype.kind == "f" and dtype != _F32:
+            hint = " (convert with .astype(np.float32))"
+        raise InvalidInputError(f"input is {describe_array(batch)}; expected {EXPECTED}{hint}")
+
+    # ---- subclass hooks
+    def _load(self) -> ModelInfo:
+        raise NotImplementedError
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": self.device, "provider": self.provider,
+                "threads": self.threads, "artifact": str(self.path)}

@@ -1,0 +1,191 @@
+"""ONNX Runtime backend: CPU or CUDA execution provider, and never a silent fallback.
+
+Imports onnxruntime and numpy only: with the core install (no torch), predict on an .onnx works.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+
+from ..artifacts import ModelInfo, from_onnx_props, onnx_io_info
+from ..capture import captured_output
+from ..errors import ArtifactError, BackendUnavailableError
+from .base import Backend
+
+ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
+
+
+def default_threads() -> int:
+    """Intra-op threads: one per available core (2 on the reference machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int | None = None):
+    """The session options mnistkit uses everywhere (backend and bench baseline alike).
+
+    Measured on the 2-core reference machine (PERF_NOTES.md, benchmarks/README.md), batch 1:
+    - intra-op threads = cores (2) with spinning on: 10.5-13.1 us, against 13.8 us on one thread;
+      two threads with spinning off are the worst (20.5 us), so spinning stays on (ORT's default).
+    - ORT_ENABLE_ALL fuses Gemm+Relu for the MLP; sequential execution (the graph is a chain),
+      one inter-op thread.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    so.log_severity_level = 3  # errors only; ORT's warnings would otherwise reach the terminal
+    return so
+
+
+def gpu_present() -> bool:
+    """Whether this machine shows an NVIDIA driver at all (cheap; no CUDA initialisation)."""
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+
+
+def preload_cuda_libraries() -> str:
+    """Let ORT find the CUDA/cuDNN libraries PyTorch's wheels installed (ORT >= 1.21).
+
+    `onnxruntime.preload_dlls()` prints its failures to stdout and never raises: capture that text
+    and return it, so a later failure can say why.
+    """
+    import onnxruntime as ort
+
+    if not hasattr(ort, "preload_dlls"):
+        return ""
+    with captured_output() as cap:
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # older builds or odd environments
+            print(f"preload_dlls raised {exc!r}")
+    return cap.text.strip()
+
+
+class OnnxRuntimeBackend(Backend):
+    """Options: allow_fallback (warn instead of raising when CUDA is not active), cuda_options."""
+
+    name = "onnxruntime"
+
+    def _load(self) -> ModelInfo:
+        import onnxruntime as ort
+
+        want_cuda = self.device == "cuda"
+        preload_text = preload_cuda_libraries() if want_cuda else ""
+        if want_cuda:
+            cuda_opts = {"device_id": 0, **self.options.get("cuda_options", {})}
+            providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.threads = self.threads or default_threads()
+        with captured_output() as cap:
+            try:
+                self._sess = ort.InferenceSession(str(self.path), session_options(self.threads), providers=providers)
+            except Exception as exc:
+                err = exc
+            else:
+                err = None
+        if err is not None:
+            first = (str(err).strip().splitlines() or [""])[0]
+            if not self.path.exists():
+                raise ArtifactError(f"{self.path}: no such file")
+            raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it: {first[:300]}") from None
+        active = self._sess.get_providers()
+        self.provider = active[0]
+        if want_cuda and "CUDAExecutionProvider" not in active:
+            cause = self._fallback_cause(preload_text, cap.text)
+            message = (f"CUDA was requested but ONNX Runtime is running {', '.join(active)}; this build "
+                       f"lists {', '.join(ort.get_available_providers())}; likely cause: {cause}")
+            if not self.options.get("allow_fallback"):
+                self._sess = None
+                raise BackendUnavailableError(message + " (--allow-fallback runs on CPU instead)")
+            self.notes.append(message + "; running on CPU (--allow-fallback)")
+            self.device = "cpu"
+
+        inputs = self._sess.get_inputs()
+        if len(inputs) != 1:
+            raise ArtifactError(f"{self.path}: has {len(inputs)} inputs; expected one image input")
+        inp = inputs[0]
+        dtype = ORT_TYPES.get(inp.type)
+        if dtype is None:
+            raise ArtifactError(
+                f"{self.path}: input {inp.name!r} is {inp.type}; expected tensor(float) [N,1,28,28] "
+                f"or tensor(uint8) [N,28,28]")
+        meta = from_onnx_props(self._sess.get_modelmeta().custom_metadata_map)
+        outputs = [o.name for o in self._sess.get_outputs()]
+        info = onnx_io_info(self.path, meta, inp.name, dtype, list(inp.shape), outputs)
+        self._in = info.input_name
+        self._outs = [info.output_name]
+        self._fixed = info.fixed_batch
+        self._input_shape = [d if isinstance(d, int) and d > 0 else -1 for d in inp.shape]
+        self._reshape = info.input_form == "float" and len(inp.shape) != 4
+        self._run_fn = self._sess.run
+        if not info.described:
+            self.notes.append(f"{self.path.name} carries no mnistkit metadata: labels 0-9, pixels/255 assumed")
+        return info
+
+    @staticmethod
+    def _fallback_cause(preload_text: str, session_text: str) -> str:
+        if not gpu_present():
+            return "no NVIDIA GPU or driver on this machine"
+        text = " ".join((preload_text + " " + session_text).split())
+        if text:
+            return f"the CUDA provider failed to load ({text[:300]})"
+        return "the CUDA provider failed to load (CUDA 12/13 runtime or cuDNN 9 libraries not found)"
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        if self._reshape:
+            x = x.reshape([len(x), *self._input_shape[1:]])
+        fixed = self._fixed
+        if fixed is not None and len(x) != fixed:
+            return self._infer_fixed(x, fixed)
+        out = self._run_fn(self._outs, {self._in: x})[0]
+        return out if out.dtype == np.float32 else out.astype(np.float32)
+
+    def _infer_fixed(self, x: np.ndarray, fixed: int) -> np.ndarray:
+        """A model with a fixed batch dimension: run it chunk by chunk (padding the last)."""
+        n = len(x)
+        chunks = []
+        for i in range(0, n, fixed):
+            part = x[i:i + fixed]
+            if len(part) < fixed:
+                pad = np.zeros((fixed - len(part), *part.shape[1:]), part.dtype)
+                part = np.concatenate([part, pad])
+            chunks.append(self._run_fn(self._outs, {self._in: part})[0])
+        return np.concatenate(chunks)[:n].astype(np.float32, copy=False)
+
+    def _close(self) -> None:
+        self._sess = None
+        self._run_fn = None
+
+    # ---- device-resident execution (bench's separately labelled mode)
+    def device_resident(self, batch: np.ndarray):
+        """Return (call, sync): `call()` runs on inputs/outputs already on the device (IO binding)."""
+        import onnxruntime as ort
+
+        x = self.to_native(batch)
+        if self._reshape:
+            x = x.reshape([len(x), *self._input_shape[1:]])
+        device = "cuda" if self.device == "cuda" else "cpu"
+        io = self._sess.io_binding()
+        x_dev = ort.OrtValue.ortvalue_from_numpy(x, device, 0)
+        io.bind_ortvalue_input(self._in, x_dev)
+        io.bind_output(self._outs[0], device)
+        sess = self._sess
+
+        def call():
+            sess.run_with_iobinding(io)
+
+        def sync():
+            io.synchronize_outputs()
+
+        call._keepalive = (x_dev, io)  # the bound buffers must outlive the closure's use
+        return call, sync

@@ -1,0 +1,114 @@
+"""Shared plumbing of the PyTorch-family backends (eager, TorchScript, ExportedProgram)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, InvalidInputError
+from .base import Backend
+
+
+def torch_device(device: str):
+    import torch
+
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no usable CUDA GPU found"
+            raise BackendUnavailableError(f"--device cuda: {why} (torch {torch.__version__}); use --device cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pin_tf32(enabled: bool) -> None:
+    """TF32 off by default: with it on, CUDA matmuls differ from fp32 references by ~1e-3."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+class TorchBackend(Backend):
+    """Subclasses implement `_load_module() -> (callable, ModelInfo)`.
+
+    Options: tf32 (bool, default False; CUDA only).
+    """
+
+    def _load(self):
+        import torch
+
+        self._torch = torch
+        self._dev = torch_device(self.device)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.threads = torch.get_num_threads()
+        if self._dev.type == "cuda":
+            pin_tf32(bool(self.options.get("tf32", False)))
+            self.provider = f"cuda:{torch.cuda.get_device_name(0)}" + (" (tf32)" if self.options.get("tf32") else "")
+        else:
+            self.provider = "cpu"
+        self._module, info = self._load_module()
+        return info
+
+    def _load_module(self):
+        raise NotImplementedError
+
+    def _forward(self, x):
+        return self._module(x)
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            t = torch.from_numpy(x)
+            if self._dev.type == "cuda":
+                t = t.to(self._dev, non_blocking=False)
+            try:
+                out = self._forward(t)
+            except InvalidInputError:
+                raise
+            except Exception as exc:  # guards of an exported program, shape errors of user models
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise InvalidInputError(f"{self.name} rejected input {list(x.shape)} {x.dtype}: {first[:200]}") from None
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            out = out.float()
+            if out.device.type != "cpu":
+                out = out.cpu()
+            # fresh memory: the output tensor is new on every call, its numpy view owns nothing else
+            return out.numpy()
+
+    def _close(self):
+        self._module = None
+
+    def device_resident(self, batch: np.ndarray, cuda_graph: bool = False):
+        """Return (call, sync) running on an input already on the device (no host copies).
+
+        With cuda_graph, the forward pass is captured once and replayed (CUDA only).
+        """
+        torch = self._torch
+        x = torch.from_numpy(self.to_native(batch)).to(self._dev)
+        sync = torch.cuda.synchronize if self._dev.type == "cuda" else (lambda: None)
+        if cuda_graph:
+            if self._dev.type != "cuda":
+                raise BackendUnavailableError("CUDA graphs need --device cuda")
+            static_in = x.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.inference_mode():
+                for _ in range(3):  # warm-up on a side stream before capture, as the docs require
+                    self._forward(static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.inference_mode():
+                static_out = self._forward(static_in)
+
+            def call():
+                graph.replay()
+
+            call._keepalive = (static_in, static_out, graph)
+            return call, sync
+
+        def call():
+            with torch.inference_mode():
+                return self._forward(x)
+
+        return call, sync

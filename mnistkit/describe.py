@@ -1,0 +1,109 @@
+"""`mnistkit inspect`: what a file is and what it promises. Torch-free except for checkpoints.
+
+TorchScript and .pt2 metadata are read straight from the zip archive (no torch needed); ONNX
+details come from the onnx package when installed, else from an ONNX Runtime session.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from .artifacts import METADATA_FILE, detect_kind, from_onnx_props, read_manifest
+from .errors import ArtifactError
+from .fileio import sha256_file
+
+
+def _zip_metadata(path: Path) -> dict | None:
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if name.endswith(f"/extra/{METADATA_FILE}") or name == f"extra/{METADATA_FILE}":
+                return json.loads(zf.read(name))
+    return None
+
+
+def _onnx_details(path: Path) -> dict:
+    from .onnx_compat import min_onnxruntime
+
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise ArtifactError(f"{path}: not a loadable ONNX file ({str(exc).splitlines()[0][:200]})") from None
+
+        def tensor_info(v):
+            tt = v.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+            return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name, "shape": dims}
+
+        init = {i.name for i in model.graph.initializer}
+        opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+        ops: dict[str, int] = {}
+        for node in model.graph.node:
+            ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        return {
+            "opset": opset,
+            "ir_version": model.ir_version,
+            "min_onnxruntime": min_onnxruntime(opset or 0, model.ir_version),
+            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "inputs": [tensor_info(i) for i in model.graph.input if i.name not in init],
+            "outputs": [tensor_info(o) for o in model.graph.output],
+            "operators": ops,
+            "metadata": from_onnx_props({p.key: p.value for p in model.metadata_props}),
+        }
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+    meta = sess.get_modelmeta()
+    return {
+        "opset": None, "ir_version": None, "min_onnxruntime": None,
+        "producer": meta.producer_name,
+        "inputs": [{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()],
+        "outputs": [{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()],
+        "metadata": from_onnx_props(meta.custom_metadata_map),
+        "note": "install onnx (mnistkit[torch]) for opset, IR version and operators",
+    }
+
+
+def describe(path) -> dict:
+    """A dict describing a checkpoint, artifact, manifest or export folder."""
+    path = Path(path)
+    if path.is_dir() or (path.suffix == ".json" and path.exists()):
+        manifest = read_manifest(path)
+        return {"kind": "manifest", "path": str(path), **manifest}
+    kind = detect_kind(path)
+    info: dict = {"kind": kind, "path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    if kind == "onnx":
+        details = _onnx_details(path)
+        meta = details.pop("metadata")
+        info.update(details)
+        info["metadata"] = meta
+    elif kind in ("torchscript", "exported-program"):
+        try:
+            info["metadata"] = _zip_metadata(path) or {}
+        except (zipfile.BadZipFile, ValueError) as exc:
+            raise ArtifactError(f"{path}: unreadable {kind} archive ({exc})") from None
+        if kind == "torchscript":
+            info["note"] = "TorchScript is deprecated upstream in favour of torch.export"
+    else:
+        from .errors import require
+
+        require("torch")
+        from .model import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        info["metadata"] = ckpt.meta
+        info["parameters"] = int(sum(v.numel() for v in ckpt.state_dict.values()))
+    meta = info.get("metadata") or {}
+    for key in ("dataset", "labels", "normalization", "preprocess", "test_accuracy", "format", "input", "outputs"):
+        if key in meta and key not in info:
+            info[key] = meta[key]
+    return info

@@ -1,0 +1,731 @@
+"""Export a checkpoint, a user's state_dict + class, or any nn.Module to ONNX, TorchScript and
+torch.export artifacts that describe themselves, validated on real test images right after export.
+
+The module's top level is torch-free (the format table feeds the CLI's choices); torch, onnx and
+onnxscript are imported inside the functions that need them.
+
+Every artifact is written into a hidden staging folder beside its final place, validated there,
+and only then renamed to its final name; the manifest is written last, atomically. An export that
+fails or is interrupted leaves no partial artifact and no manifest listing a missing file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .artifacts import DEFAULT_LABELS, MANIFEST_FORMAT, METADATA_FILE, to_onnx_props
+from .compare import Comparison, compare, tolerance_for
+from .errors import CheckpointError, ExportError, InvalidInputError
+from .fileio import atomic_write_json, check_writable_dir, make_public_dir, sha256_file
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    file: str  # file name inside the export folder
+    kind: str  # artifact kind (artifacts.KINDS)
+    backend: str  # the runtime that validates it
+    description: str
+    app: bool = False  # uint8 pixels in, normalization inside, logits + probabilities out
+
+
+# One table drives dispatch, the CLI's --format choices, validation and the tests.
+FORMATS: dict[str, FormatSpec] = {
+    f.name: f
+    for f in (
+        FormatSpec("onnx", "model.onnx", "onnx", "onnxruntime",
+                   "ONNX, float32 [N,1,28,28] normalized in, logits out; one self-contained file"),
+        FormatSpec("onnx-app", "model-app.onnx", "onnx", "onnxruntime",
+                   "app-ready ONNX: uint8 pixels [N,28,28] in, normalization inside, logits + probabilities out",
+                   app=True),
+        FormatSpec("torchscript", "model.ts", "torchscript", "torchscript",
+                   "TorchScript (traced, frozen); deprecated upstream in favour of torch.export"),
+        FormatSpec("exported-program", "model.pt2", "exported-program", "exported-program",
+                   "torch.export ExportedProgram with a dynamic batch dimension"),
+    )
+}
+FORMAT_CHOICES = (*FORMATS, "all")
+
+# Opsets this exporter writes faithfully: 18+ are the dynamo exporter's own; 17 comes through
+# ONNX's version converter; 26 is the newest onnxruntime 1.31 loads (27 fails to load, measured).
+# The exporter silently writes 18 for some requests outside its range (7, 9, 13 and 30 were seen),
+# so the written opset is checked after every export as well.
+OPSET_RANGE = (17, 26)
+DEFAULT_OPSET = 18
+ONNX_CHECK_BATCHES = (1, 3, 64, 1000)  # the dynamic batch axis is proven at these sizes
+EXAMPLE_BATCH = 2  # >= 2: a batch-1 example can bake the batch size into the graph
+VALIDATION_FALLBACK_IMAGES = 1000
+
+TORCHSCRIPT_NOTE = ("TorchScript is deprecated upstream in favour of torch.export (model.pt2); "
+                    "model.ts is written for runtimes that still need it")
+
+
+@dataclass
+class Validation:
+    format: str
+    file: str
+    backend: str
+    passed: bool
+    comparison: Comparison | None
+    images: int
+    data: str  # what the images were
+    batch_sizes: list[int] = field(default_factory=list)  # dynamic batch sizes proven (ONNX)
+    error: str | None = None
+
+    def line(self) -> str:
+        mark = "✓" if self.passed else "✗"
+        if self.comparison is None:
+            return f"{mark} {self.format:<17} {self.file:<16} {self.error}"
+        c = self.comparison
+        s = (f"{mark} {self.format:<17} {self.file:<16} max_abs {c.max_abs:.2e} (tol "
+             f"{c.tolerance.max_abs:.0e}) top-1 {c.top1_agreement:.2%} on {self.images} {self.data}")
+        if self.batch_sizes:
+            s += f"; batch {'/'.join(map(str, self.batch_sizes))} ok"
+        if not self.passed:
+            s += " — " + "; ".join(c.failures + ([self.error] if self.error else []))
+        return s
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["comparison"] = self.comparison.to_json() if self.comparison else None
+        return d
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    artifacts: list[dict]
+    manifest: Path
+    validation: list[Validation]
+    app_bundle: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.validation)
+
+    def to_json(self) -> dict:
+        return {
+            "artifacts": [{**a, "path": str(self.out_dir / a["file"])} for a in self.artifacts],
+            "manifest": str(self.manifest),
+            "app_bundle": str(self.app_bundle) if self.app_bundle else None,
+            "validation": [v.to_json() for v in self.validation],
+            "passed": self.passed,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: a mnistkit checkpoint, a bare state_dict + class, or a live nn.Module
+
+
+@dataclass
+class Source:
+    module: Any  # torch.nn.Module in eval mode, on the CPU
+    meta: dict  # the metadata every artifact records
+    description: dict  # what it came from (manifest "source")
+    default_out: Path
+
+
+def import_model_class(spec: str):
+    """Import 'path/to/file.py:Name' or 'package.module:Name'. Raises InvalidInputError."""
+    import importlib
+
+    if ":" not in spec:
+        raise InvalidInputError(f"--model-class {spec!r}: expected FILE.py:Class or package.module:Class")
+    where, name = spec.rsplit(":", 1)
+    try:
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            path = Path(where)
+            if not path.is_file():
+                raise InvalidInputError(f"--model-class {spec!r}: {path} is not a file")
+            mod_name = f"_mnistkit_user_{path.stem}"
+            spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec_obj)
+            sys.modules[mod_name] = module
+            # A tutorial script trains at import time unless guarded by `if __name__ == "__main__"`;
+            # that guard holds here because the module is not run as __main__.
+            spec_obj.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(f"--model-class {spec!r}: importing {where} failed: "
+                                f"{exc.__class__.__name__}: {exc}") from None
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise InvalidInputError(f"--model-class {spec!r}: {where} defines no {name!r}")
+    return cls
+
+
+def _state_dict_mismatch(model, state_dict: dict, limit: int = 3) -> str | None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {list(state_dict[k].shape)} vs model {list(own[k].shape)}"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:limit])}" + (" ..." if len(missing) > limit else ""))
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:limit])}" + (" ..." if len(unexpected) > limit else ""))
+    if shapes:
+        parts.append(f"shape {', '.join(shapes[:limit])}" + (" ..." if len(shapes) > limit else ""))
+    return "; ".join(parts) or None
+
+
+def _user_meta(labels, mean, std, recipe, dataset, num_classes) -> dict:
+    labels = list(labels) if labels else (DEFAULT_LABELS if num_classes == 10 else [str(i) for i in range(num_classes)])
+    if len(labels) != num_classes:
+        raise InvalidInputError(f"--labels: {len(labels)} labels given but the model has {num_classes} outputs")
+    if std is not None and std <= 0:
+        raise InvalidInputError(f"--std {std}: expected > 0")
+    return {
+        "arch": None,
+        "dataset": dataset,
+        "labels": [str(x) for x in labels],
+        # the tutorial's transforms.ToTensor(): pixels / 255, no mean/std, unless flags say otherwise
+        "normalization": {"mean": [float(mean or 0.0)], "std": [float(std if std is not None else 1.0)]},
+        "preprocess": recipe or "digits",
+        "test_accuracy": None,
+    }
+
+
+def _probe_module(module, where: str) -> int:
+    """Run the module on a [2,1,28,28] batch; return C. Raises InvalidInputError if it does not fit."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(EXAMPLE_BATCH, 1, 28, 28))
+    except Exception as exc:
+        raise InvalidInputError(f"{where}: the model does not accept float [N,1,28,28] input "
+                                f"({exc.__class__.__name__}: {str(exc)[:160]})") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != EXAMPLE_BATCH:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InvalidInputError(f"{where}: the model maps [N,1,28,28] to {shape}; expected [N,C] logits")
+    return int(out.shape[1])
+
+
+def load_source(source, model_class=None, labels=None, mean=None, std=None, recipe=None,
+                dataset=None) -> Source:
+    import torch
+
+    from .model import load_checkpoint
+
+    if isinstance(source, torch.nn.Module):
+        module = source.eval().cpu()
+        c = _probe_module(module, type(source).__name__)
+        meta = _user_meta(labels, mean, std, recipe, dataset, c)
+        meta["arch"] = type(source).__name__
+        return Source(module, meta, {"kind": "module", "class": type(source).__qualname__},
+                      Path("models") / "export")
+
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint or state_dict file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, expected a checkpoint or state_dict")
+    sha = sha256_file(path)
+    default_out = path.parent / path.stem if path.parent.name == "models" else Path("models") / path.stem
+
+    if model_class is None:
+        ckpt = load_checkpoint(path)  # clear error, with the --model-class hint, for a bare state_dict
+        meta = {k: ckpt.meta.get(k) for k in
+                ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "test_accuracy")}
+        return Source(ckpt.build(), meta, {"kind": "checkpoint", "path": str(path), "sha256": sha}, default_out)
+
+    cls = import_model_class(model_class)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a loadable state_dict ({first[:160]})") from None
+    if isinstance(state, dict) and "mnistkit" in state and "state_dict" in state:
+        state = state["state_dict"]  # a mnistkit checkpoint exported through a user's class
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found a {type(state).__name__}")
+    try:
+        model = cls()
+    except Exception as exc:
+        raise InvalidInputError(f"--model-class {model_class}: {cls.__name__}() failed: "
+                                f"{exc.__class__.__name__}: {exc}") from None
+    mismatch = _state_dict_mismatch(model, state)
+    if mismatch:
+        raise CheckpointError(f"{path}: state_dict does not fit {cls.__name__}: {mismatch}")
+    model.load_state_dict(state)
+    model.eval()
+    c = _probe_module(model, f"--model-class {model_class}")
+    meta = _user_meta(labels, mean, std, recipe, dataset, c)
+    meta["arch"] = cls.__name__
+    return Source(model, meta, {"kind": "state_dict", "path": str(path), "sha256": sha,
+                                "model_class": model_class}, default_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers: one function per format, each writing `tmp` and returning facts for the manifest
+
+
+class AppModel:
+    """Built lazily (needs torch): uint8 pixels [N,28,28] -> (logits, probabilities)."""
+
+    @staticmethod
+    def wrap(module, mean: float, std: float):
+        import torch
+
+        class _App(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = module
+                # the same float32 arithmetic as backends.base.pixels_to_float: p * a + b
+                self.register_buffer("scale", torch.tensor(1.0 / (255.0 * std), dtype=torch.float32))
+                self.register_buffer("shift", torch.tensor(-mean / std, dtype=torch.float32))
+
+            def forward(self, pixels):
+                x = pixels.to(torch.float32).unsqueeze(1) * self.scale + self.shift
+                logits = self.model(x)
+                return logits, torch.softmax(logits, dim=1)
+
+        return _App().eval()
+
+
+def _common_meta(src: Source, fmt: FormatSpec) -> dict:
+    return {
+        "mnistkit_version": __version__,
+        "format": fmt.name,
+        "dataset": src.meta.get("dataset"),
+        "labels": src.meta["labels"],
+        "normalization": src.meta["normalization"],
+        "preprocess": src.meta["preprocess"],
+        "input": (
+            {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28], "layout": "NHW", "range": [0, 255]}
+            if fmt.app else
+            {"name": "input", "dtype": "float32", "shape": ["N", 1, 28, 28], "layout": "NCHW",
+             "normalized": "(pixels / 255 - mean) / std"}
+        ),
+        "outputs": ["logits", "probabilities"] if fmt.app else ["logits"],
+        "source_sha256": src.description.get("sha256"),
+        "source": src.description,
+        "arch": src.meta.get("arch"),
+        "test_accuracy": src.meta.get("test_accuracy"),
+    }
+
+
+def _io_entries(meta: dict, num_classes: int) -> tuple[list[dict], list[dict]]:
+    inp = meta["input"]
+    inputs = [{"name": inp["name"], "dtype": inp["dtype"], "shape": inp["shape"]}]
+    outputs = [{"name": n, "dtype": "float32", "shape": ["N", num_classes]} for n in meta["outputs"]]
+    return inputs, outputs
+
+
+def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, opset: int, log: Callable[[str], None]) -> dict:
+    import onnx
+    import torch
+
+    from .capture import captured_output
+    from .onnx_compat import min_onnxruntime
+
+    meta = _common_meta(src, fmt)
+    if fmt.app:
+        module = AppModel.wrap(src.module, meta["normalization"]["mean"][0], meta["normalization"]["std"][0])
+        example = torch.zeros(EXAMPLE_BATCH, 28, 28, dtype=torch.uint8)
+    else:
+        module = src.module
+        example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with captured_output() as cap, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module, (example,), str(tmp), dynamo=True, external_data=False, verbose=False,
+                input_names=[meta["input"]["name"]], output_names=meta["outputs"],
+                dynamic_shapes=({0: batch},), opset_version=opset,
+            )
+        except Exception as exc:
+            tail = " | ".join(cap.text.strip().splitlines()[-3:])
+            raise ExportError(f"{fmt.name}: torch.onnx.export failed: {exc.__class__.__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:200]}" + (f" [{tail[:200]}]" if tail else "")) from None
+    if tmp.with_name(tmp.name + ".data").exists():
+        raise ExportError(f"{fmt.name}: the exporter wrote an external-data sidecar; expected one self-contained file")
+    model = onnx.load(str(tmp))
+    written = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    if written != opset:
+        lo, hi = OPSET_RANGE
+        raise ExportError(f"--opset {opset}: the exporter wrote opset {written} instead; "
+                          f"supported range {lo}-{hi}")
+    meta["test_accuracy"] = src.meta.get("test_accuracy")
+    props = to_onnx_props(meta)
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    model.producer_name = "mnistkit"
+    model.producer_version = __version__
+    model.doc_string = f"mnistkit {fmt.name}: " + fmt.description
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise ExportError(f"{fmt.name}: onnx.checker rejected the graph: {str(exc).splitlines()[0][:200]}") from None
+    onnx.save(model, str(tmp))
+    inputs, outputs = _io_entries(meta, len(meta["labels"]))
+    return {
+        "opset": written,
+        "ir_version": int(model.ir_version),
+        "min_onnxruntime": min_onnxruntime(written, int(model.ir_version)),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+def write_torchscript(src: Source, fmt: FormatSpec, tmp: Path, opset: int, log: Callable[[str], None]) -> dict:
+    import torch
+
+    log(TORCHSCRIPT_NOTE)
+    meta = _common_meta(src, fmt)
+    example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
+    with warnings.catch_warnings():  # one line above instead of torch.jit's wall of FutureWarnings
+        warnings.simplefilter("ignore")
+        try:
+            with torch.no_grad():
+                traced = torch.jit.trace(src.module, example, check_trace=False)
+                frozen = torch.jit.freeze(traced.eval())
+            torch.jit.save(frozen, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
+        except Exception as exc:
+            raise ExportError(f"{fmt.name}: tracing failed: {exc.__class__.__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:200]}") from None
+    inputs, outputs = _io_entries(meta, len(meta["labels"]))
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def write_exported_program(src: Source, fmt: FormatSpec, tmp: Path, opset: int, log: Callable[[str], None]) -> dict:
+    import torch
+
+    meta = _common_meta(src, fmt)
+    example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(src.module, (example,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, str(tmp), extra_files={METADATA_FILE: json.dumps(meta)})
+        except Exception as exc:
+            raise ExportError(f"{fmt.name}: torch.export failed: {exc.__class__.__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:200]}") from None
+    inputs, outputs = _io_entries(meta, len(meta["labels"]))
+    return {"inputs": inputs, "outputs": outputs}
+
+
+WRITERS: dict[str, Callable] = {
+    "onnx": write_onnx,
+    "onnx-app": write_onnx,
+    "torchscript": write_torchscript,
+    "exported-program": write_exported_program,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation images
+
+
+def validation_images(meta: dict, data_dir=None, limit: int | None = None, log=None):
+    """(uint8 images, labels or None, description): the dataset's real test split when it is on this
+    machine (never downloaded here), else seeded random images (labels None) and a note saying so."""
+    from .data import DATASETS, load_split
+    from .errors import DataError
+
+    name = meta.get("dataset")
+    if name in DATASETS:
+        try:
+            split = load_split(name, "test", data_dir, download=False)
+            n = len(split) if limit is None else min(limit, len(split))
+            return split.images[:n], split.labels[:n], f"{name} test images"
+        except DataError as exc:
+            if data_dir is not None:
+                raise
+            if log:
+                log(f"validating on random images: {exc}")
+    elif log:
+        log("validating on random images: the model names no dataset (pass --dataset/--data-dir)")
+    rng = np.random.default_rng(0)
+    n = VALIDATION_FALLBACK_IMAGES if limit is None else min(limit, VALIDATION_FALLBACK_IMAGES)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), None, "random images"
+
+
+def reference_logits(module, images: np.ndarray, mean: float, std: float, chunk: int = 1000) -> np.ndarray:
+    """PyTorch eager logits on uint8 images, through the same conversion every backend uses."""
+    import torch
+
+    from .backends.base import pixels_to_float
+
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(images), chunk):
+            x = torch.from_numpy(pixels_to_float(images[i:i + chunk], mean, std))
+            outs.append(module(x).float().numpy())
+    return np.concatenate(outs)
+
+
+def _run_in_chunks(backend, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    return np.concatenate([backend.run(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+
+
+def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, data_desc: str) -> Validation:
+    from .backends import create_backend
+
+    tol = tolerance_for(fmt.name, "cpu")
+    try:
+        with create_backend(path, fmt.backend, "cpu", kind=fmt.kind) as backend:
+            logits = _run_in_chunks(backend, images)
+            proven = []
+            if fmt.kind == "onnx":  # the dynamic batch axis, at the sizes users hit
+                for b in ONNX_CHECK_BATCHES:
+                    idx = np.arange(b) % len(images)
+                    out = backend.run(images[idx])
+                    if out.shape != (b, reference.shape[1]) or not np.allclose(
+                            out, reference[idx], atol=tol.max_abs or 1e-2, rtol=0):
+                        raise ExportError(f"batch {b}: output {list(out.shape)} differs from the reference")
+                    proven.append(b)
+    except Exception as exc:  # a validation failure is a result, reported with all the others
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        return Validation(fmt.name, path.name, fmt.backend, False, None, len(images), data_desc, error=msg[:300])
+    comparison = compare(reference, logits, tol, labels)
+    return Validation(fmt.name, path.name, fmt.backend, bool(comparison), comparison, len(images), data_desc, proven)
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {"mnistkit": __version__, "python": platform.python_version()}
+    for name in ("torch", "onnx", "onnxscript", "onnxruntime", "numpy"):
+        try:
+            mod = sys.modules.get(name) or __import__(name)
+            versions[name] = str(getattr(mod, "__version__", None))
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
+def _manifest(src: Source, entries: list[dict], previous: dict | None) -> dict:
+    kept = []
+    if previous and previous.get("source", {}).get("sha256") == src.description.get("sha256"):
+        new = {e["format"] for e in entries}
+        kept = [e for e in previous.get("artifacts", []) if e.get("format") not in new]
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": src.description,
+        "model": {"arch": src.meta.get("arch"), "arch_args": src.meta.get("arch_args"),
+                  "num_classes": len(src.meta["labels"])},
+        "dataset": src.meta.get("dataset"),
+        "labels": src.meta["labels"],
+        "normalization": src.meta["normalization"],
+        "preprocess": src.meta["preprocess"],
+        "test_accuracy": src.meta.get("test_accuracy"),
+        "versions": library_versions(),
+        "artifacts": kept + entries,
+    }
+
+
+APP_README = """# mnistkit app bundle
+
+Everything an app needs to embed this model; see the Embedding section of mnistkit's README.
+
+- `model.onnx`: input `pixels` uint8 [N,28,28] (0-255, {polarity}); outputs `logits` and
+  `probabilities` float32 [N,{c}] (softmax). Normalization (mean {mean}, std {std}) is inside the graph.
+- `labels.json`: the class labels in output order, and the contract below (ONNX Runtime's JavaScript
+  API cannot read model metadata).
+- Preprocessing recipe: `{recipe}` — {recipe_text}
+- Loads in onnxruntime >= {min_ort} (opset {opset}, IR version {ir}).
+"""
+
+RECIPE_TEXT = {
+    "digits": "grayscale; invert dark-on-light images; crop to the ink; fit a 20x20 box keeping the "
+              "aspect ratio; place in 28x28 by centre of mass (the MNIST recipe)",
+    "objects": "grayscale; invert light-background images; crop to the object; fit the longest edge "
+               "to 28; centre (the Fashion-MNIST recipe)",
+}
+
+
+def _write_app_bundle(out_dir: Path, app_file: Path, src: Source, entry: dict) -> Path:
+    """app/: the app-ready ONNX, labels.json and a README of the contract, replaced atomically."""
+    bundle = out_dir / "app"
+    staging = Path(tempfile.mkdtemp(prefix=".app.", dir=out_dir))
+    try:
+        shutil.copyfile(app_file, staging / "model.onnx")
+        contract = {
+            "labels": src.meta["labels"],
+            "dataset": src.meta.get("dataset"),
+            "preprocess": src.meta["preprocess"],
+            "normalization": src.meta["normalization"],
+            "input": {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28]},
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["N", len(src.meta["labels"])]},
+                        {"name": "probabilities", "dtype": "float32", "shape": ["N", len(src.meta["labels"])]}],
+            "min_onnxruntime": entry.get("min_onnxruntime"),
+            "opset": entry.get("opset"),
+            "sha256": entry["sha256"],
+        }
+        (staging / "labels.json").write_text(json.dumps(contract, indent=2) + "\n")
+        (staging / "README.md").write_text(APP_README.format(
+            polarity="white ink/object on black, as in the dataset", c=len(src.meta["labels"]),
+            mean=src.meta["normalization"]["mean"][0], std=src.meta["normalization"]["std"][0],
+            recipe=src.meta["preprocess"], recipe_text=RECIPE_TEXT.get(src.meta["preprocess"], ""),
+            min_ort=entry.get("min_onnxruntime"), opset=entry.get("opset"), ir=entry.get("ir_version")))
+        make_public_dir(staging)
+        old = None
+        if bundle.exists():
+            old = out_dir / f".app.old.{time.time_ns()}"
+            bundle.rename(old)
+        staging.rename(bundle)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return bundle
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
+
+
+def parse_formats(formats) -> list[str]:
+    if isinstance(formats, str):
+        formats = [formats]
+    names: list[str] = []
+    for f in formats:
+        for part in str(f).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part == "all":
+                names.extend(FORMATS)
+            elif part in FORMATS:
+                names.append(part)
+            else:
+                raise InvalidInputError(f"unknown format {part!r}; expected one of: {', '.join(FORMAT_CHOICES)}")
+    return list(dict.fromkeys(names))
+
+
+def export_model(
+    source,
+    formats=("onnx",),
+    out_dir=None,
+    opset: int = DEFAULT_OPSET,
+    validate: bool = True,
+    model_class: str | None = None,
+    labels=None,
+    mean: float | None = None,
+    std: float | None = None,
+    recipe: str | None = None,
+    dataset: str | None = None,
+    data_dir=None,
+    validation_limit: int | None = None,
+    log: Callable[[str], None] | None = None,
+    raise_on_failure: bool = True,
+) -> ExportResult:
+    """Export `source` (checkpoint path, state_dict path + model_class, or nn.Module).
+
+    Returns an ExportResult. When a validation fails, the passing artifacts are kept and listed in
+    the manifest, failing ones are not written, and (with raise_on_failure) ExportError lists every
+    failure at once.
+    """
+    log = log or (lambda message: None)
+    names = parse_formats(formats)
+    if not names:
+        raise InvalidInputError("no format given; expected one of: " + ", ".join(FORMAT_CHOICES))
+    lo, hi = OPSET_RANGE
+    if not lo <= int(opset) <= hi:
+        raise InvalidInputError(f"--opset {opset}: supported range is {lo}-{hi}")
+    if recipe is not None and recipe not in RECIPE_TEXT:
+        raise InvalidInputError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPE_TEXT)}")
+    if dataset is not None:
+        from .data import dataset_spec
+
+        spec = dataset_spec(dataset)
+        if labels is None and model_class is not None:
+            labels = list(spec.labels)
+        recipe = recipe or spec.recipe
+    src = load_source(source, model_class, labels, mean, std, recipe, dataset)
+    out_dir = Path(out_dir) if out_dir is not None else src.default_out
+    check_writable_dir(out_dir, "--out-dir")
+
+    images = labels_arr = reference = None
+    data_desc = ""
+    if validate:
+        images, labels_arr, data_desc = validation_images(src.meta, data_dir, validation_limit, log)
+        norm = src.meta["normalization"]
+        reference = reference_logits(src.module, images, norm["mean"][0], norm["std"][0])
+
+    staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
+    entries: list[dict] = []
+    validations: list[Validation] = []
+    try:
+        for name in names:
+            fmt = FORMATS[name]
+            tmp = staging / fmt.file
+            facts = WRITERS[name](src, fmt, tmp, int(opset), log)
+            entry = {"format": name, "file": fmt.file, "kind": fmt.kind, "sha256": sha256_file(tmp),
+                     "bytes": tmp.stat().st_size, "app": fmt.app, **facts}
+            if validate:
+                v = validate_artifact(tmp, fmt, images, labels_arr, reference, data_desc)
+                validations.append(v)
+                entry["validation"] = {"passed": v.passed, "max_abs": v.comparison.max_abs if v.comparison else None,
+                                       "top1_agreement": v.comparison.top1_agreement if v.comparison else None,
+                                       "images": v.images, "data": data_desc}
+                if not v.passed:
+                    continue  # a failing artifact never appears under its final name
+            entries.append(entry)
+        for entry in entries:  # all written and validated: move into place
+            (staging / entry["file"]).replace(out_dir / entry["file"])
+        previous = None
+        with contextlib.suppress(Exception):
+            previous = json.loads((out_dir / "manifest.json").read_text())
+        manifest = _manifest(src, entries, previous)
+        manifest["artifacts"] = [a for a in manifest["artifacts"] if (out_dir / a["file"]).exists()]
+        manifest_path = atomic_write_json(out_dir / "manifest.json", manifest)
+        bundle = None
+        app_entry = next((e for e in entries if e["format"] == "onnx-app"), None)
+        if app_entry is not None and set(FORMATS) <= set(names):
+            bundle = _write_app_bundle(out_dir, out_dir / app_entry["file"], src, app_entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    result = ExportResult(out_dir, entries, manifest_path, validations, bundle)
+    failures = export_failures(result)
+    if failures and raise_on_failure:
+        raise ExportError(failures)
+    return result
+
+
+def export_failures(result: ExportResult) -> str | None:
+    """One line listing every failed validation, or None."""
+    failed = [v for v in result.validation if not v.passed]
+    if not failed:
+        return None
+    parts = []
+    for v in failed:
+        why = "; ".join(v.comparison.failures) if v.comparison else v.error
+        parts.append(f"{v.format} ({why})")
+    return f"validation failed for {len(failed)} of {len(result.validation)} artifacts: " + ", ".join(parts)
+

@@ -1,0 +1,63 @@
+"""Predict labels for image files with any model file on any backend.
+
+On an .onnx with the onnxruntime backend this imports neither torch nor torchvision: the core
+install (onnxruntime, numpy, pillow) is enough.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .compare import softmax
+from .errors import InvalidInputError
+from .preprocess import load_inputs
+
+
+def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_k: int = 3,
+            allow_fallback: bool = False, threads: int | None = None) -> dict:
+    """Run `model` on every input file; return {"predictions": [...], "backend", "provider", ...}."""
+    from .backends import create_backend
+
+    if top_k < 1:
+        raise InvalidInputError(f"--top-k {top_k}: expected >= 1")
+    if not inputs:
+        raise InvalidInputError("no input files given")
+    options = {"allow_fallback": allow_fallback} if allow_fallback else {}
+    with create_backend(model, backend, device, threads=threads, **options) as b:
+        info = b.info
+        samples = [s for path in inputs for s in load_inputs(path, info.recipe)]
+        results: dict[int, np.ndarray] = {}
+        for form in ("uint8", "float"):
+            idx = [i for i, s in enumerate(samples) if s.form == form]
+            if idx:
+                batch = np.stack([samples[i].array for i in idx])
+                for i, row in zip(idx, b.run(batch)):
+                    results[i] = row
+        logits = np.stack([results[i] for i in range(len(samples))])
+        if logits.shape[1] != info.num_classes:
+            raise InvalidInputError(
+                f"{model}: the model has {logits.shape[1]} outputs but {info.num_classes} labels")
+        probs = softmax(logits.astype(np.float64))
+        k = min(top_k, info.num_classes)
+        predictions = []
+        for s, p in zip(samples, probs):
+            order = np.argsort(-p, kind="stable")[:k]
+            predictions.append({
+                "input": s.name,
+                "label": info.labels[int(order[0])],
+                "index": int(order[0]),
+                "probabilities": {lab: float(x) for lab, x in zip(info.labels, p)},
+                "top_k": [{"label": info.labels[int(j)], "probability": float(p[j])} for j in order],
+            })
+        return {
+            "model": str(Path(model)),
+            "kind": info.kind,
+            "backend": b.name,
+            "device": b.device,
+            "provider": b.provider,
+            "recipe": info.recipe,
+            "notes": list(b.notes),
+            "predictions": predictions,
+        }

@@ -1,0 +1,255 @@
+"""Parity: every backend x device x artifact against the PyTorch reference, on the real test split.
+
+The loop never switches on a backend's name: it asks the registry which backends open which
+artifact kind and runs each through the one contract. Results are values (Comparison), truthy only
+when passing; every failure is collected and reported at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .artifacts import detect_kind, manifest_artifacts
+from .backends import BACKENDS, backends_for, create_backend
+from .compare import Comparison, compare, tolerance_for
+from .errors import ArtifactError, BackendUnavailableError, InvalidInputError
+
+# onnx.reference executes operators in Python: the first 500 images keep it to seconds on the MLP.
+SLOW_BACKEND_LIMIT = 500
+CHUNK = 1000
+
+
+@dataclass
+class PairResult:
+    artifact: str
+    format: str
+    backend: str
+    device: str
+    provider: str | None
+    images: int
+    comparison: Comparison | None
+    error: str | None = None
+    origin: str = "this machine"
+    logits: np.ndarray | None = field(default=None, repr=False)  # kept for --save-outputs
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is not None and bool(self.comparison) and self.error is None
+
+    def label(self) -> str:
+        return f"{self.backend}/{self.device} {Path(self.artifact).name}"
+
+    def to_json(self) -> dict:
+        return {
+            "artifact": self.artifact, "format": self.format, "backend": self.backend, "device": self.device,
+            "provider": self.provider, "images": self.images, "passed": self.passed, "error": self.error,
+            "origin": self.origin, "comparison": self.comparison.to_json() if self.comparison else None,
+        }
+
+
+@dataclass
+class VerifyReport:
+    checkpoint: str
+    dataset: str
+    images: int
+    reference: dict
+    pairs: list[PairResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.pairs) and all(p.passed for p in self.pairs)
+
+    def verdict(self) -> str:
+        if not self.pairs:
+            return "FAILED | 0 pairs | nothing was compared"
+        failed = [p for p in self.pairs if not p.passed]
+        if not failed:
+            worst = max(self.pairs, key=lambda p: p.comparison.max_abs)
+            return (f"PASSED | {len(self.pairs)} pairs | worst max_abs {worst.comparison.max_abs:.2e} "
+                    f"({worst.label()})")
+        reasons = []
+        for p in failed:
+            why = p.error or "; ".join(p.comparison.failures)
+            reasons.append(f"{p.label()}: {why}")
+        return f"FAILED | {len(failed)} of {len(self.pairs)} pairs | " + " | ".join(reasons)
+
+    def to_json(self) -> dict:
+        return {
+            "passed": self.passed, "verdict": self.verdict(), "checkpoint": self.checkpoint,
+            "dataset": self.dataset, "images": self.images, "reference": self.reference,
+            "pairs": [p.to_json() for p in self.pairs],
+        }
+
+
+def _images_fingerprint(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
+
+
+def run_backend(backend, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([backend.run(images[i:i + CHUNK]) for i in range(0, len(images), CHUNK)])
+
+
+def default_devices() -> list[str]:
+    """cpu, plus cuda where torch sees a GPU."""
+    from .backends import cuda_available_for_torch
+
+    return ["cpu", "cuda"] if cuda_available_for_torch() else ["cpu"]
+
+
+def expand_artifacts(paths) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir() or p.name == "manifest.json":
+            out.extend(manifest_artifacts(p))
+        else:
+            if not p.exists():
+                raise ArtifactError(f"{p}: no such file")
+            out.append(p)
+    return list(dict.fromkeys(out))
+
+
+def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str | None = None,
+           data_dir=None, limit: int | None = None, save_outputs=None, load_outputs=None,
+           allow_fallback: bool = False, log: Callable[[str], None] | None = None,
+           on_pair: Callable[[PairResult], None] | None = None) -> VerifyReport:
+    """Compare every (artifact, backend, device) with PyTorch eager on CPU over the test split."""
+    from .data import load_split
+    from .model import load_checkpoint
+
+    log = log or (lambda m: None)
+    ckpt = load_checkpoint(checkpoint)
+    dataset = dataset or ckpt.meta.get("dataset") or "mnist"
+    if limit is not None and limit < 1:
+        raise InvalidInputError(f"--limit {limit}: expected >= 1")
+    for b in backends or ():
+        if b not in BACKENDS:
+            raise InvalidInputError(f"--backends: unknown backend {b!r}; expected from {', '.join(BACKENDS)}")
+    explicit_devices = devices is not None
+    devices = list(devices) if devices else default_devices()
+    for d in devices:
+        if d not in ("cpu", "cuda"):
+            raise InvalidInputError(f"--devices: unknown device {d!r}; expected cpu or cuda")
+
+    split = load_split(dataset, "test", data_dir, log=log)
+    n = len(split) if limit is None else min(limit, len(split))
+    images, labels = split.images[:n], split.labels[:n]
+
+    with create_backend(checkpoint, "pytorch", "cpu") as ref_backend:
+        reference = run_backend(ref_backend, images)
+        ref_info = {"backend": "pytorch", "device": "cpu", "provider": ref_backend.provider,
+                    "accuracy": float((reference.argmax(1) == labels).mean()),
+                    "threads": ref_backend.threads}
+    report = VerifyReport(str(checkpoint), dataset, n, ref_info)
+
+    with tempfile.TemporaryDirectory(prefix="mnistkit-verify-") as tmp:
+        paths = expand_artifacts(artifacts)
+        if not artifacts:
+            from .exporter import export_model
+
+            log("no artifacts given: exporting every format to a temporary folder first")
+            exported = export_model(checkpoint, "all", out_dir=tmp, validate=False)
+            paths = [Path(tmp) / a["file"] for a in exported.artifacts]
+        paths = [Path(checkpoint), *paths]
+
+        saved: dict[str, np.ndarray] = {}
+        for path in paths:
+            kind = detect_kind(path)
+            for name in backends_for(kind):
+                if backends and name not in backends:
+                    continue
+                spec = BACKENDS[name]
+                for device in devices:
+                    if device not in spec.devices:
+                        continue
+                    if kind == "checkpoint" and name == "pytorch" and device == "cpu":
+                        continue  # the reference itself
+                    m = min(n, SLOW_BACKEND_LIMIT) if spec.slow else n
+                    pair = _run_pair(path, kind, name, device, images[:m], labels[:m], reference[:m],
+                                     allow_fallback, explicit_devices)
+                    if pair is None:
+                        continue
+                    report.pairs.append(pair)
+                    if on_pair:
+                        on_pair(pair)
+                    if save_outputs and pair.comparison is not None:
+                        saved[f"{len(report.pairs) - 1}"] = pair.logits
+    if save_outputs:
+        _save_outputs(save_outputs, report, reference, images, saved)
+    if load_outputs:
+        for pair in _load_outputs(load_outputs, reference, images, labels):
+            report.pairs.append(pair)
+            if on_pair:
+                on_pair(pair)
+    return report
+
+
+def _run_pair(path, kind, name, device, images, labels, reference, allow_fallback, explicit_devices):
+    options = {"allow_fallback": True} if allow_fallback else {}
+    fmt = kind
+    try:
+        with create_backend(path, name, device, kind=kind, **options) as b:
+            fmt = b.info.metadata.get("format") or kind
+            logits = run_backend(b, images)
+            provider = b.provider
+            actual_device = b.device
+    except BackendUnavailableError as exc:
+        if not explicit_devices and device != "cpu":
+            return None  # cuda was only implied ("auto"); its absence is not a failure
+        return PairResult(str(path), fmt, name, device, None, len(images), None, error=str(exc))
+    except Exception as exc:  # a failing pair is a result, listed with all the others
+        msg = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        return PairResult(str(path), fmt, name, device, None, len(images), None, error=msg[:300])
+    comparison = compare(reference, logits, tolerance_for(fmt, device), labels)
+    return PairResult(str(path), fmt, name, actual_device, provider, len(images), comparison, logits=logits)
+
+
+def _save_outputs(path, report: VerifyReport, reference, images, saved) -> None:
+    """An .npz any machine can compare against its own reference (e.g. GPU results on a CPU box)."""
+    from .fileio import atomic_path
+
+    header = {
+        "format": "mnistkit-outputs", "format_version": 1, "dataset": report.dataset, "images": report.images,
+        "images_sha": _images_fingerprint(images), "machine": platform.node(), "platform": platform.platform(),
+        "pairs": [{k: v for k, v in p.to_json().items() if k != "comparison"} | {"key": k}
+                  for k, p in ((k, report.pairs[int(k)]) for k in saved)],
+    }
+    arrays = {f"pair_{k}": v for k, v in saved.items()}
+    path = Path(path)
+    with atomic_path(path, "--save-outputs") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+                                reference=reference, **arrays)
+
+
+def _load_outputs(path, reference, images, labels) -> list[PairResult]:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(bytes(z["header"]).decode())
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidInputError(f"--load-outputs {path}: not a mnistkit outputs file ({exc})") from None
+    if header.get("format") != "mnistkit-outputs":
+        raise InvalidInputError(f"--load-outputs {path}: not a mnistkit outputs file")
+    if header["images_sha"] != _images_fingerprint(images):
+        raise InvalidInputError(
+            f"--load-outputs {path}: saved for {header['images']} {header['dataset']} images that differ from "
+            f"this run's {len(images)}; use the same --dataset and --limit")
+    origin = header.get("machine", "another machine")
+    pairs = []
+    for entry in header["pairs"]:
+        logits = arrays[f"pair_{entry['key']}"]
+        m = len(logits)
+        comparison = compare(reference[:m], logits, tolerance_for(entry["format"], entry["device"]), labels[:m])
+        pairs.append(PairResult(entry["artifact"], entry["format"], entry["backend"], entry["device"],
+                                entry.get("provider"), m, comparison, origin=f"loaded from {origin}"))
+    return pairs
