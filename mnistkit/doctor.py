@@ -54,7 +54,8 @@ def probe_provider(provider: str) -> tuple[bool, str]:
     so.log_severity_level = 3
     with captured_output() as cap:
         try:
-            sess = ort.InferenceSession(str(PROBE_MODEL), so, providers=[provider, "CPUExecutionProvider"])
+            providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))
+            sess = ort.InferenceSession(str(PROBE_MODEL), so, providers=providers)
             active = provider in sess.get_providers()
         except Exception as exc:
             active = False

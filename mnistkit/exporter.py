@@ -248,6 +248,9 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
         ckpt = load_checkpoint(path)  # clear error, with the --model-class hint, for a bare state_dict
         meta = {k: ckpt.meta.get(k) for k in
                 ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "test_accuracy")}
+        c = _probe_module(ckpt.build(), str(path))
+        defaults = _user_meta(None, None, None, None, None, c)
+        meta = {k: v if v is not None else defaults.get(k) for k, v in meta.items()}
         return Source(ckpt.build(), meta, {"kind": "checkpoint", "path": str(path), "sha256": sha}, default_out)
 
     cls = import_model_class(model_class)
@@ -667,7 +670,13 @@ def export_model(
             labels = list(spec.labels)
         recipe = recipe or spec.recipe
     src = load_source(source, model_class, labels, mean, std, recipe, dataset)
-    out_dir = Path(out_dir) if out_dir is not None else src.default_out
+    if out_dir is None:  # the default folder (models/<stem>/) is ours to create
+        out_dir = src.default_out
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot create {out_dir} ({exc.strerror or exc}); pass --out-dir") from None
+    out_dir = Path(out_dir)
     check_writable_dir(out_dir, "--out-dir")
 
     images = labels_arr = reference = None

@@ -25,8 +25,11 @@ def check_writable_dir(folder: Path, what: str = "output folder") -> None:
             folder.mkdir()
         except OSError as exc:
             raise InvalidInputError(f"{what} {folder}: cannot create ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"{what} {folder}: not writable")
+    try:  # a real write: os.access says yes to root on read-only or special filesystems
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InvalidInputError(f"{what} {folder}: not writable ({exc.strerror or exc})") from None
 
 
 @contextlib.contextmanager

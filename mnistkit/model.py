@@ -158,7 +158,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: not a PyTorch file ({first[:120]})") from None
     except Exception as exc:  # torch.load raises many types on bad bytes (KeyError, RuntimeError, ...)
         first = (str(exc).strip().splitlines() or [""])[0]
-        if zipfile.is_zipfile(path) or isinstance(exc, (RuntimeError, EOFError)):
+        with open(path, "rb") as f:
+            looks_zip = f.read(2) == b"PK"  # a torch.save zip whose end (central directory) is missing
+        if looks_zip or isinstance(exc, (RuntimeError, EOFError)):
             raise CheckpointError(f"{path}: corrupt or truncated PyTorch file ({first[:120]})") from None
         raise CheckpointError(f"{path}: not a PyTorch file ({type(exc).__name__}: {first[:100]})") from None
     if isinstance(obj, dict) and "mnistkit" in obj and "state_dict" in obj:

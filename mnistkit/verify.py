@@ -139,6 +139,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
         if d not in ("cpu", "cuda"):
             raise InvalidInputError(f"--devices: unknown device {d!r}; expected cpu or cuda")
 
+    paths = expand_artifacts(artifacts)  # bad paths fail before any data is loaded
     split = load_split(dataset, "test", data_dir, log=log)
     n = len(split) if limit is None else min(limit, len(split))
     images, labels = split.images[:n], split.labels[:n]
@@ -151,7 +152,6 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     report = VerifyReport(str(checkpoint), dataset, n, ref_info)
 
     with tempfile.TemporaryDirectory(prefix="mnistkit-verify-") as tmp:
-        paths = expand_artifacts(artifacts)
         if not artifacts:
             from .exporter import export_model
 

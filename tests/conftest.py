@@ -122,3 +122,31 @@ def digits_ckpt(tmp_path_factory, mnist_sample_dir) -> Path:
     out = tmp_path_factory.mktemp("digits") / "mlp-digits.pt"
     train(TrainConfig(dataset="mnist", data_dir=str(mnist_sample_dir), epochs=8, out=str(out), threads=2))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_ckpt, tiny_data) -> Path:
+    """Every format of the tiny MLP, validated on the tiny test split."""
+    from mnistkit.exporter import export_model
+
+    out = tmp_path_factory.mktemp("export")
+    export_model(tiny_ckpt, "all", out_dir=out, data_dir=tiny_data)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fashion_export(tmp_path_factory, fashion_ckpt) -> Path:
+    from mnistkit.exporter import export_model
+
+    out = tmp_path_factory.mktemp("fashion-export")
+    export_model(fashion_ckpt, "all", out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_export(tmp_path_factory, digits_ckpt, mnist_sample_dir) -> Path:
+    from mnistkit.exporter import export_model
+
+    out = tmp_path_factory.mktemp("digits-export")
+    export_model(digits_ckpt, "all", out_dir=out, data_dir=mnist_sample_dir)
+    return out

@@ -122,7 +122,8 @@ def test_newer_format_version_is_refused(tmp_path):
 
 def test_torchscript_archive_is_named(tmp_path):
     p = tmp_path / "m.ts"
-    torch.jit.save(torch.jit.trace(MLP().eval(), torch.zeros(2, 1, 28, 28)), p)
+    with pytest.warns(FutureWarning):  # torch.jit is deprecated upstream
+        torch.jit.save(torch.jit.trace(MLP().eval(), torch.zeros(2, 1, 28, 28)), p)
     assert zipfile.is_zipfile(p)
     with pytest.raises(CheckpointError, match="TorchScript archive"):
         load_checkpoint(p)

@@ -79,7 +79,7 @@ def create_backend(path, backend: str | None = None, device: str = "cpu", kind: 
     spec = backend_spec(name)
     if kind not in spec.opens:
         raise InvalidInputError(
-            f"backend {name!r} cannot open {path} (a {kind}); backends for it: {', '.join(backends_for(kind))}")
+            f"backend {name!r} cannot open {path} (kind: {kind}); backends for it: {', '.join(backends_for(kind))}")
     if device not in spec.devices:
         raise BackendUnavailableError(
             f"backend {name!r} runs on {', '.join(spec.devices)}, not {device!r}")

@@ -10,7 +10,7 @@ import json
 import warnings
 
 from ..artifacts import METADATA_FILE, info_from_metadata
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InvalidInputError
 from .torch_common import TorchBackend
 
 
@@ -32,3 +32,15 @@ class ExportedProgramBackend(TorchBackend):
             module = module.to(self._dev)
         meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
         return module, info_from_metadata(self.path, "exported-program", meta)
+
+    def _forward(self, x):
+        try:
+            return self._module(x)
+        except Exception as exc:
+            # torch.export's guards raise "Guard failed: x.size()[1] == 1"-style assertions; say
+            # what the program accepts instead
+            if "guard" in str(exc).lower() or isinstance(exc, (AssertionError, RuntimeError, ValueError)):
+                raise InvalidInputError(
+                    f"{self.path.name}: the exported program takes float32 [N,1,28,28] with N >= 1; "
+                    f"got {x.dtype} {list(x.shape)}".replace("torch.", "")) from None
+            raise

@@ -1,0 +1,258 @@
+"""The backend contract, for every registered backend x device x artifact it opens."""
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mnistkit.artifacts import detect_kind
+from mnistkit.backends import BACKENDS, DEFAULT_BACKEND, backends_for, create_backend
+from mnistkit.backends.base import float_to_pixels, pixels_to_float
+from mnistkit.errors import ArtifactError, BackendUnavailableError, InvalidInputError
+
+# (backend, artifact file in the export folder or "checkpoint") - the matrix the meta-test checks
+MATRIX = [
+    ("pytorch", "checkpoint"),
+    ("torchscript", "model.ts"),
+    ("exported-program", "model.pt2"),
+    ("onnxruntime", "model.onnx"),
+    ("onnxruntime", "model-app.onnx"),
+    ("onnx-reference", "model.onnx"),
+    ("onnx-reference", "model-app.onnx"),
+]
+CASES = [pytest.param(b, a, d, marks=[pytest.mark.cuda] if d == "cuda" else [], id=f"{b}-{a}-{d}")
+         for b, a in MATRIX for d in BACKENDS[b].devices]
+
+
+def test_every_registered_backend_is_in_the_contract_matrix():
+    assert {b for b, _ in MATRIX} == set(BACKENDS)
+    # every (backend, device) pair the registry declares has a case
+    assert {(c.values[0], c.values[2]) for c in CASES} == {(b, d) for b, s in BACKENDS.items() for d in s.devices}
+
+
+def test_registry_defaults_open_their_kind():
+    for kind, name in DEFAULT_BACKEND.items():
+        assert kind in BACKENDS[name].opens and name in backends_for(kind)
+
+
+def _path(tiny_export, tiny_ckpt, artifact):
+    return Path(tiny_ckpt) if artifact == "checkpoint" else tiny_export / artifact
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return np.random.default_rng(42).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name, artifact, device", CASES)
+def test_backend_contract(name, artifact, device, tiny_export, tiny_ckpt, batch):
+    path = _path(tiny_export, tiny_ckpt, artifact)
+    backend = create_backend(path, name, device)
+    assert backend.info is None  # construction is cheap: nothing loaded yet
+    with pytest.raises(RuntimeError, match="call load"):
+        backend.run(batch)
+    with backend as b:
+        assert b.info.kind == detect_kind(path) and b.provider
+        # both input forms give the same logits
+        from_pixels = b.run(batch)
+        as_float = pixels_to_float(batch, b.info.mean, b.info.std)
+        from_float = b.run(as_float)
+        assert from_pixels.dtype == np.float32 and from_pixels.shape == (7, 10)
+        np.testing.assert_allclose(from_pixels, from_float, atol=1e-5, rtol=0)
+        # fresh arrays: mutating one result never changes the next
+        again = b.run(batch)
+        assert again is not from_pixels and not np.shares_memory(again, from_pixels)
+        from_pixels[:] = 0
+        np.testing.assert_array_equal(b.run(batch), again)
+        # batch of one, and a non-contiguous view
+        np.testing.assert_allclose(b.run(batch[:1]), again[:1], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(b.run(batch[::2]), again[::2], atol=1e-5, rtol=0)
+        # input errors say what was expected
+        for bad, fragment in [
+            (batch.astype(np.float64), "expected uint8 pixels [N,28,28] or normalized float32 [N,1,28,28]"),
+            (batch.astype(np.float32), "float32 [7,28,28]"),
+            (batch[0], "a single image needs a batch axis"),
+            (np.zeros((0, 28, 28), np.uint8), "empty batch"),
+            (np.full((2, 1, 28, 28), np.nan, np.float32), "NaN or infinite"),
+            (np.full((2, 1, 28, 28), np.inf, np.float32), "NaN or infinite"),
+            (batch.tolist(), "expected a numpy array"),
+            (np.zeros((2, 3, 28, 28), np.float32), "float32 [2,3,28,28]"),
+        ]:
+            with pytest.raises(InvalidInputError) as info:
+                b.run(bad)
+            assert fragment in str(info.value)
+    # parity with the reference on the same seeded batch
+    with create_backend(tiny_ckpt, "pytorch", "cpu") as ref:
+        tol = 1e-4 if device == "cpu" else 2e-3
+        np.testing.assert_allclose(again, ref.run(batch), atol=tol, rtol=0)
+    backend.close()  # idempotent
+
+
+@pytest.mark.parametrize("name, artifact", [m for m in MATRIX if "cpu" in BACKENDS[m[0]].devices])
+def test_eight_threads_get_what_serial_calls_get(name, artifact, tiny_export, tiny_ckpt):
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(0, 256, (int(rng.integers(1, 40)), 28, 28), dtype=np.uint8) for _ in range(16)]
+    with create_backend(_path(tiny_export, tiny_ckpt, artifact), name, "cpu") as b:
+        serial = [b.run(x) for x in batches]
+        results = [None] * len(batches)
+        errors = []
+        barrier = threading.Barrier(8)
+
+        def worker(k):
+            barrier.wait()
+            try:
+                for i in range(k, len(batches), 8):
+                    results[i] = b.run(batches[i])
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    for s, r in zip(serial, results):
+        np.testing.assert_array_equal(s, r)
+
+
+def test_pixel_float_round_trip_is_exact():
+    pixels = np.arange(256, dtype=np.uint8).repeat(4)[: 28 * 28 * 1].reshape(1, 28, 28)
+    for mean, std in [(0.1307, 0.3081), (0.2860, 0.3530), (0.0, 1.0)]:
+        np.testing.assert_array_equal(float_to_pixels(pixels_to_float(pixels, mean, std), mean, std), pixels)
+
+
+def test_normalization_matches_the_trainer():
+    from mnistkit.train import Normalizer
+
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    ours = pixels_to_float(pixels, 0.2860, 0.3530)
+    trainer = Normalizer(0.2860, 0.3530)(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_array_equal(ours, trainer)
+
+
+def test_cuda_requested_without_gpu_lists_providers(tiny_export):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BackendUnavailableError) as info:
+        create_backend(tiny_export / "model.onnx", "onnxruntime", "cuda").load()
+    message = str(info.value)
+    assert "CUDA was requested but ONNX Runtime is running CPUExecutionProvider" in message
+    assert "this build lists" in message and "likely cause" in message
+    b = create_backend(tiny_export / "model.onnx", "onnxruntime", "cuda", allow_fallback=True).load()
+    assert b.provider == "CPUExecutionProvider" and b.device == "cpu" and "allow-fallback" in b.notes[0]
+    for name, artifact in [("pytorch", None), ("torchscript", "model.ts")]:
+        path = artifact and tiny_export / artifact
+        with pytest.raises(BackendUnavailableError, match="--device cuda"):
+            create_backend(path or next(tiny_export.parent.glob("ckpt*/tiny.pt")), name, "cuda").load()
+
+
+def test_backend_that_cannot_open_a_kind(tiny_export):
+    with pytest.raises(InvalidInputError, match=r"backend 'torchscript' cannot open .* \(kind: onnx\); backends for it: onnxruntime, onnx-reference"):
+        create_backend(tiny_export / "model.onnx", "torchscript")
+    with pytest.raises(BackendUnavailableError, match="runs on cpu, not 'cuda'"):
+        create_backend(tiny_export / "model.onnx", "onnx-reference", "cuda")
+
+
+# ---- models from elsewhere
+
+
+def _foreign_onnx(tmp_path, tiny_ckpt, name, shape, input_name="Input3", dynamic=False):
+    """An ONNX file like the model zoo's: no mnistkit metadata, its own names, maybe a fixed batch."""
+    from mnistkit.model import load_checkpoint
+
+    model = load_checkpoint(tiny_ckpt).build()
+
+    class Reshaped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            return self.m(x.reshape(x.shape[0], 1, 28, 28))
+
+    path = tmp_path / name
+    kwargs = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1)},)} if dynamic else {}
+    torch.onnx.export(Reshaped().eval(), (torch.zeros(*shape),), str(path), dynamo=True, external_data=False,
+                      input_names=[input_name], output_names=["Plus214_Output_0"], verbose=False, **kwargs)
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    onnx.save(m, str(path))
+    return path, model
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnx-reference"])
+def test_fixed_batch_foreign_model_runs_by_splitting(tmp_path, tiny_ckpt, backend):
+    path, model = _foreign_onnx(tmp_path, tiny_ckpt, "mnist-12-like.onnx", (1, 1, 28, 28))
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    with create_backend(path, backend) as b:
+        assert b.info.fixed_batch == 1 and b.info.labels == [str(d) for d in range(10)]
+        assert not b.info.described and b.info.input_name == "Input3"
+        out = b.run(x)
+    # no metadata: ToTensor scaling (pixels / 255) is assumed
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x.astype(np.float32)[:, None] / 255)).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
+
+
+def test_flat_784_input_model(tmp_path, tiny_ckpt):
+    path, _ = _foreign_onnx(tmp_path, tiny_ckpt, "flat.onnx", (2, 784), "x", dynamic=True)
+    with create_backend(path) as b:
+        assert b.run(np.zeros((3, 28, 28), np.uint8)).shape == (3, 10)
+
+
+def test_model_whose_input_fits_neither_contract(tmp_path):
+    class Rgb(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    path = tmp_path / "rgb.onnx"
+    torch.onnx.export(Rgb().eval(), (torch.zeros(2, 3, 32, 32),), str(path), dynamo=True, external_data=False, verbose=False)
+    for backend in ("onnxruntime", "onnx-reference"):
+        with pytest.raises(ArtifactError, match=r"float32 \[2,3,32,32\], which fits neither contract"):
+            create_backend(path, backend).load()
+
+
+@pytest.mark.parametrize("artifact", ["model.onnx", "model.ts", "model.pt2"])
+def test_corrupt_and_truncated_artifacts(tmp_path, tiny_export, artifact):
+    src = (tiny_export / artifact).read_bytes()
+    truncated = tmp_path / ("t-" + artifact)
+    truncated.write_bytes(src[: len(src) // 3])
+    corrupt = tmp_path / ("c-" + artifact)
+    corrupt.write_bytes(src[:64] + bytes(range(256)) * 40)
+    for p in (truncated, corrupt):
+        with pytest.raises((ArtifactError, InvalidInputError)) as info:
+            b = create_backend(p)
+            b.load()
+        assert str(p) in str(info.value)
+
+
+def test_unknown_file_kind(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    with pytest.raises(ArtifactError, match="not a model file this toolkit knows"):
+        create_backend(p)
+
+
+def test_onnxruntime_path_never_imports_torch(tiny_export, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / "x.png")
+    code = (
+        "import sys, json\n"
+        "from mnistkit.cli import main\n"
+        "sys.argv = ['mnistkit', 'predict', sys.argv[1], sys.argv[2], '--json']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "sys.stderr.write(json.dumps({m: m in sys.modules for m in ('torch', 'torchvision', 'onnx')}))\n"
+    )
+    for model in ("model.onnx", "model-app.onnx"):
+        r = subprocess.run([sys.executable, "-c", code, str(tiny_export / model), str(tmp_path / "x.png")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        imported = __import__("json").loads(r.stderr.strip().splitlines()[-1])
+        assert imported == {"torch": False, "torchvision": False, "onnx": False}

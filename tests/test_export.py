@@ -1,0 +1,378 @@
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+import mnistkit
+from mnistkit import exporter
+from mnistkit.artifacts import detect_kind
+from mnistkit.backends import create_backend
+from mnistkit.cli import cli
+from mnistkit.data import load_split
+from mnistkit.errors import CheckpointError, ExportError, InvalidInputError
+from mnistkit.exporter import FORMATS, OPSET_RANGE, export_model
+from mnistkit.model import MLP, load_checkpoint, save_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TUTORIAL = FIXTURES / "tutorial_net.py"
+
+
+def cli_run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_format_table_drives_the_cli_choices():
+    assert set(exporter.FORMAT_CHOICES) == set(FORMATS) | {"all"}
+    assert set(exporter.WRITERS) == set(FORMATS)
+    r = cli_run("export", "--help")
+    for name in FORMATS:
+        assert name in r.output
+
+
+def test_all_formats_written_validated_and_described(tiny_export, tiny_ckpt):
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    assert manifest["format"] == "mnistkit-manifest"
+    files = {a["format"]: a for a in manifest["artifacts"]}
+    assert set(files) == set(FORMATS)
+    for fmt, entry in files.items():
+        path = tiny_export / entry["file"]
+        assert path.exists() and entry["bytes"] == path.stat().st_size
+        assert detect_kind(path) == FORMATS[fmt].kind
+        assert entry["validation"]["passed"] is True and entry["validation"]["top1_agreement"] == 1.0
+        assert entry["inputs"][0]["dtype"] == ("uint8" if FORMATS[fmt].app else "float32")
+    onnx_entry = files["onnx"]
+    assert onnx_entry["opset"] == exporter.DEFAULT_OPSET and onnx_entry["ir_version"] >= 8
+    assert onnx_entry["min_onnxruntime"] == "1.18"
+    assert manifest["source"]["sha256"] == mnistkit.model.sha256_file(tiny_ckpt)
+    assert manifest["labels"] == list("0123456789") and manifest["preprocess"] == "digits"
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "mnistkit"}
+    assert manifest["normalization"] == {"mean": [0.1307], "std": [0.3081]}
+    # no leftovers from staging
+    assert not [p for p in tiny_export.iterdir() if p.name.startswith(".")]
+
+
+def test_onnx_is_one_self_contained_file_with_metadata(tiny_export):
+    path = tiny_export / "model.onnx"
+    assert not (tiny_export / "model.onnx.data").exists()
+    model = onnx.load(str(path))
+    assert all(not t.HasField("data_location") or t.data_location == 0 for t in model.graph.initializer)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["labels"]) == list("0123456789")
+    assert json.loads(props["normalization"]) == {"mean": [0.1307], "std": [0.3081]}
+    assert props["preprocess"] == "digits" and props["dataset"] == "mnist"
+    assert props["mnistkit_version"] == mnistkit.__version__
+    assert len(props["source_sha256"]) == 64 and float(props["test_accuracy"]) > 0
+    assert json.loads(props["input"])["layout"] == "NCHW"
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.HasField("dim_value")  # a dynamic batch axis
+
+
+def test_app_variant_contract_and_same_logits(tiny_export, tiny_data):
+    model = onnx.load(str(tiny_export / "model-app.onnx"))
+    inp = model.graph.input[0].type.tensor_type
+    assert model.graph.input[0].name == "pixels" and inp.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in inp.shape.dim][1:] == [28, 28]
+    assert [o.name for o in model.graph.output] == ["logits", "probabilities"]
+    import onnxruntime as ort
+
+    images = load_split("mnist", "test", tiny_data).images
+    app = ort.InferenceSession(str(tiny_export / "model-app.onnx"), providers=["CPUExecutionProvider"])
+    logits, probs = app.run(None, {"pixels": images})
+    with create_backend(tiny_export / "model.onnx") as b:
+        float_logits = b.run(images)
+    np.testing.assert_allclose(logits, float_logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, e / e.sum(1, keepdims=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64, 1000])
+def test_onnx_dynamic_batch_against_pytorch(tiny_export, tiny_ckpt, batch):
+    rng = np.random.default_rng(batch)
+    x = rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+    with create_backend(tiny_ckpt) as ref, create_backend(tiny_export / "model.onnx") as ort_b, \
+            create_backend(tiny_export / "model-app.onnx") as app:
+        expected = ref.run(x)
+        for b in (ort_b, app):
+            out = b.run(x)
+            assert out.shape == (batch, 10)
+            np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
+
+
+def test_reference_evaluator_agrees_with_onnxruntime(tiny_export):
+    x = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    for name in ("model.onnx", "model-app.onnx"):
+        with create_backend(tiny_export / name, "onnx-reference") as ref, create_backend(tiny_export / name) as rt:
+            np.testing.assert_allclose(ref.run(x), rt.run(x), atol=1e-5, rtol=0)
+
+
+def test_torchscript_and_exported_program_carry_metadata(tiny_export):
+    for name in ("model.ts", "model.pt2"):
+        with zipfile.ZipFile(tiny_export / name) as zf:
+            meta_name = next(n for n in zf.namelist() if n.endswith("extra/mnistkit.json"))
+            meta = json.loads(zf.read(meta_name))
+        assert meta["labels"] == list("0123456789") and meta["preprocess"] == "digits"
+
+
+def test_exported_program_wrong_shape_is_a_clear_error(tiny_export):
+    from mnistkit.errors import InvalidInputError as IIE
+
+    with create_backend(tiny_export / "model.pt2") as b:
+        with pytest.raises(IIE, match=r"expected uint8 pixels \[N,28,28\] or normalized float32 \[N,1,28,28\]"):
+            b.run(np.zeros((2, 1, 32, 32), np.float32))
+        # even a direct call of the program's module with a bad shape is translated
+        with pytest.raises(IIE, match=r"takes float32 \[N,1,28,28\] with N >= 1; got float32 \[2, 3, 28, 28\]") as info:
+            b._infer(np.zeros((2, 3, 28, 28), np.float32))
+        assert "Guard failed" not in str(info.value)
+
+
+def test_python_api_exports_any_module(tmp_path, tiny_data):
+    from fixtures.tutorial_net import NeuralNetwork
+
+    torch.manual_seed(0)
+    result = mnistkit.export(NeuralNetwork(), formats=["onnx", "exported-program"], out_dir=tmp_path,
+                             labels=[f"c{i}" for i in range(10)])
+    assert result.passed and {a["format"] for a in result.artifacts} == {"onnx", "exported-program"}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["labels"][0] == "c0" and manifest["normalization"] == {"mean": [0.0], "std": [1.0]}
+    assert manifest["source"]["kind"] == "module"
+    assert result.validation[0].data == "random images"  # the module names no dataset
+
+
+def test_tutorial_net_state_dict_exports_and_validates(tmp_path, mnist_sample_dir):
+    from fixtures.tutorial_net import Net
+
+    torch.manual_seed(1)
+    torch.save(Net().state_dict(), tmp_path / "mnist_cnn.pt")  # exactly as the example ends
+    r = CliRunner().invoke(cli, ["export", str(tmp_path / "mnist_cnn.pt"), "--model-class", f"{TUTORIAL}:Net",
+                                 "--format", "all", "--out-dir", str(tmp_path / "out"), "--dataset", "mnist",
+                                 "--data-dir", str(mnist_sample_dir), "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["passed"] and len(obj["validation"]) == len(FORMATS)
+    assert all(v["images"] == 1000 and v["data"] == "mnist test images" for v in obj["validation"])
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    # ToTensor scaling by default: pixels/255, no mean/std
+    assert manifest["normalization"] == {"mean": [0.0], "std": [1.0]}
+    assert manifest["source"]["model_class"].endswith("tutorial_net.py:Net")
+    assert (tmp_path / "out" / "app" / "labels.json").exists()
+
+
+def test_model_class_from_a_package_module(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    torch.save(__import__("tutorial_net").NeuralNetwork().state_dict(), tmp_path / "model.pth")
+    result = export_model(tmp_path / "model.pth", "onnx", out_dir=tmp_path / "o", model_class="tutorial_net:NeuralNetwork")
+    assert result.passed
+
+
+@pytest.mark.parametrize(
+    "model_class, fragment",
+    [
+        (f"{TUTORIAL}:NeuralNetwork", "does not fit NeuralNetwork: missing linear_relu_stack.0.weight"),
+        (f"{TUTORIAL}:Missing", "defines no 'Missing'"),
+        ("no_such_module_xyz:Net", "importing no_such_module_xyz failed"),
+        ("nocolon", "expected FILE.py:Class"),
+        (f"{FIXTURES}/absent.py:Net", "is not a file"),
+    ],
+)
+def test_bad_model_classes(tmp_path, model_class, fragment):
+    from fixtures.tutorial_net import Net
+
+    torch.save(Net().state_dict(), tmp_path / "sd.pt")
+    with pytest.raises((InvalidInputError, CheckpointError), match=fragment):
+        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", model_class=model_class)
+
+
+def test_shape_mismatch_names_the_tensor(tmp_path):
+    sd = MLP().state_dict()
+    sd["layers.0.weight"] = torch.zeros(256, 100)
+    torch.save(sd, tmp_path / "sd.pt")
+    with pytest.raises(CheckpointError, match=r"shape layers\.0\.weight \[256, 100\] vs model \[256, 784\]"):
+        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", model_class="mnistkit.model:MLP")
+
+
+def test_module_with_wrong_output_contract(tmp_path):
+    from fixtures.tutorial_net import WrongOutput
+
+    with pytest.raises(InvalidInputError, match=r"maps \[N,1,28,28\] to \[1, 2, 10\]; expected \[N,C\] logits"):
+        mnistkit.export(WrongOutput(), out_dir=tmp_path)
+
+
+def test_opset_is_checked_after_export(tmp_path, tiny_ckpt, monkeypatch):
+    r = export_model(tiny_ckpt, "onnx", out_dir=tmp_path / "a", opset=17, validate=False)
+    assert r.artifacts[0]["opset"] == 17
+    model = onnx.load(str(tmp_path / "a" / "model.onnx"))
+    assert [o.version for o in model.opset_import if o.domain == ""] == [17]
+
+    real_load = onnx.load
+
+    def wrong_opset_load(*a, **k):  # simulate the exporter silently writing opset 18
+        m = real_load(*a, **k)
+        for o in m.opset_import:
+            if o.domain == "":
+                o.version = 18
+        return m
+
+    monkeypatch.setattr(onnx, "load", wrong_opset_load)
+    with pytest.raises(ExportError, match=r"--opset 20: the exporter wrote opset 18 instead; supported range 17-26"):
+        export_model(tiny_ckpt, "onnx", out_dir=tmp_path / "b", opset=20, validate=False)
+    assert not (tmp_path / "b" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", [OPSET_RANGE[0] - 1, OPSET_RANGE[1] + 1, 7, 30])
+def test_opset_outside_the_range(tmp_path, tiny_ckpt, opset):
+    with pytest.raises(InvalidInputError, match=f"supported range is {OPSET_RANGE[0]}-{OPSET_RANGE[1]}"):
+        export_model(tiny_ckpt, "onnx", out_dir=tmp_path, opset=opset)
+    r = cli_run("export", tiny_ckpt, "--opset", opset, "--out-dir", tmp_path)
+    assert r.exit_code == 2 and "17<=x<=26" in r.output
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_failed_export_leaves_nothing_half_written(tmp_path, tiny_ckpt, monkeypatch, failure):
+    out = tmp_path / "out"
+
+    def broken(src, fmt, tmp, opset, log):
+        tmp.write_bytes(b"partial")
+        raise failure
+
+    monkeypatch.setitem(exporter.WRITERS, "exported-program", broken)
+    with pytest.raises(type(failure)):
+        export_model(tiny_ckpt, "all", out_dir=out, validate=False)
+    assert list(out.iterdir()) == []  # onnx was written first, but nothing reached its final name
+
+
+def test_failing_validation_keeps_passing_artifacts_and_lists_all_failures(tmp_path, tiny_ckpt, tiny_data, monkeypatch):
+    from mnistkit.compare import Tolerance
+
+    monkeypatch.setattr(exporter, "tolerance_for", lambda fmt, device: Tolerance(-1.0) if fmt in ("onnx", "torchscript")
+                        else Tolerance(1e-4))
+    r = cli_run("export", tiny_ckpt, "--format", "all", "--out-dir", tmp_path, "--data-dir", tiny_data)
+    assert r.exit_code == 1
+    assert "✗ onnx " in r.output and "✗ torchscript" in r.output and "✓ onnx-app" in r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: validation failed for 2 of 4 artifacts: onnx (") and "torchscript (" in last
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert {a["format"] for a in manifest["artifacts"]} == {"onnx-app", "exported-program"}
+    assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "model.ts").exists()
+
+
+def test_manifest_merges_later_exports_of_the_same_source(tmp_path, tiny_ckpt):
+    export_model(tiny_ckpt, "onnx", out_dir=tmp_path, validate=False)
+    export_model(tiny_ckpt, "torchscript", out_dir=tmp_path, validate=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == ["onnx", "torchscript"]
+
+
+def test_export_json_and_default_out_dir(tmp_path, tiny_ckpt, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--json", "--no-validate"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["validation"] == [] and obj["artifacts"][0]["format"] == "onnx"
+    assert Path(obj["artifacts"][0]["path"]) == Path("models") / Path(tiny_ckpt).stem / "model.onnx"
+    assert (tmp_path / obj["artifacts"][0]["path"]).exists()
+    assert set(obj["artifacts"][0]) >= {"format", "path", "sha256", "bytes"}
+
+
+def test_missing_out_dir_is_created_when_its_parent_exists(tmp_path, tiny_ckpt):
+    export_model(tiny_ckpt, "onnx", out_dir=tmp_path / "new", validate=False)
+    assert (tmp_path / "new" / "model.onnx").exists()
+    with pytest.raises(InvalidInputError, match="parent directory .* does not exist"):
+        export_model(tiny_ckpt, "onnx", out_dir=tmp_path / "a" / "b", validate=False)
+
+
+@pytest.mark.parametrize("where", ["/proc", "/proc/mnistkit-new"])
+def test_unwritable_out_dir(tiny_ckpt, where):
+    # /proc refuses new files even to root, where permission bits would not
+    r = cli_run("export", tiny_ckpt, "--out-dir", where)
+    assert r.exit_code == 1 and ("not writable" in r.output or "cannot create" in r.output), r.output
+    assert "Traceback" not in r.output
+
+
+def test_out_dir_that_is_a_file(tmp_path, tiny_ckpt):
+    (tmp_path / "f").write_text("x")
+    r = cli_run("export", tiny_ckpt, "--out-dir", tmp_path / "f")
+    assert r.exit_code in (1, 2) and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"\x80\x02garbage"), "not a mnistkit checkpoint"),
+        (lambda p: torch.save(MLP().state_dict(), p), "bare state_dict; export it with `mnistkit export FILE --model-class"),
+        (lambda p: torch.save({"weights": [1, 2]}, p), "not a mnistkit checkpoint"),
+    ],
+)
+def test_bad_checkpoints_exit_1_with_one_line(tmp_path, make, fragment):
+    p = tmp_path / "ckpt.pt"
+    make(p)
+    r = cli_run("export", p, "--out-dir", tmp_path / "out")
+    assert r.exit_code == 1, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_truncated_checkpoint(tmp_path, tiny_ckpt):
+    p = tmp_path / "t.pt"
+    p.write_bytes(Path(tiny_ckpt).read_bytes()[:5000])
+    r = cli_run("export", p, "--out-dir", tmp_path / "o")
+    assert r.exit_code == 1 and "corrupt or truncated" in r.output
+
+
+def test_unknown_format_is_a_usage_error(tiny_ckpt, tmp_path):
+    r = cli_run("export", tiny_ckpt, "--format", "tflite", "--out-dir", tmp_path)
+    assert r.exit_code == 2 and "tflite" in r.output
+
+
+def test_torchscript_deprecation_said_in_one_line(tiny_ckpt, tmp_path):
+    r = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--format", "torchscript", "--out-dir", str(tmp_path),
+                                 "--no-validate"], catch_exceptions=False)
+    assert r.exit_code == 0
+    assert r.stderr.count("deprecated") == 1 and "FutureWarning" not in r.output
+
+
+def test_cnn_exports_every_format(tmp_path, tiny_cnn_ckpt, tiny_data):
+    result = export_model(tiny_cnn_ckpt, "all", out_dir=tmp_path, data_dir=tiny_data)
+    assert result.passed and len(result.artifacts) == len(FORMATS)
+
+
+def test_checkpoint_metadata_survives_into_artifacts(tiny_export, tiny_ckpt):
+    meta = load_checkpoint(tiny_ckpt).meta
+    with create_backend(tiny_export / "model-app.onnx") as b:
+        assert b.info.labels == meta["labels"] and b.info.recipe == meta["preprocess"]
+        assert b.info.mean == pytest.approx(0.1307) and b.info.input_form == "uint8"
+
+
+@pytest.mark.realdata
+def test_fashion_onnx_matches_pytorch_on_the_full_test_set(fashion_export, fashion_ckpt):
+    """Done-when of the Export issue: <= 1e-4 max abs, 100 % top-1 on all 10,000 images, < 1.2 MB."""
+    split = load_split("fashion-mnist", "test")
+    assert len(split) == 10000
+    with create_backend(fashion_ckpt) as ref, create_backend(fashion_export / "model.onnx") as rt:
+        expected, got = ref.run(split.images), rt.run(split.images)
+    assert np.abs(expected - got).max() <= 1e-4
+    assert (expected.argmax(1) == got.argmax(1)).all()
+    assert (fashion_export / "model.onnx").stat().st_size < 1.2e6
+    with create_backend(fashion_export / "model.onnx", "onnx-reference") as ref_eval:
+        np.testing.assert_allclose(ref_eval.run(split.images[:500]), got[:500], atol=1e-4, rtol=0)
+
+
+def test_saved_checkpoint_without_dataset_validates_on_random_images(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", MLP().state_dict(), {"arch": "mlp", "arch_args": {"num_classes": 10},
+                                                            "labels": list("0123456789")})
+    messages = []
+    r = export_model(tmp_path / "c.pt", "onnx", out_dir=tmp_path / "o", log=messages.append)
+    assert r.passed and r.validation[0].data == "random images"
+    assert any("random images" in m for m in messages)

@@ -1,0 +1,80 @@
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from mnistkit import doctor as doctor_mod
+from mnistkit.cli import cli
+from mnistkit.onnx_compat import min_onnxruntime
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("target", ["model.onnx", "model-app.onnx", "model.ts", "model.pt2", "manifest.json", "."])
+def test_inspect_every_kind_json(tiny_export, target):
+    r = CliRunner().invoke(cli, ["inspect", str(tiny_export / target), "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["labels"] == list("0123456789")
+    assert info["preprocess"] == "digits" and info["normalization"]["mean"] == [0.1307]
+    if target.endswith(".onnx"):
+        assert info["opset"] == 18 and info["ir_version"] == 10 and info["min_onnxruntime"] == "1.18"
+        assert len(info["sha256"]) == 64 and info["bytes"] > 100_000
+        assert info["inputs"][0]["dtype"] == ("uint8" if "app" in target else "float32")
+        assert info["operators"]["Gemm"] == 4
+    if target in ("manifest.json", "."):
+        assert info["kind"] == "manifest" and len(info["artifacts"]) == 4
+
+
+def test_inspect_checkpoint_human(tiny_ckpt):
+    r = run("inspect", tiny_ckpt)
+    assert r.exit_code == 0 and "checkpoint" in r.output and "test_accuracy" in r.output and "parameters" in r.output
+
+
+def test_inspect_bad_files(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    for target in (tmp_path / "x.txt", tmp_path / "absent.onnx", tmp_path):
+        r = run("inspect", target)
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+
+
+def test_min_onnxruntime_table():
+    assert min_onnxruntime(13, 7) == "1.6"
+    assert min_onnxruntime(17, 8) == "1.12"
+    assert min_onnxruntime(18, 8) == "1.14"
+    assert min_onnxruntime(18, 10) == "1.18"
+    assert min_onnxruntime(21, 10) == "1.18"
+    assert min_onnxruntime(22, 10) == "> 1.20"
+
+
+def test_probe_asset_is_a_valid_tiny_model():
+    onnx.checker.check_model(onnx.load(str(doctor_mod.PROBE_MODEL)), full_check=True)
+    sess = ort.InferenceSession(str(doctor_mod.PROBE_MODEL), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["x"]
+
+
+def test_doctor_json_on_this_machine():
+    r = CliRunner().invoke(cli, ["doctor", "--json"], catch_exceptions=False)
+    obj = json.loads(r.stdout)
+    assert r.exit_code == 0 and obj["ok"] is True
+    names = {c["name"]: c for c in obj["checks"]}
+    assert names["ort CPU provider"]["status"] == "ok"
+    assert names["onnxruntime"]["status"] == "ok" and "torch" in names
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert "ort CUDA provider" in names  # listed providers are probed, not trusted
+
+
+def test_doctor_blocks_on_two_onnxruntime_flavours(monkeypatch):
+    monkeypatch.setattr(doctor_mod, "onnxruntime_distributions",
+                        lambda: ["onnxruntime 1.31.0", "onnxruntime-gpu 1.31.1"])
+    r = CliRunner().invoke(cli, ["doctor", "--json"], catch_exceptions=False)
+    assert r.exit_code == 1
+    obj = json.loads(r.stdout)
+    bad = [c for c in obj["checks"] if c["status"] == "fail"]
+    assert obj["ok"] is False and [c["name"] for c in bad] == ["onnxruntime packages"]
+    assert "pip uninstall" in bad[0]["fix"]
+    assert run("doctor").exit_code == 1

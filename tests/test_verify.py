@@ -1,0 +1,173 @@
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from mnistkit.cli import cli
+from mnistkit.compare import TOLERANCES, Tolerance, compare, tolerance_for
+from mnistkit.verify import verify
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+# ---- the comparison function on hand-computed arrays
+
+REF = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0], [2.0, 1.0, 0.0], [1.0, 1.5, 1.4]])
+
+
+def test_compare_statistics_by_hand():
+    out = REF.copy()
+    out[0, 1] = 2.5  # |diff| 0.5, rel 0.25
+    out[3, 2] = 1.6  # |diff| 0.2, rel 0.2/1.4; flips the argmax of row 3 (1.5 -> 1.6)
+    labels = np.array([1, 2, 0, 2])
+    c = compare(REF, out, Tolerance(1.0, 0.5), labels)
+    assert c.max_abs == pytest.approx(0.5)
+    assert c.max_rel == pytest.approx(0.25)
+    assert c.mean_abs == pytest.approx(0.7 / 12)
+    assert c.top1_agreement == pytest.approx(0.75)
+    assert c.reference_accuracy == pytest.approx(0.75)  # ref argmax: 1, 2, 0, 1
+    assert c.accuracy == pytest.approx(1.0) and c.accuracy_delta == pytest.approx(0.25)
+    assert c and c.passed and c.would_pass_at == pytest.approx(0.5)
+
+
+def test_compare_fails_and_says_why():
+    out = REF + 0.01
+    c = compare(REF, out, Tolerance(1e-3))
+    assert not c and c.failures == ["max_abs 1.000e-02 > 1e-03"]
+    out = REF.copy()
+    out[3, 2] = 1.6
+    c = compare(REF, out, Tolerance(1.0, 1.0))
+    assert not c and "top-1 agreement 75.0000% < 100.00%" in c.failures[0]
+
+
+def test_compare_nan_fails_even_without_a_max_abs():
+    out = REF.copy()
+    out[1, 1] = np.nan
+    c = compare(REF, out, Tolerance(None, 0.0))
+    assert not c and math.isnan(c.max_abs) and "NaN" in c.failures[0]
+
+
+def test_compare_accuracy_drop_budget():
+    labels = np.array([1, 2, 0, 1])
+    out = REF.copy()
+    out[0] = [3.0, 0.0, 0.0]  # row 0 now wrong
+    assert not compare(REF, out, Tolerance(None, 0.0, max_accuracy_drop=0.2), labels)
+    assert compare(REF, out, Tolerance(None, 0.0, max_accuracy_drop=0.3), labels)
+
+
+def test_compare_shape_mismatch():
+    c = compare(REF, REF[:2], Tolerance(1.0))
+    assert not c and "shape" in c.failures[0]
+
+
+def test_tolerance_table_has_a_reason_for_every_row():
+    assert all(t.why for t in TOLERANCES.values())
+    assert tolerance_for("some-new-format", "cpu").max_abs == TOLERANCES[("onnx", "cpu")].max_abs
+
+
+# ---- verify end to end
+
+
+def test_verify_every_backend_on_tiny_data(tiny_ckpt, tiny_export, tiny_data):
+    pairs = []
+    report = verify(tiny_ckpt, [tiny_export], data_dir=tiny_data, on_pair=pairs.append)
+    assert report.passed, report.verdict()
+    got = {(p.backend, p.format) for p in report.pairs}
+    assert got == {("onnxruntime", "onnx"), ("onnxruntime", "onnx-app"), ("onnx-reference", "onnx"),
+                   ("onnx-reference", "onnx-app"), ("torchscript", "torchscript"),
+                   ("exported-program", "exported-program")}
+    assert report.verdict().startswith(f"PASSED | {len(report.pairs)} pairs | worst max_abs")
+    assert pairs == report.pairs
+
+
+def test_verify_without_artifacts_exports_them(tiny_ckpt, tiny_data):
+    report = verify(tiny_ckpt, data_dir=tiny_data, backends=["onnxruntime"])
+    assert report.passed and len(report.pairs) == 2
+
+
+def test_verify_reports_every_failing_pair(tiny_ckpt, tiny_export, tiny_data, tmp_path):
+    # a tampered ONNX file: one weight changed after export
+    bad = tmp_path / "tampered.onnx"
+    model = onnx.load(str(tiny_export / "model.onnx"))
+    init = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[:200] += 0.5
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(bad))
+    r = run("verify", tiny_ckpt, bad, tiny_export / "model.ts", "--data-dir", tiny_data)
+    assert r.exit_code == 1
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: FAILED | 2 of 3 pairs |")
+    assert "onnxruntime/cpu tampered.onnx: max_abs" in last and "onnx-reference/cpu tampered.onnx" in last
+    assert "torchscript" not in last  # the good artifact passed
+
+
+def test_verify_json(tiny_ckpt, tiny_export, tiny_data):
+    r = CliRunner().invoke(cli, ["verify", str(tiny_ckpt), str(tiny_export / "model.onnx"), "--data-dir",
+                                 str(tiny_data), "--json", "--limit", "50"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["passed"] and obj["images"] == 50 and obj["verdict"].startswith("PASSED")
+    pair = obj["pairs"][0]
+    assert set(pair["comparison"]) >= {"max_abs", "max_rel", "mean_abs", "top1_agreement", "accuracy",
+                                       "accuracy_delta", "tolerance"}
+
+
+def test_saved_outputs_checked_on_another_machine(tiny_ckpt, tiny_export, tiny_data, tmp_path):
+    saved = tmp_path / "gpu-box.npz"
+    first = verify(tiny_ckpt, [tiny_export / "model.onnx"], data_dir=tiny_data, save_outputs=saved)
+    assert first.passed and saved.exists()
+    second = verify(tiny_ckpt, [tiny_export / "model.ts"], data_dir=tiny_data, load_outputs=saved)
+    loaded = [p for p in second.pairs if p.origin.startswith("loaded from")]
+    assert len(loaded) == 2 and all(p.passed for p in loaded)
+    # different images: refused, not silently compared
+    r = run("verify", tiny_ckpt, tiny_export / "model.ts", "--data-dir", tiny_data, "--limit", "10",
+            "--load-outputs", saved)
+    assert r.exit_code == 1 and "differ from this run's 10" in r.output
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    r = run("verify", tiny_ckpt, tiny_export / "model.ts", "--data-dir", tiny_data, "--load-outputs", tmp_path / "junk.npz")
+    assert r.exit_code == 1 and "not a mnistkit outputs file" in r.output
+
+
+def test_verify_explicit_cuda_without_gpu_fails(tiny_ckpt, tiny_export, tiny_data):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run("verify", tiny_ckpt, tiny_export / "model.onnx", "--data-dir", tiny_data, "--devices", "cuda",
+            "--backends", "onnxruntime")
+    assert r.exit_code == 1 and "CUDA was requested" in r.output
+
+
+def test_verify_bad_usage(tiny_ckpt):
+    assert run("verify", tiny_ckpt, "--backends", "tflite").exit_code == 2
+    assert run("verify", tiny_ckpt, "--devices", "tpu").exit_code == 2
+    assert run("verify", tiny_ckpt, "--limit", "0").exit_code == 2
+    r = run("verify", tiny_ckpt, "/nonexistent/model.onnx")
+    assert r.exit_code == 1 and "no such file" in r.output
+
+
+@pytest.mark.cuda
+def test_verify_on_cuda(tiny_ckpt, tiny_export, tiny_data):
+    report = verify(tiny_ckpt, [tiny_export], data_dir=tiny_data, devices=["cuda"],
+                    backends=["pytorch", "torchscript", "exported-program"])
+    assert report.passed, report.verdict()
+
+
+@pytest.mark.realdata
+def test_verify_full_fashion_test_set(fashion_ckpt, fashion_export):
+    """Done-when of the Runtime issue: every CPU backend on the full Fashion-MNIST test split."""
+    report = verify(fashion_ckpt, [fashion_export], devices=["cpu"])
+    assert report.passed, report.verdict()
+    assert report.images == 10000
+    by = {(p.backend, p.format): p for p in report.pairs}
+    for key in [("onnxruntime", "onnx"), ("onnxruntime", "onnx-app")]:
+        assert by[key].comparison.max_abs <= 1e-4 and by[key].comparison.top1_agreement == 1.0
+        assert by[key].images == 10000
+    assert by[("onnx-reference", "onnx")].images == 500  # the slow one runs a subset
+    assert by[("torchscript", "torchscript")].passed and by[("exported-program", "exported-program")].passed
