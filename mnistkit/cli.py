@@ -176,8 +176,9 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
     from .errors import require
 
     require("torch")
-    from .console import emit_json, note, out
+    from .console import emit_json, note
     from .exporter import export_failures, export_model
+    from .ui import print_export
 
     result = export_model(
         checkpoint, formats, out_dir=out_dir, opset=opset, validate=not no_validate, model_class=model_class,
@@ -188,15 +189,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
     if as_json:
         emit_json(result.to_json())
     else:
-        con = out()
-        for v in result.validation:
-            con.print(("[green]" if v.passed else "[red]") + v.line().replace("[", r"\[") + "[/]")
-        for a in result.artifacts:
-            extra = f", opset {a['opset']}, IR {a['ir_version']}, onnxruntime >= {a['min_onnxruntime']}" if "opset" in a else ""
-            con.print(f"wrote {result.out_dir / a['file']} ({a['bytes'] / 1e6:.2f} MB{extra})")
-        if result.app_bundle:
-            con.print(f"wrote {result.app_bundle}/ (model.onnx, labels.json, README.md)")
-        con.print(f"manifest: {result.manifest}")
+        print_export(result)
     if failures:
         from .errors import ExportError
 
@@ -288,7 +281,8 @@ def verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, a
     from .errors import ParityError, require
 
     require("torch")
-    from .console import emit_json, note, out
+    from .console import emit_json, note
+    from .ui import print_verify
     from .verify import verify as run_verify
 
     report = run_verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, save_outputs,
@@ -296,28 +290,7 @@ def verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, a
     if as_json:
         emit_json(report.to_json())
     else:
-        from rich.table import Table
-
-        table = Table(title=f"parity vs pytorch/cpu on {report.images} {report.dataset} test images "
-                            f"(reference accuracy {report.reference['accuracy']:.4f})", title_justify="left")
-        for col in ("artifact", "backend/device", "provider", "n", "max_abs", "max_rel", "mean_abs",
-                    "top-1", "acc (Δ)", "tol", ""):
-            table.add_column(col, justify="left" if col in ("artifact", "backend/device", "provider", "") else "right")
-        for p in report.pairs:
-            c = p.comparison
-            name = Path(p.artifact).name + ("" if p.origin == "this machine" else f" ({p.origin})")
-            where = f"{p.backend}/{p.device}"
-            if c is None:
-                table.add_row(name, where, p.provider or "-", str(p.images), *["-"] * 6,
-                              "[red]✗ " + p.error.replace("[", r"\[") + "[/]")
-                continue
-            tol = "n/a" if c.tolerance.max_abs is None else f"{c.tolerance.max_abs:.0e}"
-            table.add_row(name, where, p.provider or "-", str(p.images), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
-                          f"{c.mean_abs:.2e}", f"{c.top1_agreement:.2%}", f"{c.accuracy:.4f} ({c.accuracy_delta:+.4f})",
-                          tol, "[green]✓[/]" if p.passed else "[red]✗ " + "; ".join(c.failures) + "[/]")
-        con = out()
-        con.print(table)
-        con.print(("[green]" if report.passed else "[red]") + report.verdict().replace("[", r"\[") + "[/]")
+        print_verify(report)
     if not report.passed:
         raise ParityError(report.verdict())
 
@@ -387,6 +360,107 @@ def doctor(as_json):
         out().print(table)
     if not report["ok"]:
         raise click.exceptions.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench, report
+
+
+def _ints(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        items = tuple(int(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers") from None
+    if not items or any(i < 1 for i in items):
+        raise click.BadParameter(f"{value!r}: expected integers >= 1")
+    return items
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--backends", callback=_csv(tuple(BACKENDS)), default=None,
+              help="Comma-separated backends [default: every backend that opens each artifact, except the slow "
+                   "onnx-reference].")
+@click.option("--devices", callback=_csv(DEVICES), default=None,
+              help="Comma-separated cpu,cuda [default: cpu, plus cuda where a GPU is usable].")
+@click.option("--batch-sizes", callback=_ints, default="1,4,16,64,256,1024", show_default=True)
+@click.option("--threads", callback=_ints, default=None, help="Comma-separated intra-op thread counts [default: all cores].")
+@click.option("--modes", callback=_csv(("host", "device")), default="host", show_default=True,
+              help="host: numpy in/out, copies included; device: inputs resident on the device (IO binding, "
+                   "CUDA tensors and graphs).")
+@click.option("--warmup", type=click.FloatRange(min=0), default=0.2, show_default=True, help="Seconds per case.")
+@click.option("--min-time", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Seconds of timed calls per case.")
+@click.option("--min-reps", type=click.IntRange(min=2), default=20, show_default=True)
+@click.option("--no-baselines", is_flag=True, help="Skip the bare-session and MatMul-roofline baselines.")
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None, help="Images for the parity check.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="models/bench", show_default=True,
+              help="Where results.json, results.csv, report.md and the PNG plots go.")
+@json_option
+def bench(models, backends, devices, batch_sizes, threads, modes, warmup, min_time, min_reps, no_baselines,
+          dataset, data_dir, out_dir, as_json):
+    """Benchmark latency and throughput of every artifact on every runtime, side by side.
+
+    MODEL: a checkpoint, an export folder (its manifest) or artifact files. Each case is
+    parity-checked first, warmed up, then timed call by call: p50/p90/p99/p99.9, mean, stdev,
+    throughput, load and first-inference time. Baselines from the same run: a bare
+    onnxruntime session (overhead ratio) and ONNX Runtime's MatMul rate (roofline fraction).
+
+    \b
+    Examples:
+      mnistkit bench models/mlp-fashion-mnist/ --batch-sizes 1,64,1024 --threads 1,2
+      mnistkit bench model.onnx --devices cuda --modes host,device --json
+    """
+    from .bench import BenchConfig, run_bench, write_outputs
+    from .console import emit_json, note, out
+    from .verify import default_devices
+
+    config = BenchConfig(
+        batch_sizes=batch_sizes, threads=threads or (None,),
+        backends=tuple(backends) if backends else tuple(b for b, s in BACKENDS.items() if not s.slow),
+        devices=tuple(devices) if devices else tuple(default_devices()), modes=tuple(modes), warmup=warmup,
+        min_time=min_time, min_reps=min_reps, baselines=not no_baselines)
+    from .ui import BenchProgress
+
+    with BenchProgress(enabled=not as_json) as progress:
+        report = run_bench(models, config, data_dir=data_dir, dataset=dataset, progress=progress.update,
+                           log=None if as_json else note)
+    obj = report.to_json()
+    files = write_outputs(obj, Path(out_dir), create_parents=out_dir == "models/bench")
+    if as_json:
+        emit_json({**obj, "files": {k: str(v) for k, v in files.items()}})
+        return
+    from .ui import print_bench
+
+    print_bench(obj)
+    out().print(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="models/report", show_default=True)
+@json_option
+def report(results, out_dir, as_json):
+    """Fold bench results from several machines (a CPU box, a GPU box) into one table and plots.
+
+    RESULT: results.json files written by `mnistkit bench` (or their folders).
+
+    \b
+    Example:
+      mnistkit report benchmarks/results/cpu-2core/results.json benchmarks/results/h100/results.json
+    """
+    from .console import emit_json, out
+    from .report import build_report
+
+    summary = build_report(results, out_dir, create_parents=out_dir == "models/report")
+    if as_json:
+        emit_json(summary)
+    else:
+        out().print(f"{summary['rows']} rows from {summary['machines']} machines → "
+                    + ", ".join(summary["files"].values()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`mnistkit demo`: the whole pipeline that exists, on real data, in a few minutes on 2 cores."""
+"""`mnistkit demo`: the whole pipeline, on real data, in a few minutes on 2 cores."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from .console import note, out
 
 def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     from .data import resolve_demo_dataset
+    from .errors import ExportError, ParityError
+    from .exporter import export_failures, export_model
     from .train import TrainConfig, train
-    from .ui import TrainProgress
+    from .ui import TrainProgress, print_export, print_verify
+    from .verify import verify
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -21,10 +24,24 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     con.print(f"using [bold]{dataset}[/bold]: {why}")
 
     con.rule("[bold]2. train")
-    config = TrainConfig(dataset=dataset, model="mlp", epochs=epochs, out=str(out_dir / f"mlp-{dataset}.pt"))
+    ckpt = out_dir / f"mlp-{dataset}.pt"
+    config = TrainConfig(dataset=dataset, model="mlp", epochs=epochs, out=str(ckpt))
     with TrainProgress() as progress:
         result = train(config, progress, log=progress.log)
     con.print(
         f"[green]✓[/green] MLP on {dataset}: test accuracy {result.test_accuracy:.4f}, "
         f"{result.seconds_per_epoch:.2f} s/epoch → {result.checkpoint}"
     )
+
+    con.rule("[bold]3. export (every format, validated on the test split)")
+    export_dir = out_dir / f"mlp-{dataset}"
+    exported = export_model(ckpt, "all", out_dir=export_dir, log=note, raise_on_failure=False)
+    print_export(exported)
+    if export_failures(exported):
+        raise ExportError(export_failures(exported))
+
+    con.rule("[bold]4. verify (every backend x device x artifact vs PyTorch)")
+    report = verify(ckpt, [export_dir], log=note)
+    print_verify(report)
+    if not report.passed:
+        raise ParityError(report.verdict())

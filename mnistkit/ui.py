@@ -57,3 +57,112 @@ class TrainProgress:
             self._progress.console.print(line)
             self._progress.update(self._task, completed=0, description=f"epoch {stats.epoch + 1}/{self._epochs}",
                                   status=f"acc {stats.test_accuracy:.4f}")
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def print_export(result) -> None:
+    """The export's ✓/✗ validation lines and what was written."""
+    con = out()
+    for v in result.validation:
+        con.print(("[green]" if v.passed else "[red]") + _esc(v.line()) + "[/]")
+    for a in result.artifacts:
+        extra = (f", opset {a['opset']}, IR {a['ir_version']}, onnxruntime >= {a['min_onnxruntime']}"
+                 if "opset" in a else "")
+        con.print(f"wrote {result.out_dir / a['file']} ({a['bytes'] / 1e6:.2f} MB{extra})")
+    if result.app_bundle:
+        con.print(f"wrote {result.app_bundle}/ (model.onnx, labels.json, README.md)")
+    con.print(f"manifest: {result.manifest}")
+
+
+def print_verify(report) -> None:
+    """The parity table (one row per artifact x backend x device) and the verdict line."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    table = Table(title=f"parity vs pytorch/cpu on {report.images} {report.dataset} test images "
+                        f"(reference accuracy {report.reference['accuracy']:.4f})", title_justify="left")
+    for col in ("artifact", "backend/device", "provider", "n", "max_abs", "max_rel", "mean_abs",
+                "top-1", "acc (Δ)", "tol", ""):
+        table.add_column(col, justify="left" if col in ("artifact", "backend/device", "provider", "") else "right")
+    for p in report.pairs:
+        c = p.comparison
+        name = Path(p.artifact).name + ("" if p.origin == "this machine" else f" ({p.origin})")
+        where = f"{p.backend}/{p.device}"
+        if c is None:
+            table.add_row(name, where, p.provider or "-", str(p.images), *["-"] * 6, "[red]✗ " + _esc(p.error) + "[/]")
+            continue
+        tol = "n/a" if c.tolerance.max_abs is None else f"{c.tolerance.max_abs:.0e}"
+        table.add_row(name, where, p.provider or "-", str(p.images), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
+                      f"{c.mean_abs:.2e}", f"{c.top1_agreement:.2%}", f"{c.accuracy:.4f} ({c.accuracy_delta:+.4f})",
+                      tol, "[green]✓[/]" if p.passed else "[red]✗ " + _esc("; ".join(c.failures)) + "[/]")
+    con = out()
+    con.print(table)
+    con.print(("[green]" if report.passed else "[red]") + _esc(report.verdict()) + "[/]")
+
+
+class BenchProgress:
+    """A rich progress bar over benchmark cases (stderr, so it never mixes with --json)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._progress = None
+        self._task = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from .console import err
+
+            self._progress = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.description}"), TimeElapsedColumn(),
+                                      console=err(), transient=True)
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task(label, total=total)
+        self._progress.update(self._task, completed=done, description=label)
+
+
+def print_bench(obj: dict) -> None:
+    """The bench results as a rich table."""
+    from rich.table import Table
+
+    from .bench import fmt_num
+
+    table = Table(title="latency per call (host-to-host unless marked), " + obj["environment"].get("cpu", ""),
+                  title_justify="left")
+    for col in ("file", "backend/device", "mode", "thr", "batch", "p50 µs", "p99 µs", "images/s", "roofline",
+                "vs bare", ""):
+        table.add_column(col, justify="left" if col in ("file", "backend/device", "mode", "") else "right")
+    for r in obj["results"]:
+        where = f"{r['backend']}/{r['device']}"
+        if r["status"] != "ok":
+            table.add_row(r["file"], where, r.get("mode", ""), str(r.get("threads") or "-"), str(r["batch_size"]),
+                          *["-"] * 5, f"[red]{_esc(r['status'])}: {_esc(r.get('reason', ''))}[/]")
+            continue
+        over = f"{r['overhead_p50']:.2f}/{r['overhead_p99']:.2f}" if r.get("overhead_p50") else "-"
+        rf = f"{r['roofline_fraction']:.2f}" if r.get("roofline_fraction") else "-"
+        note = "[yellow]" + _esc("; ".join(r["warnings"])) + "[/]" if r.get("warnings") else ""
+        table.add_row(r["file"], where, r["mode"], str(r["threads"]), str(r["batch_size"]),
+                      f"{r['p50_ms'] * 1e3:,.1f}", f"{r['p99_ms'] * 1e3:,.1f}", fmt_num(r["throughput_per_s"]), rf,
+                      over, note)
+    out().print(table)
+    for t, rl in obj["baselines"].get("matmul", {}).items():
+        out().print(f"MatMul roofline ({t} threads): {rl['gflops']:.0f} GFLOP/s; "
+                    f"model: {obj['baselines'].get('flop_per_image') or '?'} FLOP/image")

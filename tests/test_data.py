@@ -4,7 +4,6 @@ import http.server
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

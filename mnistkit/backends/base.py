@@ -15,6 +15,7 @@ arithmetic for every backend, so all of them see bit-identical float inputs.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -28,6 +29,20 @@ _FLOAT_TAIL = (1, 28, 28)
 _PIXEL_TAIL = (28, 28)
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """True when every value of a float array is finite.
+
+    The sum of squares is finite exactly when every value is finite and no square overflows; one
+    BLAS dot product costs ~0.5 us at batch 1 against ~1.6 us for np.isfinite(x).all() (two numpy
+    calls), and stays cheaper at batch 1024 (measured, benchmarks/README.md). Only when the dot
+    product is not finite is the exact check run, so huge-but-finite inputs are not refused.
+    """
+    flat = x.ravel()
+    if math.isfinite(flat.dot(flat)):
+        return True
+    return bool(np.isfinite(flat).all())
+
+
 def describe_array(x) -> str:
     if isinstance(x, np.ndarray):
         return f"{x.dtype} [{','.join(map(str, x.shape))}]"
@@ -35,6 +50,7 @@ def describe_array(x) -> str:
 
 
 EXPECTED = "uint8 pixels [N,28,28] or normalized float32 [N,1,28,28]"
+NONFINITE = "input holds NaN or infinite values; expected finite normalized floats"
 
 
 def pixels_to_float(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -87,6 +103,7 @@ class Backend:
         if self._loaded:
             self._close()
             self._loaded = False
+            self.__dict__.pop("run", None)  # drop a fast path installed by load()
 
     def __enter__(self):
         return self.load()
@@ -110,8 +127,8 @@ class Backend:
         if dtype == _F32 and shape[1:] == _FLOAT_TAIL and len(shape) == 4:
             if shape[0] == 0:
                 raise InvalidInputError("input is an empty batch (N=0); expected N >= 1")
-            if not np.isfinite(batch).all():
-                raise InvalidInputError("input holds NaN or infinite values; expected finite normalized floats")
+            if not all_finite(batch):
+                raise InvalidInputError(NONFINITE)
             if self._native == FLOAT_FORM:
                 return batch if batch.flags.c_contiguous else np.ascontiguousarray(batch)
             return float_to_pixels(batch, self._mean, self._std)
@@ -137,6 +154,14 @@ class Backend:
 
     def _close(self) -> None:
         pass
+
+    def device_resident(self, batch: np.ndarray):
+        """(call, sync) that runs on an input already in native form (no conversion, no checks).
+
+        Runtimes with device memory (CUDA) override this with IO binding or device tensors.
+        """
+        x = self.to_native(batch)
+        return (lambda: self._infer(x)), None
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "provider": self.provider,

@@ -1,0 +1,550 @@
+"""Latency benchmarks: every (artifact, backend, device, batch, threads), with honest statistics.
+
+What is timed (says each row's `mode`):
+- host (default): one `backend.run(batch)` call, numpy in and numpy out, every copy included; each
+  artifact is fed its native input form (normalized float32 for float models, uint8 for app models),
+  so conversion costs are not charged to one runtime and not another.
+- device: inputs and outputs already on the device (ONNX Runtime IO binding, torch tensors), the
+  device synchronized after every call; on CUDA, PyTorch also as a CUDA-graph replay (`device+graph`).
+
+Each case is warmed up, then timed call by call (perf_counter_ns) until `min_time` has passed and
+at least `min_reps` calls were made: p50/p90/p99/p99.9, mean, stdev, min, max, throughput
+(batch / mean latency). A high coefficient of variation (stdev / mean) is flagged, as trtexec does.
+
+Baselines measured in the same run, so ratios survive a noisy machine:
+- the bare `onnxruntime.InferenceSession.run` on the same file with the same options and input,
+  interleaved block by block with mnistkit's backend -> the overhead ratio (p50 and p99);
+- the fp32 matrix-multiply rate of ONNX Runtime's own MatMul (1024x784 by 784x256, same threads)
+  -> each row's throughput as a fraction of the model's compute roofline;
+- PyTorch eager (the `pytorch` backend) whenever the checkpoint is known.
+
+Nothing is timed before it passes a parity check against the reference on real test images; a
+failure becomes a row that says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .artifacts import detect_kind, read_manifest
+from .backends import BACKENDS, backends_for, create_backend
+from .backends.base import pixels_to_float
+from .compare import compare, tolerance_for
+from .errors import BackendUnavailableError, InvalidInputError
+
+DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
+CV_WARN = 0.25  # stdev/mean above this flags the row: at ~10 us a call, scheduler noise alone gives ~0.1
+PARITY_IMAGES = 256
+MLP_FLOP_PER_IMAGE = 484_608  # 2 x (784*256 + 256*128 + 128*64 + 64*10)
+MATMUL_SHAPE = (1024, 784, 256)
+
+
+@dataclass
+class BenchConfig:
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    threads: tuple[int | None, ...] = (None,)  # None: each runtime's default (all usable cores)
+    backends: tuple[str, ...] | None = None
+    devices: tuple[str, ...] = ("cpu",)
+    modes: tuple[str, ...] = ("host",)
+    warmup: float = 0.2  # seconds of warm-up calls per case (at least 5 calls)
+    min_time: float = 1.0  # seconds of timed calls per case
+    min_reps: int = 20
+    max_reps: int = 1_000_000
+    baselines: bool = True
+    keep_samples_at: tuple[int, ...] = (1,)  # batch sizes whose latency samples are kept (CDF plot)
+
+    def validate(self) -> None:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise InvalidInputError(f"--batch-sizes {self.batch_sizes}: expected integers >= 1")
+        if any(t is not None and t < 1 for t in self.threads):
+            raise InvalidInputError(f"--threads {self.threads}: expected integers >= 1")
+        if self.min_time <= 0 or self.warmup < 0:
+            raise InvalidInputError("--min-time must be > 0 and --warmup >= 0")
+        for b in self.backends or ():
+            if b not in BACKENDS:
+                raise InvalidInputError(f"--backends: unknown backend {b!r}; expected from {', '.join(BACKENDS)}")
+        for m in self.modes:
+            if m not in ("host", "device"):
+                raise InvalidInputError(f"--modes: unknown mode {m!r}; expected host or device")
+
+
+@dataclass
+class Stats:
+    p50: float
+    p90: float
+    p99: float
+    p999: float
+    mean: float
+    stdev: float
+    min: float
+    max: float
+    reps: int
+
+    @property
+    def cv(self) -> float:
+        return self.stdev / self.mean if self.mean > 0 else float("nan")
+
+
+def latency_stats(seconds: np.ndarray) -> Stats:
+    """Statistics in milliseconds of per-call latencies given in seconds (numpy's linear percentiles)."""
+    ms = np.asarray(seconds, np.float64) * 1e3
+    if ms.size == 0:
+        raise ValueError("no samples")
+    p50, p90, p99, p999 = np.percentile(ms, [50, 90, 99, 99.9])
+    return Stats(float(p50), float(p90), float(p99), float(p999), float(ms.mean()),
+                 float(ms.std(ddof=1)) if ms.size > 1 else 0.0, float(ms.min()), float(ms.max()), int(ms.size))
+
+
+def time_calls(call: Callable[[], object], warmup: float, min_time: float, min_reps: int, max_reps: int,
+               sync: Callable[[], None] | None = None) -> np.ndarray:
+    """Warm up, then time `call` one call at a time; returns per-call seconds."""
+    clock = time.perf_counter_ns
+    end = clock() + int(warmup * 1e9)
+    n = 0
+    while n < 5 or clock() < end:
+        call()
+        if sync:
+            sync()
+        n += 1
+    samples = []
+    append = samples.append
+    deadline = clock() + int(min_time * 1e9)
+    while len(samples) < max_reps:
+        t0 = clock()
+        call()
+        if sync:
+            sync()
+        append(clock() - t0)
+        if len(samples) >= min_reps and t0 >= deadline:
+            break
+    return np.asarray(samples, np.float64) * 1e-9
+
+
+def time_interleaved(calls: list[Callable[[], object]], warmup: float, min_time: float, min_reps: int,
+                     block: float = 0.2, settle: float = 0.03) -> list[np.ndarray]:
+    """Time several calls in alternating blocks (~`block` s each), so that drifts in the machine's
+    speed land on all of them alike. Returns per-call seconds for each.
+
+    Each block starts with `settle` seconds of untimed calls: the other session's spinning worker
+    threads take tens of ms to go idle, and with 50 ms blocks and no settling a batch-1024 call
+    measured 2.6x slower than alone (6.4 vs 2.4 ms on the 2-core machine).
+    """
+    for c in calls:
+        time_calls(c, warmup, 0.0, 1, 5)
+    samples: list[list[float]] = [[] for _ in calls]
+    clock = time.perf_counter_ns
+    deadline = clock() + int(min_time * len(calls) * 1e9)
+    while True:
+        for c, out in zip(calls, samples):
+            end = clock() + int(settle * 1e9)
+            while clock() < end:
+                c()
+            end = clock() + int(block * 1e9)
+            while True:
+                t0 = clock()
+                c()
+                t1 = clock()
+                out.append(t1 - t0)
+                if t1 >= end:
+                    break
+        if clock() >= deadline and all(len(s) >= min_reps for s in samples):
+            break
+    return [np.asarray(s, np.float64) * 1e-9 for s in samples]
+
+
+# ---------------------------------------------------------------------------------------------
+# What to benchmark
+
+
+@dataclass
+class Target:
+    path: Path
+    kind: str
+    checkpoint: Path | None  # the reference for parity and the PyTorch eager row
+
+
+def resolve_targets(models) -> tuple[list[Target], Path | None]:
+    """MODEL arguments -> artifact files: checkpoints, export folders (their manifest), artifacts."""
+    targets: list[Target] = []
+    checkpoint: Path | None = None
+    for m in models:
+        p = Path(m)
+        if p.is_dir() or p.name == "manifest.json":
+            folder = p if p.is_dir() else p.parent
+            manifest = read_manifest(p)
+            src = manifest.get("source", {})
+            if src.get("kind") == "checkpoint" and src.get("path") and Path(src["path"]).exists():
+                checkpoint = checkpoint or Path(src["path"])
+            for entry in manifest["artifacts"]:
+                f = folder / entry["file"]
+                targets.append(Target(f, detect_kind(f), None))
+        else:
+            kind = detect_kind(p)
+            if kind == "checkpoint":
+                checkpoint = checkpoint or p
+            targets.append(Target(p, kind, None))
+    if checkpoint is not None and not any(t.path == checkpoint for t in targets):
+        targets.insert(0, Target(checkpoint, "checkpoint", None))
+    for t in targets:
+        t.checkpoint = checkpoint
+    return targets, checkpoint
+
+
+def flops_per_image(onnx_path: Path) -> int | None:
+    """Multiply-add FLOP per image of an ONNX graph's Gemm/MatMul/Conv nodes (shape inference at N=1)."""
+    try:
+        import onnx
+        from onnx import shape_inference
+    except ImportError:
+        return None
+    model = onnx.load(str(onnx_path))
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    try:
+        model = shape_inference.infer_shapes(model)
+    except Exception:
+        return None
+    shapes = {}
+    for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+            ins = [i for i in node.input if i in inits]
+            out = shapes.get(node.output[0])
+            if ins and out:
+                w = inits[ins[0]]
+                k = w[1] if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute) else w[0]
+                total += 2 * int(np.prod(out)) * k
+        elif node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+            weight = next((inits[i] for i in node.input[1:2] if i in inits), None)
+            out = shapes.get(node.output[0])
+            if weight and out:
+                total += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
+    return total or None
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+
+
+def matmul_roofline(threads: int | None, min_time: float = 0.5) -> dict | None:
+    """fp32 GFLOP/s of ONNX Runtime's MatMul, 1024x784 by a constant 784x256 (the MLP's first layer at
+    batch 1024), same session options and threads as the backend."""
+    try:
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    import onnxruntime as ort
+
+    from .backends.onnxrt import default_threads, session_options
+
+    m, k, n = MATMUL_SHAPE
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "roofline",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    threads = threads or default_threads()
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    samples = time_calls(lambda: sess.run(None, {"a": a}), 0.2, min_time, 20, 100_000)
+    p50 = float(np.median(samples))
+    return {"threads": threads, "shape": list(MATMUL_SHAPE), "p50_ms": p50 * 1e3,
+            "gflops": 2 * m * k * n / p50 / 1e9}
+
+
+class BareSession:
+    """The bare `InferenceSession.run` on the same file with mnistkit's session options."""
+
+    def __init__(self, path: Path, threads: int | None):
+        import onnxruntime as ort
+
+        from .backends.onnxrt import default_threads, session_options
+
+        self.threads = threads or default_threads()
+        self.sess = ort.InferenceSession(str(path), session_options(self.threads), providers=["CPUExecutionProvider"])
+        self.input = self.sess.get_inputs()[0].name
+        outs = [o.name for o in self.sess.get_outputs()]
+        self.outputs = ["logits"] if "logits" in outs else outs[:1]
+
+    def call_for(self, x: np.ndarray) -> Callable[[], object]:
+        run, outs, feed = self.sess.run, self.outputs, {self.input: x}
+        return lambda: run(outs, feed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness
+
+
+@dataclass
+class BenchReport:
+    environment: dict
+    config: dict
+    baselines: dict
+    results: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"environment": self.environment, "config": self.config, "baselines": self.baselines,
+                "results": self.results}
+
+
+def _native_batch(info, images: np.ndarray, batch: int) -> np.ndarray:
+    idx = np.arange(batch) % len(images)
+    pixels = np.ascontiguousarray(images[idx])
+    if info.input_form == "uint8":
+        return pixels
+    return pixels_to_float(pixels, info.mean, info.std)
+
+
+def _row(target: Target, fmt: str, backend: str, device: str, provider, mode: str, batch: int, threads,
+         status: str, **extra) -> dict:
+    row = {"artifact": str(target.path), "file": target.path.name, "format": fmt, "backend": backend,
+           "device": device, "provider": provider, "mode": mode, "batch_size": batch, "threads": threads,
+           "status": status}
+    row.update(extra)
+    return row
+
+
+def _stats_fields(stats: Stats, batch: int) -> dict:
+    return {"p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99, "p999_ms": stats.p999,
+            "mean_ms": stats.mean, "stdev_ms": stats.stdev, "min_ms": stats.min, "max_ms": stats.max,
+            "cv": stats.cv, "reps": stats.reps, "throughput_per_s": batch / (stats.mean / 1e3)}
+
+
+def _samples_field(seconds: np.ndarray) -> list[float]:
+    """At most 1,000 evenly spaced order statistics (ms): enough for a CDF, small in JSON."""
+    ms = np.sort(seconds) * 1e3
+    if ms.size > 1000:
+        ms = ms[np.linspace(0, ms.size - 1, 1000).round().astype(int)]
+    return [round(float(x), 6) for x in ms]
+
+
+def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset: str | None = None,
+              progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] | None = None,
+              extra_env: dict | None = None) -> BenchReport:
+    """Benchmark every artifact of `models` on every backend that opens it."""
+    from .environment import fingerprint
+    from .exporter import validation_images
+
+    config = config or BenchConfig()
+    config.validate()
+    log = log or (lambda m: None)
+    targets, checkpoint = resolve_targets(models)
+    if not targets:
+        raise InvalidInputError("nothing to benchmark: pass a checkpoint, an export folder or artifacts")
+
+    # reference logits for the parity gate (real test images where available)
+    ref_meta = {}
+    reference = None
+    if checkpoint is not None:
+        from .model import load_checkpoint
+
+        ref_meta = load_checkpoint(checkpoint).meta
+    images, _, data_desc = validation_images({"dataset": dataset or ref_meta.get("dataset")}, data_dir,
+                                             PARITY_IMAGES, None)
+    if checkpoint is not None:
+        with create_backend(checkpoint, "pytorch", "cpu") as ref:
+            reference = ref.run(images)
+
+    # the cases
+    cases = []
+    for t in targets:
+        for name in backends_for(t.kind):
+            if config.backends and name not in config.backends:
+                continue
+            for device in config.devices:
+                if device not in BACKENDS[name].devices:
+                    continue
+                for mode in config.modes:
+                    for threads in config.threads:
+                        cases.append((t, name, device, mode, threads))
+    # ONNX Runtime cases first: torch's OpenMP workers linger after torch cases and would share the
+    # cores with ORT's spinning threads
+    cases.sort(key=lambda c: c[1] != "onnxruntime")
+    total = sum(len(config.batch_sizes) for _ in cases)
+    done = 0
+    baselines: dict = {"matmul": {}, "flop_per_image": None}
+    report = BenchReport({}, {
+        "batch_sizes": list(config.batch_sizes), "threads": list(config.threads), "devices": list(config.devices),
+        "modes": list(config.modes), "warmup_s": config.warmup, "min_time_s": config.min_time,
+        "min_reps": config.min_reps, "parity_images": len(images), "parity_data": data_desc,
+        "timed": {"host": "backend.run(numpy) -> numpy, copies included, native input form",
+                  "device": "inputs/outputs resident on the device, synchronized per call",
+                  "device+graph": "CUDA graph replay of the forward pass (PyTorch)"},
+    }, baselines)
+
+    if config.baselines and "cpu" in config.devices:  # before anything else runs on the cores
+        for threads in config.threads:
+            rl = matmul_roofline(threads, min_time=min(0.5, config.min_time))
+            if rl:
+                baselines["matmul"][rl["threads"]] = rl
+    onnx_files = [t.path for t in targets if t.kind == "onnx"]
+    if onnx_files:
+        fl = flops_per_image(onnx_files[0])
+        baselines["flop_per_image"] = fl
+    elif ref_meta.get("arch") == "mlp":
+        baselines["flop_per_image"] = MLP_FLOP_PER_IMAGE
+
+    for (t, name, device, mode, threads) in cases:
+        label = f"{name}/{device} {t.path.name}"
+        options = {}
+        try:
+            t0 = time.perf_counter()
+            backend = create_backend(t.path, name, device, kind=t.kind, threads=threads, **options)
+            backend.load()
+            load_ms = (time.perf_counter() - t0) * 1e3
+        except (BackendUnavailableError, Exception) as exc:  # a row that says so, then the next case
+            reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            status = "unavailable" if isinstance(exc, BackendUnavailableError) else "error"
+            for b in config.batch_sizes:
+                report.results.append(_row(t, t.kind, name, device, None, mode, b, threads, status, reason=reason))
+                done += 1
+                if progress:
+                    progress(label, done, total)
+            continue
+        with backend:
+            info = backend.info
+            fmt = info.metadata.get("format") or t.kind
+            eff_threads = backend.threads
+            # parity gate
+            t1 = time.perf_counter()
+            out = backend.run(_native_batch(info, images, len(images)))
+            first_ms = (time.perf_counter() - t1) * 1e3
+            gate = None
+            if reference is not None:
+                gate = compare(reference, out, tolerance_for(fmt, device))
+            elif t.kind == "onnx":
+                with create_backend(t.path, "onnx-reference", "cpu") as independent:
+                    gate = compare(independent.run(images[:64]), out[:64], tolerance_for(fmt, device))
+            if gate is None or not gate:
+                why = ("no reference to check parity against (pass the checkpoint too)" if gate is None
+                       else "parity failed: " + "; ".join(gate.failures))
+                for b in config.batch_sizes:
+                    report.results.append(_row(t, fmt, name, backend.device, backend.provider, mode, b, eff_threads,
+                                               "parity-failed", reason=why))
+                    done += 1
+                    if progress:
+                        progress(label, done, total)
+                continue
+            bare = BareSession(t.path, eff_threads) if (config.baselines and name == "onnxruntime"
+                                                         and backend.device == "cpu" and mode == "host") else None
+            for b in config.batch_sizes:
+                x = _native_batch(info, images, b)
+                warnings_: list[str] = []
+                extra: dict = {"load_ms": load_ms, "first_ms": first_ms,
+                               "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement}}
+                modes_here = [mode]
+                if mode == "device" and device == "cuda" and name in ("pytorch", "torchscript"):
+                    modes_here.append("device+graph")
+                for m in modes_here:
+                    if m == "host":
+                        call, sync = (lambda run=backend.run, x=x: run(x)), None
+                    else:
+                        call, sync = backend.device_resident(x, cuda_graph=True) if m == "device+graph" \
+                            else backend.device_resident(x)
+                    if bare is not None and m == "host":
+                        ours, theirs = time_interleaved([call, bare.call_for(x)], config.warmup, config.min_time,
+                                                        config.min_reps)
+                        s_ours, s_bare = latency_stats(ours), latency_stats(theirs)
+                        extra_b = {"overhead_p50": s_ours.p50 / s_bare.p50, "overhead_p99": s_ours.p99 / s_bare.p99}
+                        bare_row = _row(t, fmt, "onnxruntime-bare", "cpu", "CPUExecutionProvider", m, b, eff_threads,
+                                        "ok", baseline=True, **_stats_fields(s_bare, b))
+                        if b in config.keep_samples_at:
+                            bare_row["samples_ms"] = _samples_field(theirs)
+                        seconds = ours
+                    else:
+                        seconds = time_calls(call, config.warmup, config.min_time, config.min_reps, config.max_reps, sync)
+                        s_ours, extra_b, bare_row = latency_stats(seconds), {}, None
+                    if s_ours.cv > CV_WARN:
+                        warnings_.append(f"high variance: CV {s_ours.cv:.2f} > {CV_WARN} (noisy machine?)")
+                    row = _row(t, fmt, name, backend.device, backend.provider, m, b, eff_threads, "ok",
+                               **extra, **extra_b, **_stats_fields(s_ours, b), warnings=list(warnings_))
+                    if b in config.keep_samples_at:
+                        row["samples_ms"] = _samples_field(seconds)
+                    report.results.append(row)
+                    if bare_row is not None:
+                        report.results.append(bare_row)
+                done += 1
+                if progress:
+                    progress(label, done, total)
+    _add_roofline(report)
+    report.environment = fingerprint({"threads_requested": list(config.threads), **(extra_env or {})})
+    return report
+
+
+def _add_roofline(report: BenchReport) -> None:
+    fl = report.baselines.get("flop_per_image")
+    for row in report.results:
+        rl = report.baselines["matmul"].get(row.get("threads"))
+        if row.get("status") == "ok" and fl and rl and row["device"] == "cpu":
+            row["roofline_fraction"] = row["throughput_per_s"] * fl / (rl["gflops"] * 1e9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing results
+
+
+CSV_FIELDS = ["artifact", "format", "backend", "device", "provider", "mode", "batch_size", "threads", "status",
+              "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms", "stdev_ms", "min_ms", "max_ms", "cv", "reps",
+              "throughput_per_s", "roofline_fraction", "overhead_p50", "overhead_p99", "load_ms", "first_ms",
+              "reason", "machine"]
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def machine_label(env: dict) -> str:
+    gpu = env.get("gpu")
+    base = f"{env.get('cpu', '?')} x{env.get('cores', '?')}"
+    return f"{base} + {gpu.split(',')[0]}" if gpu else base
+
+
+def fmt_num(x, digits=3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return str(x)
+
+
+def write_outputs(report_json: dict, out_dir: Path, title: str = "mnistkit bench",
+                  create_parents: bool = False) -> dict[str, Path]:
+    """results.json, results.csv, report.md and PNG plots (when matplotlib is installed).
+
+    `create_parents` is for default folders (models/bench): a user's --out-dir must have a parent."""
+    from .fileio import atomic_write_bytes, check_writable_dir
+    from .report import markdown_report, plot_all
+
+    out_dir = Path(out_dir)
+    if create_parents:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out_dir, "--out-dir")
+    files = {}
+    files["json"] = atomic_write_bytes(out_dir / "results.json", (json.dumps(report_json, indent=1) + "\n").encode())
+    files["csv"] = atomic_write_bytes(out_dir / "results.csv", to_csv(report_json["results"]).encode())
+    plots = plot_all([report_json], out_dir)
+    files.update(plots)
+    files["markdown"] = atomic_write_bytes(out_dir / "report.md", markdown_report([report_json], plots, title).encode())
+    return files

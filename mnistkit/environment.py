@@ -1,0 +1,78 @@
+"""The environment fingerprint every benchmark result carries. Torch is reported only if loaded."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+    except OSError:
+        pass
+    return []
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def gpu_description() -> str | None:
+    from .doctor import _nvidia_smi
+
+    return _nvidia_smi()
+
+
+def fingerprint(extra: dict | None = None) -> dict:
+    """CPU model, cores, GPU and driver, library versions, date: enough to compare results across machines."""
+    from . import __version__
+
+    versions = {"mnistkit": __version__, "python": platform.python_version()}
+    for name in ("numpy", "onnxruntime", "torch", "onnx"):
+        mod = sys.modules.get(name)
+        if mod is None and name in ("numpy", "onnxruntime"):
+            mod = __import__(name)
+        if mod is not None:
+            versions[name] = str(getattr(mod, "__version__", "?"))
+    env = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": usable_cores(),
+        "gpu": gpu_description(),
+        "versions": versions,
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["cuda"] = {"device": torch.cuda.get_device_name(0), "torch_cuda": torch.version.cuda,
+                           "cudnn": torch.backends.cudnn.version(),
+                           "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+                           "tf32_cudnn": torch.backends.cudnn.allow_tf32}
+    if extra:
+        env.update(extra)
+    return env

@@ -1,0 +1,227 @@
+"""Tables and plots from bench result files, across machines (`mnistkit report`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import InvalidInputError, MissingDependencyError
+
+
+def load_results(paths) -> list[dict]:
+    """Read bench result JSON files (or folders holding results.json)."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            p = p / "results.json"
+        try:
+            obj = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise InvalidInputError(f"{p}: no such file (expected a results.json from mnistkit bench)") from None
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{p}: not a readable JSON file ({exc})") from None
+        if not isinstance(obj, dict) or "results" not in obj or "environment" not in obj:
+            raise InvalidInputError(f"{p}: not a mnistkit bench result (no 'environment' and 'results')")
+        obj["_source"] = str(p)
+        out.append(obj)
+    if not out:
+        raise InvalidInputError("no result files given")
+    return out
+
+
+def merged_rows(reports: list[dict]) -> list[dict]:
+    from .bench import machine_label
+
+    rows = []
+    for rep in reports:
+        label = machine_label(rep["environment"])
+        for r in rep["results"]:
+            rows.append({**r, "machine": label})
+    return rows
+
+
+def series_key(r: dict) -> str:
+    fmt = r.get("format", "")
+    name = r["backend"] + ("" if r["backend"] in ("onnxruntime-bare",) else "")
+    key = f"{name}/{r['device']}"
+    if r.get("mode", "host") != "host":
+        key += f" [{r['mode']}]"
+    if fmt in ("onnx-app",):
+        key += " (app)"
+    elif fmt not in ("onnx", "checkpoint", "torchscript", "exported-program", ""):
+        key += f" ({fmt})"
+    if r.get("threads") is not None:
+        key += f" t{r['threads']}"
+    return key
+
+
+def plot_all(reports: list[dict], out_dir: Path) -> dict[str, Path]:
+    """latency.png (p50 vs batch, log-log), throughput.png, cdf_batch1.png. {} without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    rows = [r for r in merged_rows(reports) if r.get("status") == "ok"]
+    multi = len({r["machine"] for r in rows}) > 1
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        key = series_key(r) + (f" · {r['machine']}" if multi else "")
+        series.setdefault(key, []).append(r)
+    out_dir = Path(out_dir)
+    files = {}
+    for name, field, ylabel, title in (
+        ("latency", "p50_ms", "p50 latency per call (ms)", "Latency vs batch size"),
+        ("throughput", "throughput_per_s", "images / s", "Throughput vs batch size"),
+    ):
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        for key, pts in sorted(series.items()):
+            pts = sorted(pts, key=lambda r: r["batch_size"])
+            ax.plot([p["batch_size"] for p in pts], [p[field] for p in pts], marker="o", label=key,
+                    linestyle="--" if "bare" in key else "-")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title + " (host-to-host unless marked)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files[name] = path
+    cdf_rows = [r for r in rows if r["batch_size"] == 1 and r.get("samples_ms")]
+    if cdf_rows:
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        for r in sorted(cdf_rows, key=series_key):
+            xs = sorted(r["samples_ms"])
+            ys = [(i + 1) / len(xs) for i in range(len(xs))]
+            key = series_key(r) + (f" · {r['machine']}" if multi else "")
+            ax.plot([x * 1e3 for x in xs], ys, label=key, linestyle="--" if "bare" in key else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per call at batch 1 (µs)")
+        ax.set_ylabel("fraction of calls")
+        ax.set_title("Latency CDF at batch 1")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        path = out_dir / "cdf_batch1.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files["cdf"] = path
+    return files
+
+
+def _us(ms) -> str:
+    return "-" if ms is None else f"{ms * 1e3:,.1f}"
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """p50 latency (µs) per series and batch size, plus throughput at the largest batch."""
+    from .bench import fmt_num
+
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return []
+    batches = sorted({r["batch_size"] for r in ok})
+    multi = len({r["machine"] for r in ok}) > 1
+    series: dict[str, dict[int, dict]] = {}
+    for r in ok:
+        key = (f"{r['machine']} · " if multi else "") + series_key(r)
+        series.setdefault(key, {})[r["batch_size"]] = r
+    head = "| runtime | " + " | ".join(f"b={b} p50 µs" for b in batches) + f" | images/s at b={batches[-1]} | roofline |"
+    lines = [head, "|" + "---|" * (len(batches) + 3)]
+    for key in sorted(series):
+        by = series[key]
+        last = by.get(batches[-1], {})
+        lines.append(f"| {key} | " + " | ".join(_us(by[b]["p50_ms"]) if b in by else "-" for b in batches)
+                     + f" | {fmt_num(last.get('throughput_per_s'))} | "
+                     + (f"{last['roofline_fraction']:.2f}" if last.get("roofline_fraction") else "-") + " |")
+    return lines
+
+
+def markdown_report(reports: list[dict], plots: dict | None = None, title: str = "mnistkit bench") -> str:
+    from .bench import fmt_num, machine_label
+
+    rows = merged_rows(reports)
+    lines = [f"# {title}", ""]
+    lines += ["## Machines", "", "| machine | date | cores | GPU | versions | threads |", "|---|---|---|---|---|---|"]
+    for rep in reports:
+        env = rep["environment"]
+        versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+        lines.append(f"| {machine_label(env)} | {env.get('date', '')} | {env.get('cores')} | {env.get('gpu') or '-'} | "
+                     f"{versions} | {env.get('torch_threads', '-')} |")
+    lines += ["", "## What is timed", ""]
+    timed = reports[0].get("config", {}).get("timed", {})
+    for k, v in timed.items():
+        lines.append(f"- `{k}`: {v}")
+    cfg = reports[0].get("config", {})
+    lines.append(f"- warm-up {cfg.get('warmup_s')} s, then calls timed one by one for at least "
+                 f"{cfg.get('min_time_s')} s and {cfg.get('min_reps')} calls per case; percentiles are numpy's "
+                 "(linear); throughput = batch / mean latency")
+    lines.append(f"- parity gate before timing: {cfg.get('parity_images')} {cfg.get('parity_data')} against the "
+                 "PyTorch reference")
+    lines += ["", "## Baselines measured in the same run", ""]
+    for rep in reports:
+        b = rep.get("baselines", {})
+        for threads, rl in (b.get("matmul") or {}).items():
+            lines.append(f"- {machine_label(rep['environment'])}: ONNX Runtime MatMul {rl['shape'][0]}x{rl['shape'][1]} "
+                         f"by {rl['shape'][1]}x{rl['shape'][2]}, {threads} threads: **{rl['gflops']:.0f} GFLOP/s** "
+                         f"(p50 {rl['p50_ms']:.3f} ms)")
+        if b.get("flop_per_image"):
+            lines.append(f"- model: {b['flop_per_image']:,} FLOP per image (from the ONNX graph)")
+    overhead = [r for r in rows if r.get("overhead_p50")]
+    if overhead:
+        lines += ["", "## mnistkit's ONNX Runtime backend vs a bare `InferenceSession.run`", "",
+                  "| file | threads | batch | p50 ratio | p99 ratio |", "|---|---|---|---|---|"]
+        for r in overhead:
+            lines.append(f"| {r['file']} | {r['threads']} | {r['batch_size']} | {r['overhead_p50']:.3f} | "
+                         f"{r['overhead_p99']:.3f} |")
+    lines += ["", "## Summary (p50 latency per call, µs)", ""] + summary_table(rows)
+    if plots:
+        lines += ["", "## Plots", ""]
+        for name, path in plots.items():
+            lines.append(f"![{name}]({Path(path).name})")
+    lines += ["", "## All results", "",
+              "| machine | file | backend | device | provider | mode | threads | batch | p50 ms | p90 ms | p99 ms | "
+              "p99.9 ms | mean ms | cv | images/s | roofline | status |",
+              "|" + "---|" * 17]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['machine']} | {Path(r['artifact']).name} | {r['backend']} | {r['device']} | "
+                         f"{r.get('provider') or '-'} | {r.get('mode')} | {r.get('threads')} | {r['batch_size']} | "
+                         + "- | " * 8 + f"- | {r['status']}: {r.get('reason', '')} |")
+            continue
+        rf = f"{r['roofline_fraction']:.2f}" if r.get("roofline_fraction") else "-"
+        warn = " ⚠ " + "; ".join(r["warnings"]) if r.get("warnings") else ""
+        lines.append(f"| {r['machine']} | {Path(r['artifact']).name} | {r['backend']} | {r['device']} | "
+                     f"{r.get('provider') or '-'} | {r.get('mode')} | {r.get('threads')} | {r['batch_size']} | "
+                     f"{fmt_num(r['p50_ms'])} | {fmt_num(r['p90_ms'])} | {fmt_num(r['p99_ms'])} | "
+                     f"{fmt_num(r['p999_ms'])} | {fmt_num(r['mean_ms'])} | {r['cv']:.2f} | "
+                     f"{fmt_num(r['throughput_per_s'])} | {rf} | ok{warn} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(paths, out_dir, create_parents: bool = False) -> dict:
+    """Fold result files from several machines into one table and one set of plots."""
+    from .bench import to_csv
+    from .fileio import atomic_write_bytes, check_writable_dir
+
+    reports = load_results(paths)
+    out_dir = Path(out_dir)
+    if create_parents:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out_dir, "--out-dir")
+    plots = plot_all(reports, out_dir)
+    md = markdown_report(reports, plots, "mnistkit benchmarks across machines")
+    files = {"markdown": atomic_write_bytes(out_dir / "report.md", md.encode()),
+             "csv": atomic_write_bytes(out_dir / "results.csv", to_csv(merged_rows(reports)).encode()), **plots}
+    if not plots:
+        raise MissingDependencyError("plots need matplotlib: pip install 'mnistkit[plot]' (report.md and "
+                                     "results.csv were written)")
+    return {"files": {k: str(v) for k, v in files.items()}, "machines": len(reports),
+            "rows": len(merged_rows(reports))}
