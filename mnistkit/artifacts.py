@@ -51,6 +51,13 @@ class ModelInfo:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def format(self) -> str:
+        """The export format recorded in the artifact (onnx, onnx-app, ...), else its kind."""
+        if self.kind == "checkpoint":
+            return "checkpoint"
+        return self.metadata.get("format") or self.kind
+
 
 def detect_kind(path: str | os.PathLike) -> str:
     """Return one of KINDS by looking at the file's contents. Raises ArtifactError."""

@@ -420,7 +420,7 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
             continue
         with backend:
             info = backend.info
-            fmt = info.metadata.get("format") or t.kind
+            fmt = info.format
             eff_threads = backend.threads
             # parity gate
             t1 = time.perf_counter()

@@ -464,6 +464,43 @@ def report(results, out_dir, as_json):
 
 
 # ---------------------------------------------------------------------------------------------
+# serve-demo
+
+
+def _default_app_model() -> str:
+    for candidate in sorted(Path("models").glob("**/app/model.onnx"), key=lambda p: -p.stat().st_mtime):
+        return str(candidate.parent)
+    raise click.UsageError("no app-ready model under models/: run `mnistkit demo` (or export --format all) "
+                           "or pass --model")
+
+
+@cli.command("serve-demo")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--model", type=click.Path(path_type=str), default=None,
+              help="An app bundle (app/), an export folder or model-app.onnx [default: the newest under models/].")
+def serve_demo(port, model):
+    """Serve the draw-a-digit page on localhost: the model runs in the browser (onnxruntime-web).
+
+    \b
+    Example:
+      mnistkit serve-demo --model models/demo/mlp-mnist/app --port 8000
+    """
+    from .console import note, out
+    from .serve import make_server
+
+    server = make_server(model or _default_app_model(), port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    out().print(f"serving the demo page at [bold]{url}[/bold] with {server.RequestHandlerClass.keywords['model']} "
+                "(Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        note("stopped")
+    finally:
+        server.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 
 

@@ -45,3 +45,18 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     print_verify(report)
     if not report.passed:
         raise ParityError(report.verdict())
+
+    con.rule("[bold]5. bench (short: batch 1, 64, 1024; `mnistkit bench` for the full table)")
+    from .backends import BACKENDS
+    from .bench import BenchConfig, run_bench, write_outputs
+    from .ui import BenchProgress, print_bench
+
+    config = BenchConfig(batch_sizes=(1, 64, 1024), min_time=0.3, warmup=0.1,
+                         backends=tuple(b for b, spec in BACKENDS.items() if not spec.slow))
+    with BenchProgress() as progress:
+        bench = run_bench([export_dir], config, progress=progress.update).to_json()
+    print_bench(bench)
+    files = write_outputs(bench, out_dir / "bench", create_parents=True)
+    con.print(f"bench results and plots: {files['markdown'].parent}/")
+    con.print(f"\n[bold]done.[/bold] Try: mnistkit predict {export_dir / 'model.onnx'} IMAGE.png · "
+              f"mnistkit serve-demo --model {export_dir / 'app'}")

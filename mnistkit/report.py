@@ -56,6 +56,13 @@ def series_key(r: dict) -> str:
     return key
 
 
+def _base(key: str) -> str:
+    """A series key without its thread count: the runtime, which gets one colour."""
+    parts = key.split(" · ")
+    head = parts[0].rsplit(" t", 1)[0] if " t" in parts[0] else parts[0]
+    return " · ".join([head, *parts[1:]])
+
+
 def plot_all(reports: list[dict], out_dir: Path) -> dict[str, Path]:
     """latency.png (p50 vs batch, log-log), throughput.png, cdf_batch1.png. {} without matplotlib."""
     try:
@@ -71,6 +78,19 @@ def plot_all(reports: list[dict], out_dir: Path) -> dict[str, Path]:
     for r in rows:
         key = series_key(r) + (f" · {r['machine']}" if multi else "")
         series.setdefault(key, []).append(r)
+    # one colour per runtime, one line style per thread count; baselines thin and dashed
+    bases = sorted({_base(k) for k in series})
+    cmap = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")
+    colour = {b: cmap(i % cmap.N) for i, b in enumerate(bases)}
+    thread_styles = {}
+
+    def style(key: str) -> dict:
+        t = key.rsplit(" t", 1)[-1].split(" ")[0] if " t" in key else ""
+        ls = thread_styles.setdefault(t, ["-", ":", "-.", (0, (5, 1))][len(thread_styles) % 4])
+        bare = "bare" in key
+        return {"color": colour[_base(key)], "linestyle": "--" if bare else ls, "linewidth": 1.0 if bare else 1.8,
+                "marker": None if bare else "o", "markersize": 4}
+
     out_dir = Path(out_dir)
     files = {}
     for name, field, ylabel, title in (
@@ -80,8 +100,7 @@ def plot_all(reports: list[dict], out_dir: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(9, 5.5))
         for key, pts in sorted(series.items()):
             pts = sorted(pts, key=lambda r: r["batch_size"])
-            ax.plot([p["batch_size"] for p in pts], [p[field] for p in pts], marker="o", label=key,
-                    linestyle="--" if "bare" in key else "-")
+            ax.plot([p["batch_size"] for p in pts], [p[field] for p in pts], label=key, **style(key))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
@@ -101,7 +120,9 @@ def plot_all(reports: list[dict], out_dir: Path) -> dict[str, Path]:
             xs = sorted(r["samples_ms"])
             ys = [(i + 1) / len(xs) for i in range(len(xs))]
             key = series_key(r) + (f" · {r['machine']}" if multi else "")
-            ax.plot([x * 1e3 for x in xs], ys, label=key, linestyle="--" if "bare" in key else "-")
+            st = style(key)
+            st.pop("marker")
+            ax.plot([x * 1e3 for x in xs], ys, label=key, **st)
         ax.set_xscale("log")
         ax.set_xlabel("latency per call at batch 1 (µs)")
         ax.set_ylabel("fraction of calls")

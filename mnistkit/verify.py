@@ -197,7 +197,7 @@ def _run_pair(path, kind, name, device, images, labels, reference, allow_fallbac
     fmt = kind
     try:
         with create_backend(path, name, device, kind=kind, **options) as b:
-            fmt = b.info.metadata.get("format") or kind
+            fmt = b.info.format
             logits = run_backend(b, images)
             provider = b.provider
             actual_device = b.device

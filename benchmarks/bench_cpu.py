@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Reproduce the published latency table: train the MLP on Fashion-MNIST, export every format,
+benchmark every runtime at batch 1-1024 on 1 and 2 threads, write benchmarks/results/<name>/.
+
+    python benchmarks/bench_cpu.py [--name cpu-2core] [--min-time 1.0] [--devices cpu]
+
+On a GPU machine: python benchmarks/bench_cpu.py --name h100 --devices cpu,cuda --modes host,device
+then `mnistkit report benchmarks/results/*/results.json` shows the machines side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from mnistkit.bench import BenchConfig, run_bench, write_outputs
+from mnistkit.exporter import export_model
+from mnistkit.train import TrainConfig, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", default="cpu-2core")
+    ap.add_argument("--min-time", type=float, default=1.0)
+    ap.add_argument("--devices", default="cpu")
+    ap.add_argument("--modes", default="host")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--batch-sizes", default="1,4,16,64,256,1024")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "mlp-fashion-mnist.pt"
+        train(TrainConfig(dataset="fashion-mnist", epochs=10, seed=0, out=str(ckpt)))
+        export_model(ckpt, "all", out_dir=Path(tmp) / "export")
+        config = BenchConfig(
+            batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+            threads=tuple(int(t) for t in args.threads.split(",")),
+            backends=("pytorch", "torchscript", "exported-program", "onnxruntime"),
+            devices=tuple(args.devices.split(",")), modes=tuple(args.modes.split(",")),
+            min_time=args.min_time)
+        report = run_bench([Path(tmp) / "export"], config, log=print,
+                           progress=lambda label, done, total: print(f"[{done}/{total}] {label}", flush=True))
+    obj = report.to_json()
+    for row in obj["results"]:  # paths of a temporary folder mean nothing later
+        row["artifact"] = Path(row["artifact"]).name
+    out = RESULTS / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_outputs(obj, out, title=f"mnistkit bench: MLP on Fashion-MNIST ({args.name})")
+    print(json.dumps({k: str(v) for k, v in files.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""`mnistkit serve-demo`: the browser example on localhost, with a model of your choice.
+
+Serves examples/web/ (the page, its preprocessing and the onnxruntime-web files copied into
+vendor/) and maps /model/model.onnx and /model/labels.json to the chosen app-ready model. Binds
+127.0.0.1 only. Torch-free.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from functools import partial
+from pathlib import Path
+
+from .errors import ArtifactError, InvalidInputError
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "examples" / "web"
+VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs")
+
+
+def web_dir() -> Path:
+    """The page's folder, checked for the files npm provides."""
+    if not (WEB_DIR / "index.html").exists():
+        raise InvalidInputError(f"{WEB_DIR}: the web example is not here (serve-demo runs from a mnistkit checkout)")
+    missing = [f for f in VENDOR_FILES if not (WEB_DIR / "vendor" / f).exists()]
+    if missing:
+        raise InvalidInputError(f"{WEB_DIR / 'vendor'} lacks {', '.join(missing)}: run `make setup` "
+                                f"(or `npm install && npm run vendor` in {WEB_DIR})")
+    return WEB_DIR
+
+
+def resolve_model(path) -> tuple[Path, dict]:
+    """An app bundle folder, an export folder (its app/), or an app-ready .onnx -> (model, labels.json)."""
+    from .backends.onnxrt import OnnxRuntimeBackend
+
+    p = Path(path)
+    if p.is_dir():
+        if (p / "app" / "model.onnx").exists():
+            p = p / "app"
+        p = p / "model.onnx"
+    if not p.exists():
+        raise InvalidInputError(f"--model {path}: no app-ready model there (expected an app/ bundle, an export "
+                                f"folder from `mnistkit export --format all`, or model-app.onnx)")
+    with OnnxRuntimeBackend(p) as b:
+        info = b.info
+    if info.input_form != "uint8":
+        raise ArtifactError(f"--model {p}: takes {info.input_name!r} float32; the page needs the app-ready model "
+                            f"(uint8 pixels in: model-app.onnx or app/model.onnx)")
+    labels_file = p.parent / "labels.json"
+    if labels_file.exists():
+        contract = json.loads(labels_file.read_text())
+    else:  # derive the contract from the model's own metadata
+        contract = {"labels": info.labels, "preprocess": info.recipe, "dataset": info.metadata.get("dataset"),
+                    "normalization": {"mean": [info.mean], "std": [info.std]}}
+    return p, contract
+
+
+class DemoHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
+                      ".onnx": "application/octet-stream", ".json": "application/json"}
+
+    def __init__(self, *args, model: Path, contract: dict, quiet: bool, **kwargs):
+        self.model, self.contract, self.quiet = model, contract, quiet
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        route = self.path.split("?", 1)[0]
+        if route == "/model/model.onnx":
+            return self._send(self.model.read_bytes(), "application/octet-stream")
+        if route == "/model/labels.json":
+            return self._send(json.dumps(self.contract).encode(), "application/json")
+        return super().do_GET()
+
+    def _send(self, body: bytes, ctype: str):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        if not self.quiet:
+            super().log_message(fmt, *args)
+
+
+def make_server(model, port: int = 8000, quiet: bool = False) -> http.server.ThreadingHTTPServer:
+    """A server for the page (not started). Port 0 picks a free port."""
+    root = web_dir()
+    model_path, contract = resolve_model(model)
+    handler = partial(DemoHandler, directory=str(root), model=model_path, contract=contract, quiet=quiet)
+    try:
+        return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise InvalidInputError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
+
+
+def serve_in_background(model, port: int = 0) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = make_server(model, port, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
