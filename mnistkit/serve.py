@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import ArtifactError, InvalidInputError
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "examples" / "web"
-VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs")
+VENDOR_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 
 
 def web_dir() -> Path:

@@ -84,6 +84,9 @@ function readPng(PNG, file, recipe) {
   if (!fs.existsSync(file)) throw new InputError(`${file}: no such file`);
   const buf = fs.readFileSync(file);
   if (buf.length === 0) throw new InputError(`${file}: empty file; expected a PNG image`);
+  if (buf.subarray(0, 8).toString('latin1') !== '\x89PNG\r\n\x1a\n') {
+    throw new InputError(`${file}: not a PNG image; this example reads PNG files and raw 28x28 buffers (--raw)`);
+  }
   let png;
   try {
     png = PNG.sync.read(buf);
@@ -110,6 +113,7 @@ function readRaw(file) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   // imported here so that usage errors answer without loading the native runtime
+  if (!fs.existsSync(opts.model)) throw new InputError(`${opts.model}: no such file`);
   const ort = (await import('onnxruntime-node')).default;
   const contract = readContract(opts.model, opts.labels);
   const recipe = opts.recipe ?? contract.preprocess ?? 'digits';

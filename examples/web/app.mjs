@@ -1,9 +1,10 @@
 // The page: draw on the canvas, the app-ready model classifies what you drew, live.
 // onnxruntime-web comes from vendor/ (copied from the npm package), never a CDN: the page works offline.
-import * as ort from './vendor/ort.wasm.min.mjs';
+import * as ort from './vendor/ort.wasm.bundle.min.mjs';
 import { BlankImageError, preprocess, topK } from './preprocess.mjs';
 
-ort.env.wasm.wasmPaths = new URL('./vendor/', import.meta.url).href;
+// The bundle carries its own loader: only the .wasm binary is fetched, from vendor/.
+ort.env.wasm.wasmPaths = { wasm: new URL('./vendor/ort-wasm-simd-threaded.wasm', import.meta.url).href };
 // Threads need cross-origin isolation, which a plain static server does not give; one is plenty here.
 ort.env.wasm.numThreads = 1;
 

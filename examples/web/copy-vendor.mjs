@@ -1,5 +1,5 @@
 // Copy the few onnxruntime-web files the page needs from node_modules into vendor/ (git-ignored).
-// The npm package's dist/ is ~136 MB; the page needs one ES module and its WebAssembly binary.
+// The npm package's dist/ is ~136 MB; the page needs one ES module (the bundle, with its loader inlined) and the WebAssembly binary.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.join(here, 'node_modules', 'onnxruntime-web', 'dist');
 const vendor = path.join(here, 'vendor');
-const FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.wasm', 'ort-wasm-simd-threaded.mjs'];
+const FILES = ['ort.wasm.bundle.min.mjs', 'ort-wasm-simd-threaded.wasm'];
 
 if (!fs.existsSync(dist)) {
   console.error(`error: ${dist} not found; run npm install in ${here} first`);
