@@ -203,3 +203,21 @@ def manifest_artifacts(path: str | os.PathLike) -> list[Path]:
             raise ArtifactError(f"{f}: listed in {folder / 'manifest.json'} but missing")
         files.append(f)
     return files
+
+
+def recorded_format(path: str | os.PathLike, kind: str) -> str:
+    """The export format an artifact records (onnx-int8, ...), read without a full runtime; else its kind."""
+    path = Path(path)
+    try:
+        if kind == "onnx":
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            return sess.get_modelmeta().custom_metadata_map.get("format") or kind
+        if kind in ("torchscript", "exported-program"):
+            with zipfile.ZipFile(path) as zf:
+                name = next((n for n in zf.namelist() if n.endswith(f"extra/{METADATA_FILE}")), None)
+                return (json.loads(zf.read(name)).get("format") if name else None) or kind
+    except Exception:  # unreadable files are reported by the backend that tries to load them
+        return kind
+    return kind

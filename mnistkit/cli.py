@@ -157,10 +157,12 @@ def _csv(kind):
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
               help="Dataset the model was trained on (with --model-class): labels, recipe, validation images.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="Where the validation test images are.")
+              help="Where the validation test images (and int8 calibration images) are.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=0.3, show_default=True,
+              help="Accuracy gate of the int8/fp16 formats, in points, vs the float model on the test split.")
 @json_option
 def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels, mean, std, recipe, dataset,
-           data_dir, as_json):
+           data_dir, max_accuracy_drop, as_json):
     """Export a checkpoint (or your state_dict + class) to ONNX, TorchScript and torch.export.
 
     Every artifact is validated right after export: loaded in its own runtime and run on real test
@@ -184,6 +186,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
         checkpoint, formats, out_dir=out_dir, opset=opset, validate=not no_validate, model_class=model_class,
         labels=labels.split(",") if labels else None, mean=mean, std=std, recipe=recipe, dataset=dataset,
         data_dir=data_dir, log=None if as_json else note, raise_on_failure=False,
+        max_accuracy_drop=max_accuracy_drop,
     )
     failures = export_failures(result)
     if as_json:

@@ -18,14 +18,17 @@ class Tolerance:
 
     max_abs: largest allowed |logit difference| (None: not checked, e.g. quantized models);
     min_agreement: smallest allowed fraction of identical top-1 predictions;
-    max_accuracy_drop: largest allowed accuracy loss in absolute points of accuracy (0-1 scale),
-    checked only when labels are real (None: not checked).
+    max_accuracy_drop: largest allowed accuracy loss as a fraction (0.003 = 0.3 points), checked
+    only when labels are real and there are at least `accuracy_min_images` images (None: not checked).
     """
 
     max_abs: float | None
     min_agreement: float = 1.0
     max_accuracy_drop: float | None = None
     why: str = ""
+    # below this many images one flipped answer moves accuracy by > 0.02 points: the accuracy budget is
+    # then reported but not enforced (verify runs slow backends on 500 images)
+    accuracy_min_images: int = 5000
 
 
 # The tolerance table: (format, device) -> Tolerance. `format` is the export format recorded in
@@ -42,6 +45,14 @@ FP32_CPU = Tolerance(1e-4, 1.0, why="fp32 on CPU: worst seen 1.9e-5 (summation o
 # near-ties, so agreement is 99.9 %.
 FP32_CUDA = Tolerance(2e-3, 0.999, why="CUDA: reduction order and possible TF32 in ORT's kernels")
 
+# Quantized and half-precision artifacts are judged by what matters: top-1 agreement with the float
+# model and the accuracy delta on the test split (the budget, 0.3 points by default, is the export's
+# --max-accuracy-drop). Measured on the Fashion-MNIST MLP (benchmarks/results/quantization-*.json):
+# static int8 max_abs 1.9 with 99.46 % top-1 agreement; dynamic int8 0.16 and 99.79 %; fp16 5e-3 and
+# 99.98 %. Accuracy moved by -0.02 to -0.05 points.
+INT8 = Tolerance(None, 0.98, max_accuracy_drop=0.003, why="int8: logits move (~1); top-1 and accuracy decide")
+FP16 = Tolerance(5e-2, 0.995, max_accuracy_drop=0.003, why="fp16: max_abs ~5e-3 seen; 10x margin")
+
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("checkpoint", "cpu"): Tolerance(1e-5, 1.0, why="PyTorch vs itself: same kernels"),
     ("checkpoint", "cuda"): FP32_CUDA,
@@ -53,6 +64,8 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("torchscript", "cuda"): FP32_CUDA,
     ("exported-program", "cpu"): FP32_CPU,
     ("exported-program", "cuda"): FP32_CUDA,
+    **{(fmt, dev): INT8 for fmt in ("onnx-int8", "onnx-int8-app", "onnx-int8-dynamic") for dev in ("cpu", "cuda")},
+    **{(fmt, dev): FP16 for fmt in ("onnx-fp16", "onnx-fp16-app") for dev in ("cpu", "cuda")},
 }
 
 
@@ -134,7 +147,8 @@ def compare(reference: np.ndarray, logits: np.ndarray, tolerance: Tolerance,
         failures.append(f"max_abs {max_abs:.3e} > {tolerance.max_abs:.0e}")
     if not agree >= tolerance.min_agreement:
         failures.append(f"top-1 agreement {agree:.4%} < {tolerance.min_agreement:.2%}")
-    if tolerance.max_accuracy_drop is not None and delta is not None and -delta > tolerance.max_accuracy_drop + 1e-12:
+    if (tolerance.max_accuracy_drop is not None and delta is not None and n >= tolerance.accuracy_min_images
+            and -delta > tolerance.max_accuracy_drop + 1e-12):
         failures.append(f"accuracy drop {-delta * 100:.2f} points > {tolerance.max_accuracy_drop * 100:.2f}")
     return Comparison(n, max_abs, max_rel, mean_abs, agree, acc, ref_acc, delta, tolerance,
                       not failures and not math.isnan(agree), failures)

@@ -36,6 +36,10 @@ class BackendUnavailableError(MnistkitError):
     """A runtime or device was requested that cannot run here (missing package, no GPU, fallback)."""
 
 
+class UnsupportedModelError(BackendUnavailableError):
+    """A runtime cannot run this particular model (an operator or version it does not implement)."""
+
+
 class MissingDependencyError(BackendUnavailableError):
     """An optional dependency (torch, onnx, matplotlib) is needed and not installed."""
 

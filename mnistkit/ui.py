@@ -94,6 +94,9 @@ def print_verify(report) -> None:
         c = p.comparison
         name = Path(p.artifact).name + ("" if p.origin == "this machine" else f" ({p.origin})")
         where = f"{p.backend}/{p.device}"
+        if p.skipped:
+            table.add_row(name, where, "-", "-", *["-"] * 6, "[yellow]skipped: " + _esc(p.skipped) + "[/]")
+            continue
         if c is None:
             table.add_row(name, where, p.provider or "-", str(p.images), *["-"] * 6, "[red]✗ " + _esc(p.error) + "[/]")
             continue

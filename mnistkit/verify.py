@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from .artifacts import detect_kind, manifest_artifacts
+from .artifacts import detect_kind, manifest_artifacts, recorded_format
 from .backends import BACKENDS, backends_for, create_backend
 from .compare import Comparison, compare, tolerance_for
-from .errors import ArtifactError, BackendUnavailableError, InvalidInputError
+from .errors import ArtifactError, BackendUnavailableError, InvalidInputError, UnsupportedModelError
 
 # onnx.reference executes operators in Python: the first 500 images keep it to seconds on the MLP.
 SLOW_BACKEND_LIMIT = 500
@@ -38,10 +38,13 @@ class PairResult:
     comparison: Comparison | None
     error: str | None = None
     origin: str = "this machine"
+    skipped: str | None = None  # why this runtime cannot run this artifact (not a parity failure)
     logits: np.ndarray | None = field(default=None, repr=False)  # kept for --save-outputs
 
     @property
     def passed(self) -> bool:
+        if self.skipped:
+            return True
         return self.comparison is not None and bool(self.comparison) and self.error is None
 
     def label(self) -> str:
@@ -51,7 +54,8 @@ class PairResult:
         return {
             "artifact": self.artifact, "format": self.format, "backend": self.backend, "device": self.device,
             "provider": self.provider, "images": self.images, "passed": self.passed, "error": self.error,
-            "origin": self.origin, "comparison": self.comparison.to_json() if self.comparison else None,
+            "origin": self.origin, "skipped": self.skipped,
+            "comparison": self.comparison.to_json() if self.comparison is not None else None,
         }
 
 
@@ -64,22 +68,29 @@ class VerifyReport:
     pairs: list[PairResult] = field(default_factory=list)
 
     @property
+    def compared(self) -> list[PairResult]:
+        return [p for p in self.pairs if not p.skipped]
+
+    @property
     def passed(self) -> bool:
-        return bool(self.pairs) and all(p.passed for p in self.pairs)
+        return bool(self.compared) and all(p.passed for p in self.pairs)
 
     def verdict(self) -> str:
-        if not self.pairs:
+        if not self.compared:
             return "FAILED | 0 pairs | nothing was compared"
+        skipped = len(self.pairs) - len(self.compared)
+        note = f" | {skipped} skipped (runtime cannot run the artifact)" if skipped else ""
         failed = [p for p in self.pairs if not p.passed]
         if not failed:
-            worst = max(self.pairs, key=lambda p: p.comparison.max_abs)
-            return (f"PASSED | {len(self.pairs)} pairs | worst max_abs {worst.comparison.max_abs:.2e} "
-                    f"({worst.label()})")
+            fp32 = [p for p in self.compared if p.comparison.tolerance.max_abs is not None] or self.compared
+            worst = max(fp32, key=lambda p: p.comparison.max_abs)
+            return (f"PASSED | {len(self.compared)} pairs | worst max_abs {worst.comparison.max_abs:.2e} "
+                    f"({worst.label()}){note}")
         reasons = []
         for p in failed:
             why = p.error or "; ".join(p.comparison.failures)
             reasons.append(f"{p.label()}: {why}")
-        return f"FAILED | {len(failed)} of {len(self.pairs)} pairs | " + " | ".join(reasons)
+        return f"FAILED | {len(failed)} of {len(self.compared)} pairs | " + " | ".join(reasons) + note
 
     def to_json(self) -> dict:
         return {
@@ -156,13 +167,15 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
             from .exporter import export_model
 
             log("no artifacts given: exporting every format to a temporary folder first")
-            exported = export_model(checkpoint, "all", out_dir=tmp, validate=False)
+            exported = export_model(checkpoint, "all", out_dir=tmp, validate=False, data_dir=data_dir,
+                                    raise_on_failure=False)
             paths = [Path(tmp) / a["file"] for a in exported.artifacts]
         paths = [Path(checkpoint), *paths]
 
         saved: dict[str, np.ndarray] = {}
         for path in paths:
             kind = detect_kind(path)
+            recorded = recorded_format(path, kind)
             for name in backends_for(kind):
                 if backends and name not in backends:
                     continue
@@ -173,7 +186,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
                     if kind == "checkpoint" and name == "pytorch" and device == "cpu":
                         continue  # the reference itself
                     m = min(n, SLOW_BACKEND_LIMIT) if spec.slow else n
-                    pair = _run_pair(path, kind, name, device, images[:m], labels[:m], reference[:m],
+                    pair = _run_pair(path, kind, recorded, name, device, images[:m], labels[:m], reference[:m],
                                      allow_fallback, explicit_devices)
                     if pair is None:
                         continue
@@ -192,15 +205,16 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     return report
 
 
-def _run_pair(path, kind, name, device, images, labels, reference, allow_fallback, explicit_devices):
+def _run_pair(path, kind, fmt, name, device, images, labels, reference, allow_fallback, explicit_devices):
     options = {"allow_fallback": True} if allow_fallback else {}
-    fmt = kind
     try:
         with create_backend(path, name, device, kind=kind, **options) as b:
             fmt = b.info.format
             logits = run_backend(b, images)
             provider = b.provider
             actual_device = b.device
+    except UnsupportedModelError as exc:
+        return PairResult(str(path), fmt, name, device, None, len(images), None, skipped=str(exc))
     except BackendUnavailableError as exc:
         if not explicit_devices and device != "cpu":
             return None  # cuda was only implied ("auto"); its absence is not a failure

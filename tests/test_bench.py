@@ -76,6 +76,9 @@ def test_every_cpu_backend_at_two_batch_sizes(tiny_ckpt, tiny_export, tiny_data,
     assert {b for b, _ in ok} >= cpu_backends  # the checkpoint from the manifest brings pytorch in
     assert ("onnxruntime-bare", "onnx") in ok
     for r in rows:
+        if r["status"] == "unavailable":  # onnx.reference cannot run QDQ int8 at opset 18
+            assert r["backend"] == "onnx-reference" and "int8" in r["file"], r
+            continue
         assert r["status"] == "ok" and r["batch_size"] in (1, 8) and r["threads"] == 1
         assert r["p50_ms"] > 0 and r["throughput_per_s"] > 0 and r["reps"] >= 3
         assert set(r) >= {"artifact", "backend", "device", "provider", "batch_size", "threads", "p50_ms", "p90_ms",
@@ -84,13 +87,14 @@ def test_every_cpu_backend_at_two_batch_sizes(tiny_ckpt, tiny_export, tiny_data,
     assert all(r["overhead_p50"] > 0 and r["overhead_p99"] > 0 for r in ort_rows)
     assert report.baselines["matmul"][1]["gflops"] > 0
     assert report.baselines["flop_per_image"] == bench_mod.MLP_FLOP_PER_IMAGE
-    assert all(0 < r["roofline_fraction"] for r in rows)
+    assert all(0 < r["roofline_fraction"] for r in rows if r["status"] == "ok")
+    assert all(r["bytes"] > 0 for r in rows if r["status"] == "ok")
     env = report.environment
     assert env["cpu"] and env["cores"] >= 1 and "onnxruntime" in env["versions"] and env["date"]
     # outputs: JSON, CSV, Markdown and valid PNGs
     files = write_outputs(report.to_json(), tmp_path)
     assert json.loads(files["json"].read_text())["results"]
-    assert files["csv"].read_text().startswith("artifact,format,backend")
+    assert files["csv"].read_text().startswith("artifact,format,bytes,accuracy,backend")
     md = files["markdown"].read_text()
     assert "## Summary" in md and "MatMul" in md and "bare `InferenceSession.run`" in md
     for name in ("latency", "throughput", "cdf"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..artifacts import from_onnx_props, onnx_io_info
-from ..errors import ArtifactError
+from ..errors import ArtifactError, UnsupportedModelError
 from .base import Backend
 
 ONNX_ELEM = {1: "float32", 2: "uint8"}
@@ -27,6 +27,9 @@ class OnnxReferenceBackend(Backend):
             self._eval = ReferenceEvaluator(model)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
+            if "No implementation for operator" in first:  # e.g. DequantizeLinear-18 in onnx 1.23
+                raise UnsupportedModelError(f"onnx.reference {onnx.__version__} cannot run {self.path.name}: "
+                                            f"{first[:200]}") from None
             raise ArtifactError(f"{self.path}: onnx cannot load it ({first[:200]})") from None
         self.provider = f"onnx.reference {onnx.__version__}"
         init_names = {i.name for i in model.graph.initializer}

@@ -1,0 +1,193 @@
+"""Quantized (int8) and half-precision (fp16) ONNX artifacts, made with ONNX Runtime's own tools.
+
+- static int8, QDQ format, per-channel weights (onnxruntime.quantization.quantize_static), calibrated on
+  real training images drawn reproducibly (seeded) from the training split, through the artifact's own
+  input form; ONNX Runtime's quantization pre-processing (quant_pre_process) runs first. The
+  calibration method (MinMax, Entropy, Percentile) is chosen by accuracy on held-out training images
+  (never the test split, which judges the result) and recorded with every candidate's score.
+- dynamic int8 (quantize_dynamic), for comparison.
+- fp16 weights with float32 inputs and outputs kept (onnxruntime.transformers.float16, keep_io_types),
+  for GPUs.
+
+Nothing here decides whether an artifact is good enough: the exporter's accuracy gate does, on the full
+test split, against the float model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError
+
+CALIBRATION_IMAGES = 512  # "a few hundred": more changed nothing measurable on the MLP (benchmarks/README.md)
+CALIBRATION_SEED = 0
+SELECTION_IMAGES = 5000  # held-out training images that choose the calibration method
+METHODS = ("MinMax", "Entropy", "Percentile")
+
+
+@dataclass
+class CalibrationData:
+    """Training images for calibration and for choosing the method (uint8, dataset polarity)."""
+
+    images: np.ndarray  # [n,28,28]
+    selection_images: np.ndarray
+    selection_labels: np.ndarray
+    seed: int
+    source: str
+
+    def describe(self) -> dict:
+        return {"images": int(len(self.images)), "seed": self.seed, "source": self.source,
+                "selection_images": int(len(self.selection_images))}
+
+
+def calibration_data(dataset: str, data_dir=None, n: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED,
+                     selection: int = SELECTION_IMAGES) -> CalibrationData:
+    """Draw `n` calibration images and `selection` held-out images from the training split (seeded)."""
+    from .data import load_split
+
+    split = load_split(dataset, "train", data_dir, download=False)
+    n = min(n, max(1, len(split) // 2))  # small training sets keep half for choosing the method
+    order = np.random.default_rng(seed).permutation(len(split))
+    cal, sel = order[:n], order[n:n + selection]
+    return CalibrationData(split.images[cal], split.images[sel], split.labels[sel], seed,
+                           f"{dataset} training split")
+
+
+def _native(images: np.ndarray, input_form: str, mean: float, std: float) -> np.ndarray:
+    from .backends.base import pixels_to_float
+
+    return images if input_form == "uint8" else pixels_to_float(images, mean, std)
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over a fixed array, in batches of 64."""
+
+    def __init__(self, name: str, data: np.ndarray, batch: int = 64):
+        self.name, self.data, self.batch, self.i = name, data, batch, 0
+
+    def get_next(self):
+        if self.i >= len(self.data):
+            return None
+        out = {self.name: self.data[self.i:self.i + self.batch]}
+        self.i += self.batch
+        return out
+
+    def rewind(self):
+        self.i = 0
+
+
+def preprocess_for_quantization(src: Path, dst: Path) -> None:
+    """ONNX Runtime's quantization pre-processing: symbolic shape inference and graph optimization.
+
+    Without it the dynamo exporter's Gemm nodes can stay float under dynamic quantization.
+    """
+    from onnxruntime.quantization import quant_pre_process
+
+    from .capture import captured_output
+
+    with captured_output():
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+
+
+def _accuracy(path: Path, images: np.ndarray, labels: np.ndarray, input_form: str, mean: float, std: float) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [o.name for o in sess.get_outputs()]
+    out_name = "logits" if "logits" in outs else outs[0]
+    x = _native(images, input_form, mean, std)
+    logits = np.concatenate([sess.run([out_name], {name: x[i:i + 1000]})[0] for i in range(0, len(x), 1000)])
+    return float((logits.argmax(1) == labels).mean())
+
+
+def quantize_static_qdq(float_path: Path, out_path: Path, calib: CalibrationData, input_name: str, input_form: str,
+                        mean: float, std: float, methods=METHODS) -> dict:
+    """Static int8 QDQ, per-channel weights, uint8 activations; the best calibration method wins.
+
+    Returns what the manifest records: the method chosen, every candidate's held-out accuracy and the
+    calibration data's description.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from .capture import captured_output
+
+    data = _native(calib.images, input_form, mean, std)
+    scores: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="mnistkit-quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        preprocess_for_quantization(float_path, pre)
+        best = None
+        for method in methods:
+            candidate = Path(tmp) / f"{method}.onnx"
+            with captured_output() as cap:
+                try:
+                    quantize_static(
+                        str(pre), str(candidate), _Reader(input_name, data), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method),
+                    )
+                except Exception as exc:
+                    raise ExportError(f"onnx-int8: quantize_static ({method}) failed: {str(exc).splitlines()[0][:200]}"
+                                      + (f" [{cap.text.strip().splitlines()[-1][:120]}]" if cap.text.strip() else "")) from None
+            scores[method] = _accuracy(candidate, calib.selection_images, calib.selection_labels, input_form, mean, std)
+            if best is None or scores[method] > scores[best]:  # ties keep the earlier (simpler) method
+                best = method
+        Path(tmp, f"{best}.onnx").replace(out_path)
+    return {"scheme": "static int8, QDQ, per-channel weights (int8), uint8 activations", "method": best,
+            "candidates": scores, "calibration": calib.describe()}
+
+
+def quantize_dynamic_int8(float_path: Path, out_path: Path) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .capture import captured_output
+
+    with tempfile.TemporaryDirectory(prefix="mnistkit-quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        preprocess_for_quantization(float_path, pre)
+        with captured_output():
+            quantize_dynamic(str(pre), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
+    return {"scheme": "dynamic int8 (weights int8, activations quantized per call)", "method": "dynamic"}
+
+
+def topological_sort(graph) -> None:
+    """Re-order a graph's nodes so each comes after its inputs' producers (in place).
+
+    onnxconverter's float16 conversion (also shipped in onnxruntime.transformers) can insert Cast nodes
+    out of order, which onnx.checker then rejects.
+    """
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        progressed = False
+        for node in list(pending):
+            if all(name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+                pending.remove(node)
+                progressed = True
+        if not progressed:
+            raise ExportError("onnx-fp16: the converted graph has a cycle or a dangling input")
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def convert_fp16(float_path: Path, out_path: Path) -> dict:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from .capture import captured_output
+
+    model = onnx.load(str(float_path))
+    with captured_output():
+        half = convert_float_to_float16(model, keep_io_types=True)
+    topological_sort(half.graph)
+    onnx.save(half, str(out_path))
+    return {"scheme": "float16 weights and activations, float32 inputs and outputs (keep_io_types)",
+            "method": "fp16"}

@@ -1,0 +1,131 @@
+"""int8 and fp16 artifacts: what each method promises, reproducibility, and the accuracy gate."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from mnistkit import quantize
+from mnistkit.cli import cli
+from mnistkit.exporter import FORMATS, export_model
+from mnistkit.fileio import sha256_file
+
+DERIVED = [name for name, f in FORMATS.items() if f.transform]
+
+
+def ops(path):
+    counts = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_derived_formats_are_in_the_table_with_their_app_variants():
+    assert set(DERIVED) == {"onnx-int8", "onnx-int8-app", "onnx-int8-dynamic", "onnx-fp16", "onnx-fp16-app"}
+    for name in DERIVED:
+        f = FORMATS[name]
+        assert FORMATS[f.base].app == f.app and f.kind == "onnx"
+
+
+def test_each_method_makes_what_it_promises(tiny_export):
+    qdq = ops(tiny_export / "model-int8.onnx")
+    assert qdq["QuantizeLinear"] >= 4 and qdq["DequantizeLinear"] >= 8
+    dyn = ops(tiny_export / "model-int8-dynamic.onnx")
+    assert dyn.get("DynamicQuantizeLinear", 0) >= 1 and dyn.get("MatMulInteger", 0) == 4
+    for name in ("model-fp16.onnx", "model-fp16-app.onnx"):
+        model = onnx.load(str(tiny_export / name))
+        onnx.checker.check_model(model, full_check=True)
+        kinds = {t.data_type for t in model.graph.initializer if len(t.dims) == 2}
+        assert kinds == {onnx.TensorProto.FLOAT16}  # every weight matrix is half precision
+        io = [v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]]
+        assert onnx.TensorProto.FLOAT16 not in io  # keep_io_types: float32 (or uint8) in and out
+    app = onnx.load(str(tiny_export / "model-int8-app.onnx"))
+    assert app.graph.input[0].name == "pixels" and [o.name for o in app.graph.output] == ["logits", "probabilities"]
+
+
+def test_quantized_metadata_and_manifest(tiny_export):
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    by = {a["format"]: a for a in manifest["artifacts"]}
+    q = by["onnx-int8"]["quantization"]
+    assert q["method"] in quantize.METHODS and set(q["candidates"]) == set(quantize.METHODS)
+    assert q["calibration"]["seed"] == quantize.CALIBRATION_SEED and q["calibration"]["images"] == 256  # half of 512
+    assert "training split" in q["calibration"]["source"]
+    assert by["onnx-int8"]["accuracy_budget"] == pytest.approx(0.003)
+    props = {p.key: p.value for p in onnx.load(str(tiny_export / "model-int8.onnx")).metadata_props}
+    assert json.loads(props["quantization"])["method"] == q["method"]
+    assert float(props["test_accuracy"]) > 0.5 and props["format"] == "onnx-int8"
+    assert by["onnx-int8"]["bytes"] < 0.35 * by["onnx"]["bytes"]
+
+
+def test_calibration_is_reproducible(tiny_ckpt, tiny_data, tmp_path):
+    a = export_model(tiny_ckpt, "onnx-int8", out_dir=tmp_path / "a", data_dir=tiny_data)
+    b = export_model(tiny_ckpt, "onnx-int8", out_dir=tmp_path / "b", data_dir=tiny_data)
+    assert a.artifacts[0]["sha256"] == b.artifacts[0]["sha256"]
+    assert sha256_file(tmp_path / "a" / "model-int8.onnx") == a.artifacts[0]["sha256"]
+    # only the derived file is written: the float model it came from stays in staging
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model-int8.onnx"]
+
+
+def test_calibration_draws_are_seeded(tiny_data):
+    one = quantize.calibration_data("mnist", tiny_data, n=64, seed=3, selection=100)
+    two = quantize.calibration_data("mnist", tiny_data, n=64, seed=3, selection=100)
+    other = quantize.calibration_data("mnist", tiny_data, n=64, seed=4, selection=100)
+    assert np.array_equal(one.images, two.images) and not np.array_equal(one.images, other.images)
+    assert one.describe() == {"images": 64, "seed": 3, "source": "mnist training split", "selection_images": 100}
+
+
+def test_int8_without_training_data_is_a_failed_row(tmp_path):
+    import torch
+
+    import mnistkit
+    from fixtures.tutorial_net import NeuralNetwork
+
+    torch.manual_seed(0)
+    result = mnistkit.export(NeuralNetwork(), formats=["onnx", "onnx-int8"], out_dir=tmp_path,
+                             raise_on_failure=False)
+    by = {v.format: v for v in result.validation}
+    assert by["onnx"].passed and not by["onnx-int8"].passed
+    assert "calibration images" in by["onnx-int8"].error
+    assert not (tmp_path / "model-int8.onnx").exists()
+
+
+def test_max_accuracy_drop_usage(tiny_ckpt, tmp_path):
+    r = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--max-accuracy-drop", "-1", "--out-dir", str(tmp_path)])
+    assert r.exit_code == 2
+
+
+@pytest.mark.realdata
+def test_fashion_int8_keeps_accuracy_and_is_small(fashion_export):
+    """Done-when: static int8 within 0.3 points of fp32 on the full test split, file <= 0.3x."""
+    manifest = json.loads((fashion_export / "manifest.json").read_text())
+    by = {a["format"]: a for a in manifest["artifacts"]}
+    assert set(DERIVED) <= set(by)  # every derived artifact passed its gate
+    for name in DERIVED:
+        entry = by[name]
+        assert entry["validation"]["images"] == 10000
+        assert entry["accuracy_drop_points"] <= 0.3 and entry["accuracy_budget_points"] == pytest.approx(0.3)
+    assert by["onnx-int8"]["bytes"] <= 0.3 * by["onnx"]["bytes"]
+    assert by["onnx-fp16"]["bytes"] <= 0.55 * by["onnx"]["bytes"]
+
+
+@pytest.mark.realdata
+def test_the_gate_refuses_a_broken_quantization(fashion_ckpt, tmp_path, monkeypatch):
+    real = quantize.calibration_data
+
+    def constant_images(*args, **kwargs):  # calibrated on blank images: activation ranges collapse
+        data = real(*args, **kwargs)
+        data.images = np.zeros_like(data.images)
+        return data
+
+    monkeypatch.setattr(quantize, "calibration_data", constant_images)
+    r = CliRunner().invoke(cli, ["export", str(fashion_ckpt), "--format", "onnx,onnx-int8", "--out-dir",
+                                 str(tmp_path)], catch_exceptions=False)
+    assert r.exit_code == 1
+    assert "✗ onnx-int8" in r.output and "✓ onnx " in r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: validation failed for 1 of 2 artifacts: onnx-int8 (") and "accuracy drop" in last
+    assert not (tmp_path / "model-int8.onnx").exists()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == ["onnx"]
