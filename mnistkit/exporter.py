@@ -617,10 +617,11 @@ def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, da
                     expected = logits[idx]  # the same artifact, run in chunks of 1000
                     if out.shape != expected.shape:
                         raise ExportError(f"batch {b}: output {list(out.shape)}, expected {list(expected.shape)}")
-                    # float graphs must not depend on the batch; dynamic int8 quantizes activations per
-                    # call (scales from the whole batch), so only its top-1 answers are held to it
-                    same = (np.allclose(out, expected, atol=1e-4, rtol=0) if fmt.transform is None
-                            else (out.argmax(1) == expected.argmax(1)).mean() >= tol.min_agreement)
+                    # A graph must not depend on the batch (float, static int8 and fp16 match exactly,
+                    # measured). Dynamic int8 takes activation scales from each call's whole batch: its
+                    # logits move by ~0.1 with the batch and 99.5 % of top-1 answers stay; hold it to 95 %.
+                    same = ((out.argmax(1) == expected.argmax(1)).mean() >= 0.95 if fmt.transform == "int8-dynamic"
+                            else np.allclose(out, expected, atol=1e-4, rtol=0))
                     if not same:
                         raise ExportError(f"batch {b}: outputs differ from the same model's at batch 1000")
                     proven.append(b)

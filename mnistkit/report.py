@@ -165,6 +165,36 @@ def summary_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def format_table(rows: list[dict]) -> list[str]:
+    """Size, accuracy and latency side by side, one line per artifact on each runtime (the table users
+    choose a format from). Latency at the smallest and largest batch, on the most threads measured."""
+    ok = [r for r in rows if r.get("status") == "ok" and not r.get("baseline")]
+    if not ok:
+        return []
+    batches = sorted({r["batch_size"] for r in ok})
+    lo, hi = batches[0], batches[-1]
+    multi = len({r["machine"] for r in ok}) > 1
+    groups: dict[tuple, dict[int, dict]] = {}
+    for r in ok:
+        key = (r["machine"], r["file"], r["backend"], r["device"], r.get("mode", "host"))
+        best = groups.setdefault(key, {})
+        prev = best.get(r["batch_size"])
+        if prev is None or (r.get("threads") or 0) > (prev.get("threads") or 0):
+            best[r["batch_size"]] = r
+    lines = ["| " + ("machine | " if multi else "") + f"file | runtime | size | accuracy | b={lo} p50 µs | "
+             f"b={hi} p50 µs | images/s at b={hi} |", "|" + "---|" * (7 + multi)]
+    for key in sorted(groups, key=lambda k: (k[0], k[2], k[1])):
+        by = groups[key]
+        any_row = next(iter(by.values()))
+        size = f"{any_row['bytes'] / 1e6:.2f} MB" if any_row.get("bytes") else "-"
+        acc = f"{any_row['accuracy']:.4f}" if isinstance(any_row.get("accuracy"), (int, float)) else "-"
+        runtime = f"{key[2]}/{key[3]}" + ("" if key[4] == "host" else f" [{key[4]}]")
+        lines.append("| " + (f"{key[0]} | " if multi else "") + f"{key[1]} | {runtime} | {size} | {acc} | "
+                     f"{_us(by[lo]['p50_ms']) if lo in by else '-'} | {_us(by[hi]['p50_ms']) if hi in by else '-'} | "
+                     + (f"{by[hi]['throughput_per_s']:,.0f}" if hi in by else "-") + " |")
+    return lines
+
+
 def markdown_report(reports: list[dict], plots: dict | None = None, title: str = "mnistkit bench") -> str:
     from .bench import fmt_num, machine_label
 
@@ -202,6 +232,7 @@ def markdown_report(reports: list[dict], plots: dict | None = None, title: str =
         for r in overhead:
             lines.append(f"| {r['file']} | {r['threads']} | {r['batch_size']} | {r['overhead_p50']:.3f} | "
                          f"{r['overhead_p99']:.3f} |")
+    lines += ["", "## Formats side by side (size, accuracy, latency)", ""] + format_table(rows)
     lines += ["", "## Summary (p50 latency per call, µs)", ""] + summary_table(rows)
     if plots:
         lines += ["", "## Plots", ""]

@@ -97,6 +97,7 @@ def test_every_cpu_backend_at_two_batch_sizes(tiny_ckpt, tiny_export, tiny_data,
     assert files["csv"].read_text().startswith("artifact,format,bytes,accuracy,backend")
     md = files["markdown"].read_text()
     assert "## Summary" in md and "MatMul" in md and "bare `InferenceSession.run`" in md
+    assert "## Formats side by side" in md and "model-int8.onnx | onnxruntime/cpu | 0." in md
     for name in ("latency", "throughput", "cdf"):
         png = files[name]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
