@@ -14,8 +14,9 @@ at least `min_reps` calls were made: p50/p90/p99/p99.9, mean, stdev, min, max, t
 Baselines measured in the same run, so ratios survive a noisy machine:
 - the bare `onnxruntime.InferenceSession.run` on the same file with the same options and input,
   interleaved block by block with mnistkit's backend -> the overhead ratio (p50 and p99);
-- the fp32 matrix-multiply rate of ONNX Runtime's own MatMul (1024x784 by 784x256, same threads)
-  -> each row's throughput as a fraction of the model's compute roofline;
+- the fp32 matrix-multiply rate of ONNX Runtime's own MatMul (1024x784 by 784x256, same threads),
+  timed in the same interleaved blocks as each ONNX Runtime row (and once at the start for the
+  others) -> each row's p50 throughput as a fraction of the model's compute roofline;
 - PyTorch eager (the `pytorch` backend) whenever the checkpoint is known.
 
 Nothing is timed before it passes a parity check against the reference on real test images; a
@@ -39,7 +40,7 @@ from .artifacts import detect_kind, read_manifest
 from .backends import BACKENDS, backends_for, create_backend
 from .backends.base import pixels_to_float
 from .compare import compare, tolerance_for
-from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError
+from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
 
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
 CV_WARN = 0.25  # stdev/mean above this flags the row: at ~10 us a call, scheduler noise alone gives ~0.1
@@ -240,33 +241,44 @@ def flops_per_image(onnx_path: Path) -> int | None:
 # Baselines
 
 
+class MatMulProbe:
+    """ONNX Runtime's own MatMul, 1024x784 by a constant 784x256 (the MLP's first layer at batch 1024),
+    with mnistkit's session options and threads: the machine's attainable fp32 rate for this model."""
+
+    def __init__(self, threads: int | None):
+        from onnx import TensorProto, helper, numpy_helper  # ImportError: no roofline without onnx
+        import onnxruntime as ort
+
+        from .backends.onnxrt import default_threads, session_options
+
+        m, k, n = MATMUL_SHAPE
+        rng = np.random.default_rng(0)
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["a", "b"], ["c"])], "roofline",
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+            [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "b")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        self.threads = threads or default_threads()
+        self.flop = 2 * m * k * n
+        sess = ort.InferenceSession(model.SerializeToString(), session_options(self.threads),
+                                    providers=["CPUExecutionProvider"])
+        feed = {"a": rng.standard_normal((m, k)).astype(np.float32)}
+        self.call = lambda: sess.run(None, feed)
+
+    def describe(self, p50_seconds: float) -> dict:
+        return {"threads": self.threads, "shape": list(MATMUL_SHAPE), "p50_ms": p50_seconds * 1e3,
+                "gflops": self.flop / p50_seconds / 1e9}
+
+
 def matmul_roofline(threads: int | None, min_time: float = 0.5) -> dict | None:
-    """fp32 GFLOP/s of ONNX Runtime's MatMul, 1024x784 by a constant 784x256 (the MLP's first layer at
-    batch 1024), same session options and threads as the backend."""
+    """The MatMul rate measured on its own (for rows that are not timed beside it)."""
     try:
-        from onnx import TensorProto, helper, numpy_helper
+        probe = MatMulProbe(threads)
     except ImportError:
         return None
-    import onnxruntime as ort
-
-    from .backends.onnxrt import default_threads, session_options
-
-    m, k, n = MATMUL_SHAPE
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])], "roofline",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
-        [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    threads = threads or default_threads()
-    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    samples = time_calls(lambda: sess.run(None, {"a": a}), 0.2, min_time, 20, 100_000)
-    p50 = float(np.median(samples))
-    return {"threads": threads, "shape": list(MATMUL_SHAPE), "p50_ms": p50 * 1e3,
-            "gflops": 2 * m * k * n / p50 / 1e9}
+    return probe.describe(float(np.median(time_calls(probe.call, 0.2, min_time, 20, 100_000))))
 
 
 class BareSession:
@@ -401,6 +413,7 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
     elif ref_meta.get("arch") == "mlp":
         baselines["flop_per_image"] = MLP_FLOP_PER_IMAGE
 
+    probes: dict[int, MatMulProbe] = {}
     for (t, name, device, mode, threads) in cases:
         label = f"{name}/{device} {t.path.name}"
         options = {}
@@ -410,7 +423,7 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
             backend.load()
             load_ms = (time.perf_counter() - t0) * 1e3
         except (BackendUnavailableError, Exception) as exc:  # a row that says so, then the next case
-            reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            reason = first_line(exc)
             status = "unavailable" if isinstance(exc, BackendUnavailableError) else "error"
             for b in config.batch_sizes:
                 report.results.append(_row(t, t.kind, name, device, None, mode, b, threads, status, reason=reason))
@@ -445,8 +458,13 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
                     if progress:
                         progress(label, done, total)
                 continue
-            bare = BareSession(t.path, eff_threads) if (config.baselines and name == "onnxruntime"
-                                                         and backend.device == "cpu" and mode == "host") else None
+            bare = probe = None
+            if config.baselines and name == "onnxruntime" and backend.device == "cpu" and mode == "host":
+                bare = BareSession(t.path, eff_threads)
+                try:
+                    probe = probes.setdefault(eff_threads, MatMulProbe(eff_threads))
+                except ImportError:
+                    probe = None
             for b in config.batch_sizes:
                 x = _native_batch(info, images, b)
                 warnings_: list[str] = []
@@ -463,13 +481,26 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
                         call, sync = backend.device_resident(x, cuda_graph=True) if m == "device+graph" \
                             else backend.device_resident(x)
                     if bare is not None and m == "host":
-                        ours, theirs = time_interleaved([call, bare.call_for(x)], config.warmup, config.min_time,
-                                                        config.min_reps)
+                        # mnistkit, the bare session and the MatMul probe in alternating blocks: on a
+                        # shared machine the 2-thread rate drifts by 20 % between minutes, so each
+                        # ratio is taken against baselines timed in the same seconds
+                        calls = [call, bare.call_for(x)] + ([probe.call] if probe else [])
+                        timed = time_interleaved(calls, config.warmup, config.min_time, config.min_reps)
+                        ours, theirs = timed[0], timed[1]
                         s_ours, s_bare = latency_stats(ours), latency_stats(theirs)
                         extra_b = {"overhead_p50": s_ours.p50 / s_bare.p50, "overhead_p99": s_ours.p99 / s_bare.p99}
+                        fractions = {}
+                        if probe is not None and report.baselines.get("flop_per_image"):
+                            mm = probe.describe(float(np.median(timed[2])))
+                            per_image = report.baselines["flop_per_image"]
+                            fractions = {"ours": b * per_image / (s_ours.p50 / 1e3) / (mm["gflops"] * 1e9),
+                                         "bare": b * per_image / (s_bare.p50 / 1e3) / (mm["gflops"] * 1e9)}
+                            extra_b.update(roofline_fraction=fractions["ours"], matmul_gflops=mm["gflops"])
                         bare_row = _row(t, fmt, "onnxruntime-bare", "cpu", "CPUExecutionProvider", m, b, eff_threads,
                                         "ok", baseline=True, bytes=extra["bytes"], accuracy=extra["accuracy"],
                                         **_stats_fields(s_bare, b))
+                        if fractions:
+                            bare_row.update(roofline_fraction=fractions["bare"], matmul_gflops=extra_b["matmul_gflops"])
                         if b in config.keep_samples_at:
                             bare_row["samples_ms"] = _samples_field(theirs)
                         seconds = ours
@@ -494,11 +525,16 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
 
 
 def _add_roofline(report: BenchReport) -> None:
+    """Rows not timed beside the MatMul probe get their fraction from the start-of-run measurement.
+
+    Both are p50-based: images per second at the median latency x FLOP per image, over the MatMul's
+    FLOP per second at its median latency.
+    """
     fl = report.baselines.get("flop_per_image")
     for row in report.results:
         rl = report.baselines["matmul"].get(row.get("threads"))
-        if row.get("status") == "ok" and fl and rl and row["device"] == "cpu":
-            row["roofline_fraction"] = row["throughput_per_s"] * fl / (rl["gflops"] * 1e9)
+        if row.get("status") == "ok" and fl and rl and row["device"] == "cpu" and "roofline_fraction" not in row:
+            row["roofline_fraction"] = row["batch_size"] / (row["p50_ms"] / 1e3) * fl / (rl["gflops"] * 1e9)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -166,8 +166,10 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
     """Export a checkpoint (or your state_dict + class) to ONNX, TorchScript and torch.export.
 
     Every artifact is validated right after export: loaded in its own runtime and run on real test
-    images next to PyTorch (one ✓/✗ line each). `--format all` also writes app/ (the app-ready
-    ONNX, labels.json and a README of the contract) and is what apps embed.
+    images next to PyTorch (one ✓/✗ line each). int8 and fp16 formats must also keep the accuracy
+    within --max-accuracy-drop on the full test split (calibration uses the training split).
+    `--format all` writes every format plus app/ (the app-ready ONNX, labels.json and a README of
+    the contract), which is what apps embed.
 
     \b
     Examples:

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from .artifacts import METADATA_FILE, detect_kind, from_onnx_props, read_manifest
-from .errors import ArtifactError
+from .errors import ArtifactError, first_line
 from .fileio import sha256_file
 
 
@@ -34,7 +34,7 @@ def _onnx_details(path: Path) -> dict:
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:
-            raise ArtifactError(f"{path}: not a loadable ONNX file ({str(exc).splitlines()[0][:200]})") from None
+            raise ArtifactError(f"{path}: not a loadable ONNX file ({first_line(exc, 200)})") from None
 
         def tensor_info(v):
             tt = v.type.tensor_type
@@ -61,7 +61,7 @@ def _onnx_details(path: Path) -> dict:
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc, 200)})") from None
     meta = sess.get_modelmeta()
     return {
         "opset": None, "ir_version": None, "min_onnxruntime": None,

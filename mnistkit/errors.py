@@ -54,6 +54,14 @@ class TrainingInterrupted(MnistkitError):
     exit_code = 130
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first non-empty line (or its class name), for one-line messages."""
+    for line in str(exc).strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return exc.__class__.__name__
+
+
 def require(module: str, extra: str = "torch"):
     """Import an optional dependency or raise MissingDependencyError with the install line."""
     import importlib

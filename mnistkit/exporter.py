@@ -29,7 +29,7 @@ import numpy as np
 from . import __version__
 from .artifacts import DEFAULT_LABELS, MANIFEST_FORMAT, METADATA_FILE, to_onnx_props
 from .compare import Comparison, compare, tolerance_for
-from .errors import CheckpointError, ExportError, InvalidInputError
+from .errors import CheckpointError, ExportError, InvalidInputError, first_line
 from .fileio import atomic_write_json, check_writable_dir, make_public_dir, sha256_file
 
 
@@ -269,10 +269,10 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
         ckpt = load_checkpoint(path)  # clear error, with the --model-class hint, for a bare state_dict
         meta = {k: ckpt.meta.get(k) for k in
                 ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "test_accuracy")}
-        c = _probe_module(ckpt.build(), str(path))
-        defaults = _user_meta(None, None, None, None, None, c)
+        module = ckpt.build()
+        defaults = _user_meta(None, None, None, None, None, _probe_module(module, str(path)))
         meta = {k: v if v is not None else defaults.get(k) for k, v in meta.items()}
-        return Source(ckpt.build(), meta, {"kind": "checkpoint", "path": str(path), "sha256": sha}, default_out)
+        return Source(module, meta, {"kind": "checkpoint", "path": str(path), "sha256": sha}, default_out)
 
     cls = import_model_class(model_class)
     try:
@@ -280,7 +280,7 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         raise CheckpointError(f"{path}: not a loadable state_dict ({first[:160]})") from None
     if isinstance(state, dict) and "mnistkit" in state and "state_dict" in state:
         state = state["state_dict"]  # a mnistkit checkpoint exported through a user's class
@@ -307,27 +307,24 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
 # Writers: one function per format, each writing `tmp` and returning facts for the manifest
 
 
-class AppModel:
-    """Built lazily (needs torch): uint8 pixels [N,28,28] -> (logits, probabilities)."""
+def app_model(module, mean: float, std: float):
+    """`module` behind the app contract: uint8 pixels [N,28,28] -> (logits, probabilities)."""
+    import torch
 
-    @staticmethod
-    def wrap(module, mean: float, std: float):
-        import torch
+    class AppModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = module
+            # the same float32 arithmetic as backends.base.pixels_to_float: p * a + b
+            self.register_buffer("scale", torch.tensor(1.0 / (255.0 * std), dtype=torch.float32))
+            self.register_buffer("shift", torch.tensor(-mean / std, dtype=torch.float32))
 
-        class _App(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = module
-                # the same float32 arithmetic as backends.base.pixels_to_float: p * a + b
-                self.register_buffer("scale", torch.tensor(1.0 / (255.0 * std), dtype=torch.float32))
-                self.register_buffer("shift", torch.tensor(-mean / std, dtype=torch.float32))
+        def forward(self, pixels):
+            x = pixels.to(torch.float32).unsqueeze(1) * self.scale + self.shift
+            logits = self.model(x)
+            return logits, torch.softmax(logits, dim=1)
 
-            def forward(self, pixels):
-                x = pixels.to(torch.float32).unsqueeze(1) * self.scale + self.shift
-                logits = self.model(x)
-                return logits, torch.softmax(logits, dim=1)
-
-        return _App().eval()
+    return AppModel().eval()
 
 
 def _common_meta(src: Source, fmt: FormatSpec) -> dict:
@@ -407,7 +404,7 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
 
     meta = _common_meta(src, fmt)
     if fmt.app:
-        module = AppModel.wrap(src.module, meta["normalization"]["mean"][0], meta["normalization"]["std"][0])
+        module = app_model(src.module, meta["normalization"]["mean"][0], meta["normalization"]["std"][0])
         example = torch.zeros(EXAMPLE_BATCH, 28, 28, dtype=torch.uint8)
     else:
         module = src.module
@@ -424,7 +421,7 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
         except Exception as exc:
             tail = " | ".join(cap.text.strip().splitlines()[-3:])
             raise ExportError(f"{fmt.name}: torch.onnx.export failed: {exc.__class__.__name__}: "
-                              f"{str(exc).strip().splitlines()[0][:200]}" + (f" [{tail[:200]}]" if tail else "")) from None
+                              f"{first_line(exc, 200)}" + (f" [{tail[:200]}]" if tail else "")) from None
     if tmp.with_name(tmp.name + ".data").exists():
         raise ExportError(f"{fmt.name}: the exporter wrote an external-data sidecar; expected one self-contained file")
     model = onnx.load(str(tmp))
@@ -441,7 +438,7 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:
-        raise ExportError(f"{fmt.name}: onnx.checker rejected the graph: {str(exc).splitlines()[0][:200]}") from None
+        raise ExportError(f"{fmt.name}: onnx.checker rejected the graph: {first_line(exc, 200)}") from None
     onnx.save(model, str(tmp))
     inputs, outputs = _io_entries(meta, len(meta["labels"]))
     return {
@@ -468,7 +465,7 @@ def write_torchscript(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext
             torch.jit.save(frozen, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
         except Exception as exc:
             raise ExportError(f"{fmt.name}: tracing failed: {exc.__class__.__name__}: "
-                              f"{str(exc).strip().splitlines()[0][:200]}") from None
+                              f"{first_line(exc, 200)}") from None
     inputs, outputs = _io_entries(meta, len(meta["labels"]))
     return {"inputs": inputs, "outputs": outputs}
 
@@ -486,7 +483,7 @@ def write_exported_program(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteCo
             torch.export.save(program, str(tmp), extra_files={METADATA_FILE: json.dumps(meta)})
         except Exception as exc:
             raise ExportError(f"{fmt.name}: torch.export failed: {exc.__class__.__name__}: "
-                              f"{str(exc).strip().splitlines()[0][:200]}") from None
+                              f"{first_line(exc, 200)}") from None
     inputs, outputs = _io_entries(meta, len(meta["labels"]))
     return {"inputs": inputs, "outputs": outputs}
 
@@ -530,7 +527,7 @@ def write_derived(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) ->
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise ExportError(f"{fmt.name}: onnx.checker rejected the graph: {str(exc).splitlines()[0][:200]}") from None
+        raise ExportError(f"{fmt.name}: onnx.checker rejected the graph: {first_line(exc, 200)}") from None
     onnx.save(model, str(tmp))
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=ctx.opset)
     inputs, outputs = _io_entries(meta, len(meta["labels"]))
@@ -626,7 +623,7 @@ def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, da
                         raise ExportError(f"batch {b}: outputs differ from the same model's at batch 1000")
                     proven.append(b)
     except Exception as exc:  # a validation failure is a result, reported with all the others
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        msg = first_line(exc)
         return Validation(fmt.name, path.name, fmt.backend, False, None, len(images), data_desc, error=msg[:300])
     comparison = compare(reference, logits, tol, labels)
     return Validation(fmt.name, path.name, fmt.backend, bool(comparison), comparison, len(images), data_desc, proven)

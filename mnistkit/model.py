@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, InvalidInputError
+from .errors import CheckpointError, InvalidInputError, first_line
 from .fileio import atomic_path, sha256_file  # noqa: F401  (re-exported)
 
 CHECKPOINT_FORMAT = "mnistkit-checkpoint"
@@ -149,7 +149,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
             raise CheckpointError(
                 f"{path}: holds pickled Python objects that a safe (weights_only) load refuses; "
@@ -157,7 +157,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch file ({first[:120]})") from None
     except Exception as exc:  # torch.load raises many types on bad bytes (KeyError, RuntimeError, ...)
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         with open(path, "rb") as f:
             looks_zip = f.read(2) == b"PK"  # a torch.save zip whose end (central directory) is missing
         if looks_zip or isinstance(exc, (RuntimeError, EOFError)):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportError
+from .errors import ExportError, first_line
 
 CALIBRATION_IMAGES = 512  # "a few hundred": more changed nothing measurable on the MLP (benchmarks/README.md)
 CALIBRATION_SEED = 0
@@ -132,7 +132,7 @@ def quantize_static_qdq(float_path: Path, out_path: Path, calib: CalibrationData
                         calibrate_method=getattr(CalibrationMethod, method),
                     )
                 except Exception as exc:
-                    raise ExportError(f"onnx-int8: quantize_static ({method}) failed: {str(exc).splitlines()[0][:200]}"
+                    raise ExportError(f"onnx-int8: quantize_static ({method}) failed: {first_line(exc, 200)}"
                                       + (f" [{cap.text.strip().splitlines()[-1][:120]}]" if cap.text.strip() else "")) from None
             scores[method] = _accuracy(candidate, calib.selection_images, calib.selection_labels, input_form, mean, std)
             if best is None or scores[method] > scores[best]:  # ties keep the earlier (simpler) method

@@ -20,7 +20,7 @@ import numpy as np
 from .artifacts import detect_kind, manifest_artifacts, recorded_format
 from .backends import BACKENDS, backends_for, create_backend
 from .compare import Comparison, compare, tolerance_for
-from .errors import ArtifactError, BackendUnavailableError, InvalidInputError, UnsupportedModelError
+from .errors import ArtifactError, BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
 
 # onnx.reference executes operators in Python: the first 500 images keep it to seconds on the MLP.
 SLOW_BACKEND_LIMIT = 500
@@ -220,7 +220,7 @@ def _run_pair(path, kind, fmt, name, device, images, labels, reference, allow_fa
             return None  # cuda was only implied ("auto"); its absence is not a failure
         return PairResult(str(path), fmt, name, device, None, len(images), None, error=str(exc))
     except Exception as exc:  # a failing pair is a result, listed with all the others
-        msg = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        msg = first_line(exc)
         return PairResult(str(path), fmt, name, device, None, len(images), None, error=msg[:300])
     comparison = compare(reference, logits, tolerance_for(fmt, device), labels)
     return PairResult(str(path), fmt, name, actual_device, provider, len(images), comparison, logits=logits)

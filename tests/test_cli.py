@@ -92,3 +92,32 @@ def test_train_json_in_a_real_subprocess_has_clean_stdout(tiny_data, tmp_path):
 def test_train_human_output(tiny_data, tmp_path):
     r = run("train", "--data-dir", tiny_data, "--epochs", "1", "--out", tmp_path / "m.pt")
     assert r.exit_code == 0 and "test accuracy" in r.output and str(tmp_path / "m.pt") in r.output
+
+
+BLOCK_TORCH = (
+    "import sys, importlib.abc\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+    "            raise ImportError(f'No module named {name!r}')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "from mnistkit.cli import main\n"
+    "sys.argv = ['mnistkit'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize("args", [["train", "--epochs", "1"], ["export", "x.pt"], ["verify", "x.pt"], ["demo"]])
+def test_commands_that_need_torch_say_so_in_one_line(args, tmp_path):
+    r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs torch" in lines[0] and "pip install 'mnistkit[torch]'" in lines[0]
+    assert r.stdout == ""
+
+
+def test_core_commands_work_without_torch(tiny_export, tmp_path):
+    r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "inspect", str(tiny_export / "model.onnx"), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["labels"] == list("0123456789")

@@ -10,7 +10,7 @@ import json
 import warnings
 
 from ..artifacts import METADATA_FILE, info_from_metadata
-from ..errors import ArtifactError, InvalidInputError
+from ..errors import ArtifactError, InvalidInputError, first_line
 from .torch_common import TorchBackend
 
 
@@ -25,7 +25,7 @@ class ExportedProgramBackend(TorchBackend):
                 warnings.simplefilter("ignore")
                 program = torch.export.load(str(self.path), extra_files=extra)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first_line(exc)
             raise ArtifactError(f"{self.path}: not a loadable torch.export program ({first[:200]})") from None
         module = program.module()
         if self._dev.type != "cpu":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..artifacts import from_onnx_props, onnx_io_info
-from ..errors import ArtifactError, UnsupportedModelError
+from ..errors import ArtifactError, UnsupportedModelError, first_line
 from .base import Backend
 
 ONNX_ELEM = {1: "float32", 2: "uint8"}
@@ -26,7 +26,7 @@ class OnnxReferenceBackend(Backend):
             model = onnx.load(str(self.path))
             self._eval = ReferenceEvaluator(model)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first_line(exc)
             if "No implementation for operator" in first:  # e.g. DequantizeLinear-18 in onnx 1.23
                 raise UnsupportedModelError(f"onnx.reference {onnx.__version__} cannot run {self.path.name}: "
                                             f"{first[:200]}") from None

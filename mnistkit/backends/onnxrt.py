@@ -13,7 +13,7 @@ import numpy as np
 
 from ..artifacts import ModelInfo, from_onnx_props, onnx_io_info
 from ..capture import captured_output
-from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError
+from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, first_line
 from .base import _F32, _FLOAT_TAIL, _PIXEL_TAIL, _U8, NONFINITE, Backend
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
@@ -95,7 +95,7 @@ class OnnxRuntimeBackend(Backend):
             else:
                 err = None
         if err is not None:
-            first = (str(err).strip().splitlines() or [""])[0]
+            first = first_line(err)
             if not self.path.exists():
                 raise ArtifactError(f"{self.path}: no such file")
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it: {first[:300]}") from None
@@ -121,16 +121,15 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: input {inp.name!r} is {inp.type}; expected tensor(float) [N,1,28,28] "
                 f"or tensor(uint8) [N,28,28]")
         meta = from_onnx_props(self._sess.get_modelmeta().custom_metadata_map)
-        outputs = [o.name for o in self._sess.get_outputs()]
-        info = onnx_io_info(self.path, meta, inp.name, dtype, list(inp.shape), outputs)
+        output_types = {o.name: o.type for o in self._sess.get_outputs()}
+        info = onnx_io_info(self.path, meta, inp.name, dtype, list(inp.shape), list(output_types))
         self._in = info.input_name
         self._outs = [info.output_name]
         self._fixed = info.fixed_batch
         self._input_shape = [d if isinstance(d, int) and d > 0 else -1 for d in inp.shape]
         self._reshape = info.input_form == "float" and len(inp.shape) != 4
         self._run_fn = self._sess.run
-        self._float_out = self._sess.get_outputs()[[o.name for o in self._sess.get_outputs()].index(
-            info.output_name)].type == "tensor(float)"
+        self._float_out = output_types[info.output_name] == "tensor(float)"
         if not info.described:
             self.notes.append(f"{self.path.name} carries no mnistkit metadata: labels 0-9, pixels/255 assumed")
         return info

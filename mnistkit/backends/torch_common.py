@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InvalidInputError
+from ..errors import BackendUnavailableError, InvalidInputError, first_line
 from .base import Backend
 
 
@@ -80,7 +80,7 @@ class TorchBackend(Backend):
             except InvalidInputError:
                 raise
             except Exception as exc:  # guards of an exported program, shape errors of user models
-                first = (str(exc).strip().splitlines() or [""])[0]
+                first = first_line(exc)
                 raise InvalidInputError(f"{self.name} rejected input {list(x.shape)} {x.dtype}: {first[:200]}") from None
             if isinstance(out, (tuple, list)):
                 out = out[0]

@@ -6,7 +6,7 @@ import json
 import warnings
 
 from ..artifacts import METADATA_FILE, info_from_metadata
-from ..errors import ArtifactError
+from ..errors import ArtifactError, first_line
 from .torch_common import TorchBackend
 
 
@@ -21,7 +21,7 @@ class TorchScriptBackend(TorchBackend):
                 warnings.simplefilter("ignore")
                 module = torch.jit.load(str(self.path), map_location=self._dev, _extra_files=extra)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first_line(exc)
             raise ArtifactError(f"{self.path}: not a loadable TorchScript archive ({first[:200]})") from None
         meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
         return module.eval(), info_from_metadata(self.path, "torchscript", meta)
