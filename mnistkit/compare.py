@@ -48,10 +48,11 @@ FP32_CUDA = Tolerance(2e-3, 0.999, why="CUDA: reduction order and possible TF32 
 # Quantized and half-precision artifacts are judged by what matters: top-1 agreement with the float
 # model and the accuracy delta on the test split (the budget, 0.3 points by default, is the export's
 # --max-accuracy-drop). Measured on the Fashion-MNIST MLP (benchmarks/results/quantization-*.json):
-# static int8 max_abs 1.9 with 99.46 % top-1 agreement; dynamic int8 0.16 and 99.79 %; fp16 5e-3 and
-# 99.98 %. Accuracy moved by -0.02 to -0.05 points.
+# static int8 max_abs 1.9 with 98.9-99.5 % top-1 agreement; dynamic int8 0.16 and 99.6-99.8 %; fp16 5e-3
+# and 99.98 % on ONNX Runtime, 4.1e-2 on onnx.reference (numpy's float16 matmuls round more). Accuracy
+# moved by -0.15 to +0.04 points.
 INT8 = Tolerance(None, 0.98, max_accuracy_drop=0.003, why="int8: logits move (~1); top-1 and accuracy decide")
-FP16 = Tolerance(5e-2, 0.995, max_accuracy_drop=0.003, why="fp16: max_abs ~5e-3 seen; 10x margin")
+FP16 = Tolerance(1e-1, 0.995, max_accuracy_drop=0.003, why="fp16: worst seen 4.1e-2 (onnx.reference); 2.5x margin")
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("checkpoint", "cpu"): Tolerance(1e-5, 1.0, why="PyTorch vs itself: same kernels"),

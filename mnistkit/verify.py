@@ -82,10 +82,12 @@ class VerifyReport:
         note = f" | {skipped} skipped (runtime cannot run the artifact)" if skipped else ""
         failed = [p for p in self.pairs if not p.passed]
         if not failed:
-            fp32 = [p for p in self.compared if p.comparison.tolerance.max_abs is not None] or self.compared
-            worst = max(fp32, key=lambda p: p.comparison.max_abs)
-            return (f"PASSED | {len(self.compared)} pairs | worst max_abs {worst.comparison.max_abs:.2e} "
-                    f"({worst.label()}){note}")
+            # the pair closest to its own tolerance (int8 rows have no max_abs tolerance)
+            bounded = [p for p in self.compared if p.comparison.tolerance.max_abs] or self.compared
+            worst = max(bounded, key=lambda p: p.comparison.max_abs / (p.comparison.tolerance.max_abs or 1.0))
+            tol = worst.comparison.tolerance.max_abs
+            return (f"PASSED | {len(self.compared)} pairs | worst max_abs {worst.comparison.max_abs:.2e}"
+                    + (f" of {tol:.0e}" if tol else "") + f" ({worst.label()}){note}")
         reasons = []
         for p in failed:
             why = p.error or "; ".join(p.comparison.failures)
