@@ -177,15 +177,9 @@ def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, inpu
 
 def read_manifest(path: str | os.PathLike) -> dict:
     """Read and check a manifest.json (or the manifest of an export folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such file (expected an export folder with manifest.json)") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: not a readable JSON manifest ({exc})") from None
+    from .fileio import read_json
+
+    path, manifest = read_json(path, "manifest.json", "an export folder with manifest.json", ArtifactError)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ArtifactError(f"{path}: not a mnistkit manifest (no {MANIFEST_FORMAT!r} format tag)")
     return manifest

@@ -74,6 +74,19 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def read_json(path: str | os.PathLike, default_name: str, expected: str, error=InvalidInputError):
+    """Read a JSON file (or DIR/default_name); one-line `error` naming the file and what was expected."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    try:
+        return path, json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such file (expected {expected})") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not a readable JSON file ({exc}); expected {expected}") from None
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import InvalidInputError, MissingDependencyError
@@ -10,17 +9,11 @@ from .errors import InvalidInputError, MissingDependencyError
 
 def load_results(paths) -> list[dict]:
     """Read bench result JSON files (or folders holding results.json)."""
+    from .fileio import read_json
+
     out = []
     for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            p = p / "results.json"
-        try:
-            obj = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise InvalidInputError(f"{p}: no such file (expected a results.json from mnistkit bench)") from None
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"{p}: not a readable JSON file ({exc})") from None
+        p, obj = read_json(p, "results.json", "a results.json from mnistkit bench")
         if not isinstance(obj, dict) or "results" not in obj or "environment" not in obj:
             raise InvalidInputError(f"{p}: not a mnistkit bench result (no 'environment' and 'results')")
         obj["_source"] = str(p)

@@ -5,7 +5,29 @@ from __future__ import annotations
 from .console import note, out, stdout_is_tty
 
 
-class TrainProgress:
+class _Bar:
+    """A transient rich progress bar, entered and left with the object (subclasses give the columns)."""
+
+    enabled = False
+    _progress = None
+    _task = None
+
+    def _make(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        if self.enabled:
+            self._progress = self._make()
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+
+class TrainProgress(_Bar):
     """A rich progress bar over training steps and a line per epoch, on a terminal only.
 
     Silent when disabled (--json) or when stdout is not a terminal; `log` notes still reach stderr
@@ -15,25 +37,13 @@ class TrainProgress:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and stdout_is_tty()
         self.quiet = not enabled
-        self._progress = None
-        self._task = None
         self._epochs = 0
 
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def _make(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=out(), transient=True,
-            )
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        return False
+        return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=out(), transient=True)
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -109,30 +119,19 @@ def print_verify(report) -> None:
     con.print(("[green]" if report.passed else "[red]") + _esc(report.verdict()) + "[/]")
 
 
-class BenchProgress:
+class BenchProgress(_Bar):
     """A rich progress bar over benchmark cases (stderr, so it never mixes with --json)."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self._progress = None
-        self._task = None
 
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def _make(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            from .console import err
+        from .console import err
 
-            self._progress = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.description}"), TimeElapsedColumn(),
-                                      console=err(), transient=True)
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        return False
+        return Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeElapsedColumn(), console=err(), transient=True)
 
     def update(self, label: str, done: int, total: int) -> None:
         if self._progress is None:
