@@ -44,6 +44,22 @@ def gpu_description() -> str | None:
     return _nvidia_smi()
 
 
+def library_versions(names=("numpy", "onnxruntime", "torch", "onnx", "onnxscript")) -> dict[str, str | None]:
+    """mnistkit, Python and each named library's version (None when not installed)."""
+    import importlib
+
+    from . import __version__
+
+    versions: dict[str, str | None] = {"mnistkit": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            mod = sys.modules.get(name) or importlib.import_module(name)
+            versions[name] = str(getattr(mod, "__version__", None))
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
 def fingerprint(extra: dict | None = None) -> dict:
     """CPU model, cores, GPU and driver, library versions, date: enough to compare results across machines."""
     from . import __version__

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from . import __version__
 from .artifacts import DEFAULT_LABELS, MANIFEST_FORMAT, METADATA_FILE, to_onnx_props
 from .compare import Comparison, compare, tolerance_for
 from .errors import CheckpointError, ExportError, InvalidInputError, first_line
+from .environment import library_versions
 from .fileio import atomic_write_json, check_writable_dir, make_public_dir, sha256_file
 
 
@@ -450,42 +450,43 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
     }
 
 
+def _write_torch_archive(src: Source, fmt: FormatSpec, what: str, save) -> dict:
+    """Run `save(example, metadata_json)` for a torch archive format; one ExportError line on failure."""
+    import torch
+
+    meta = _common_meta(src, fmt)
+    with warnings.catch_warnings():  # torch.jit / torch.export warnings: said once, in our words, if at all
+        warnings.simplefilter("ignore")
+        try:
+            with torch.no_grad():
+                save(torch.zeros(EXAMPLE_BATCH, 1, 28, 28), json.dumps(meta))
+        except Exception as exc:
+            raise ExportError(f"{fmt.name}: {what} failed: {exc.__class__.__name__}: {first_line(exc, 200)}") from None
+    inputs, outputs = _io_entries(meta, len(meta["labels"]))
+    return {"inputs": inputs, "outputs": outputs}
+
+
 def write_torchscript(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
     import torch
 
     ctx.log(TORCHSCRIPT_NOTE)
-    meta = _common_meta(src, fmt)
-    example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
-    with warnings.catch_warnings():  # one line above instead of torch.jit's wall of FutureWarnings
-        warnings.simplefilter("ignore")
-        try:
-            with torch.no_grad():
-                traced = torch.jit.trace(src.module, example, check_trace=False)
-                frozen = torch.jit.freeze(traced.eval())
-            torch.jit.save(frozen, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
-        except Exception as exc:
-            raise ExportError(f"{fmt.name}: tracing failed: {exc.__class__.__name__}: "
-                              f"{first_line(exc, 200)}") from None
-    inputs, outputs = _io_entries(meta, len(meta["labels"]))
-    return {"inputs": inputs, "outputs": outputs}
+
+    def save(example, meta_json):
+        frozen = torch.jit.freeze(torch.jit.trace(src.module, example, check_trace=False).eval())
+        torch.jit.save(frozen, str(tmp), _extra_files={METADATA_FILE: meta_json})
+
+    return _write_torch_archive(src, fmt, "tracing", save)
 
 
 def write_exported_program(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
     import torch
 
-    meta = _common_meta(src, fmt)
-    example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.export.export(src.module, (example,), dynamic_shapes=({0: batch},))
-            torch.export.save(program, str(tmp), extra_files={METADATA_FILE: json.dumps(meta)})
-        except Exception as exc:
-            raise ExportError(f"{fmt.name}: torch.export failed: {exc.__class__.__name__}: "
-                              f"{first_line(exc, 200)}") from None
-    inputs, outputs = _io_entries(meta, len(meta["labels"]))
-    return {"inputs": inputs, "outputs": outputs}
+    def save(example, meta_json):
+        batch = torch.export.Dim("batch", min=1, max=1 << 20)
+        program = torch.export.export(src.module, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(tmp), extra_files={METADATA_FILE: meta_json})
+
+    return _write_torch_archive(src, fmt, "torch.export", save)
 
 
 def write_derived(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
@@ -517,7 +518,7 @@ def write_derived(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) ->
     meta["quantization"] = info
     meta["float_test_accuracy"] = src.meta.get("test_accuracy")
     if ctx.labels is not None:  # accuracy measured at export, on the validation (test) images
-        meta["test_accuracy"] = quantize._accuracy(tmp, ctx.images, ctx.labels, input_form, norm["mean"][0], norm["std"][0])
+        meta["test_accuracy"] = quantize.accuracy(tmp, ctx.images, ctx.labels)
         meta["accuracy_data"] = ctx.data_desc
     meta["accuracy_budget"] = ctx.budget
     _set_metadata(model, meta)
@@ -587,10 +588,6 @@ def reference_logits(module, images: np.ndarray, mean: float, std: float, chunk:
     return np.concatenate(outs)
 
 
-def _run_in_chunks(backend, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
-    return np.concatenate([backend.run(images[i:i + chunk]) for i in range(0, len(images), chunk)])
-
-
 def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, data_desc: str,
                       budget: float = DEFAULT_ACCURACY_BUDGET) -> Validation:
     import dataclasses
@@ -605,7 +602,7 @@ def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, da
                               error="the accuracy gate needs labelled test images (pass --dataset/--data-dir)")
     try:
         with create_backend(path, fmt.backend, "cpu", kind=fmt.kind) as backend:
-            logits = _run_in_chunks(backend, images)
+            logits = backend.run_chunked(images)
             proven = []
             if fmt.kind == "onnx":  # the dynamic batch axis, at the sizes users hit
                 for b in ONNX_CHECK_BATCHES:
@@ -631,17 +628,6 @@ def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, da
 
 # ---------------------------------------------------------------------------------------------
 # The manifest
-
-
-def library_versions() -> dict[str, str | None]:
-    versions = {"mnistkit": __version__, "python": platform.python_version()}
-    for name in ("torch", "onnx", "onnxscript", "onnxruntime", "numpy"):
-        try:
-            mod = sys.modules.get(name) or __import__(name)
-            versions[name] = str(getattr(mod, "__version__", None))
-        except ImportError:
-            versions[name] = None
-    return versions
 
 
 def _manifest(src: Source, entries: list[dict], previous: dict | None) -> dict:

@@ -93,16 +93,12 @@ def preprocess_for_quantization(src: Path, dst: Path) -> None:
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
 
 
-def _accuracy(path: Path, images: np.ndarray, labels: np.ndarray, input_form: str, mean: float, std: float) -> float:
-    import onnxruntime as ort
+def accuracy(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of an ONNX file on uint8 images, through mnistkit's ONNX Runtime backend."""
+    from .backends.onnxrt import OnnxRuntimeBackend
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    outs = [o.name for o in sess.get_outputs()]
-    out_name = "logits" if "logits" in outs else outs[0]
-    x = _native(images, input_form, mean, std)
-    logits = np.concatenate([sess.run([out_name], {name: x[i:i + 1000]})[0] for i in range(0, len(x), 1000)])
-    return float((logits.argmax(1) == labels).mean())
+    with OnnxRuntimeBackend(path) as backend:
+        return float((backend.run_chunked(images).argmax(1) == labels).mean())
 
 
 def quantize_static_qdq(float_path: Path, out_path: Path, calib: CalibrationData, input_name: str, input_form: str,
@@ -134,7 +130,7 @@ def quantize_static_qdq(float_path: Path, out_path: Path, calib: CalibrationData
                 except Exception as exc:
                     raise ExportError(f"onnx-int8: quantize_static ({method}) failed: {first_line(exc, 200)}"
                                       + (f" [{cap.text.strip().splitlines()[-1][:120]}]" if cap.text.strip() else "")) from None
-            scores[method] = _accuracy(candidate, calib.selection_images, calib.selection_labels, input_form, mean, std)
+            scores[method] = accuracy(candidate, calib.selection_images, calib.selection_labels)
             if best is None or scores[method] > scores[best]:  # ties keep the earlier (simpler) method
                 best = method
         Path(tmp, f"{best}.onnx").replace(out_path)

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
 from .data import dataset_spec, load_split
+from .environment import library_versions
 from .errors import BackendUnavailableError, InvalidInputError, TrainingInterrupted
 from .model import MODELS, build_model, save_checkpoint
 from .tables import LOSSES, OPTIMIZERS, TRAIN_DEVICES as DEVICES
@@ -173,18 +171,6 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return correct / max(1, len(labels))
 
 
-def library_versions() -> dict[str, str]:
-    import onnxruntime  # noqa: F401  (cheap, and always installed)
-
-    return {
-        "mnistkit": __version__,
-        "torch": str(torch.__version__),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-
-
 def train(config: TrainConfig, callback: Callback | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train `config.model` on `config.dataset`, writing a checkpoint after every epoch.
 
@@ -231,7 +217,7 @@ def train(config: TrainConfig, callback: Callback | None = None, log: Callable[[
         "input": {"name": "input", "dtype": "float32", "shape": ["N", 1, 28, 28], "layout": "NCHW"},
         "seed": config.seed,
         "train_config": dataclasses.asdict(config),
-        "versions": library_versions(),
+        "versions": library_versions(("torch", "numpy", "onnxruntime")),
         "device": str(device),
         "threads": torch.get_num_threads(),
     }

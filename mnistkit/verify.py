@@ -106,10 +106,6 @@ def _images_fingerprint(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
 
 
-def run_backend(backend, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([backend.run(images[i:i + CHUNK]) for i in range(0, len(images), CHUNK)])
-
-
 def default_devices() -> list[str]:
     """cpu, plus cuda where torch sees a GPU."""
     from .backends import cuda_available_for_torch
@@ -158,7 +154,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     images, labels = split.images[:n], split.labels[:n]
 
     with create_backend(checkpoint, "pytorch", "cpu") as ref_backend:
-        reference = run_backend(ref_backend, images)
+        reference = ref_backend.run_chunked(images, CHUNK)
         ref_info = {"backend": "pytorch", "device": "cpu", "provider": ref_backend.provider,
                     "accuracy": float((reference.argmax(1) == labels).mean()),
                     "threads": ref_backend.threads}
@@ -212,7 +208,7 @@ def _run_pair(path, kind, fmt, name, device, images, labels, reference, allow_fa
     try:
         with create_backend(path, name, device, kind=kind, **options) as b:
             fmt = b.info.format
-            logits = run_backend(b, images)
+            logits = b.run_chunked(images, CHUNK)
             provider = b.provider
             actual_device = b.device
     except UnsupportedModelError as exc:

@@ -163,6 +163,6 @@ class Backend:
         x = self.to_native(batch)
         return (lambda: self._infer(x)), None
 
-    def describe(self) -> dict:
-        return {"backend": self.name, "device": self.device, "provider": self.provider,
-                "threads": self.threads, "artifact": str(self.path)}
+    def run_chunked(self, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
+        """`run` over a large set in chunks (bounded memory: a CNN's activations at 10,000 images are ~1 GB)."""
+        return np.concatenate([self.run(images[i:i + chunk]) for i in range(0, len(images), chunk)])

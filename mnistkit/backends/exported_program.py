@@ -6,11 +6,7 @@ see it; anything the guards still reject is translated too, never a bare "Guard 
 
 from __future__ import annotations
 
-import json
-import warnings
-
-from ..artifacts import METADATA_FILE, info_from_metadata
-from ..errors import ArtifactError, InvalidInputError, first_line
+from ..errors import InvalidInputError
 from .torch_common import TorchBackend
 
 
@@ -19,19 +15,12 @@ class ExportedProgramBackend(TorchBackend):
 
     def _load_module(self):
         torch = self._torch
-        extra = {METADATA_FILE: ""}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                program = torch.export.load(str(self.path), extra_files=extra)
-        except Exception as exc:
-            first = first_line(exc)
-            raise ArtifactError(f"{self.path}: not a loadable torch.export program ({first[:200]})") from None
+        program, info = self._load_archive(
+            lambda path, extra: torch.export.load(path, extra_files=extra), "torch.export program")
         module = program.module()
         if self._dev.type != "cpu":
             module = module.to(self._dev)
-        meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
-        return module, info_from_metadata(self.path, "exported-program", meta)
+        return module, info
 
     def _forward(self, x):
         try:

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InvalidInputError, first_line
+from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, first_line
 from .base import Backend
 
 
@@ -54,6 +54,23 @@ class TorchBackend(Backend):
 
     def _load_module(self):
         raise NotImplementedError
+
+    def _load_archive(self, loader, what: str):
+        """(object, ModelInfo) from a TorchScript or .pt2 archive whose metadata is in extra/mnistkit.json."""
+        import json
+        import warnings
+
+        from ..artifacts import METADATA_FILE, info_from_metadata
+
+        extra = {METADATA_FILE: ""}
+        try:
+            with warnings.catch_warnings():  # torch.jit's FutureWarnings: said once, at export
+                warnings.simplefilter("ignore")
+                obj = loader(str(self.path), extra)
+        except Exception as exc:
+            raise ArtifactError(f"{self.path}: not a loadable {what} ({first_line(exc, 200)})") from None
+        meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
+        return obj, info_from_metadata(self.path, self.name, meta)
 
     def _forward(self, x):
         return self._module(x)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import warnings
-
-from ..artifacts import METADATA_FILE, info_from_metadata
-from ..errors import ArtifactError, first_line
 from .torch_common import TorchBackend
 
 
@@ -15,13 +10,7 @@ class TorchScriptBackend(TorchBackend):
 
     def _load_module(self):
         torch = self._torch
-        extra = {METADATA_FILE: ""}
-        try:
-            with warnings.catch_warnings():  # torch.jit.* FutureWarnings: said once at export instead
-                warnings.simplefilter("ignore")
-                module = torch.jit.load(str(self.path), map_location=self._dev, _extra_files=extra)
-        except Exception as exc:
-            first = first_line(exc)
-            raise ArtifactError(f"{self.path}: not a loadable TorchScript archive ({first[:200]})") from None
-        meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
-        return module.eval(), info_from_metadata(self.path, "torchscript", meta)
+        module, info = self._load_archive(
+            lambda path, extra: torch.jit.load(path, map_location=self._dev, _extra_files=extra),
+            "TorchScript archive")
+        return module.eval(), info
