@@ -400,7 +400,6 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
     import torch
 
     from .capture import captured_output
-    from .onnx_compat import min_onnxruntime
 
     meta = _common_meta(src, fmt)
     if fmt.app:
@@ -430,6 +429,16 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
         lo, hi = OPSET_RANGE
         raise ExportError(f"--opset {ctx.opset}: the exporter wrote opset {written} instead; "
                           f"supported range {lo}-{hi}")
+    return _finish_onnx(model, meta, fmt, tmp)
+
+
+def _finish_onnx(model, meta: dict, fmt: FormatSpec, tmp: Path) -> dict:
+    """Stamp metadata and producer, run the full checker and strict shape inference, save; return the
+    manifest's facts. Every ONNX artifact, float or derived, goes through here."""
+    import onnx
+
+    from .onnx_compat import min_onnxruntime
+
     _set_metadata(model, meta)
     model.producer_name = "mnistkit"
     model.producer_version = __version__
@@ -440,14 +449,10 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
     except Exception as exc:
         raise ExportError(f"{fmt.name}: onnx.checker rejected the graph: {first_line(exc, 200)}") from None
     onnx.save(model, str(tmp))
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     inputs, outputs = _io_entries(meta, len(meta["labels"]))
-    return {
-        "opset": written,
-        "ir_version": int(model.ir_version),
-        "min_onnxruntime": min_onnxruntime(written, int(model.ir_version)),
-        "inputs": inputs,
-        "outputs": outputs,
-    }
+    return {"opset": opset, "ir_version": int(model.ir_version),
+            "min_onnxruntime": min_onnxruntime(opset, int(model.ir_version)), "inputs": inputs, "outputs": outputs}
 
 
 def _write_torch_archive(src: Source, fmt: FormatSpec, what: str, save) -> dict:
@@ -494,7 +499,6 @@ def write_derived(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) ->
     import onnx
 
     from . import quantize
-    from .onnx_compat import min_onnxruntime
 
     base = FORMATS[fmt.base]
     base_path = ctx.staging / base.file
@@ -521,20 +525,9 @@ def write_derived(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) ->
         meta["test_accuracy"] = quantize.accuracy(tmp, ctx.images, ctx.labels)
         meta["accuracy_data"] = ctx.data_desc
     meta["accuracy_budget"] = ctx.budget
-    _set_metadata(model, meta)
-    model.producer_name = "mnistkit"
-    model.producer_version = __version__
-    model.doc_string = f"mnistkit {fmt.name}: " + fmt.description
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise ExportError(f"{fmt.name}: onnx.checker rejected the graph: {first_line(exc, 200)}") from None
-    onnx.save(model, str(tmp))
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=ctx.opset)
-    inputs, outputs = _io_entries(meta, len(meta["labels"]))
-    return {"opset": opset, "ir_version": int(model.ir_version), "min_onnxruntime": min_onnxruntime(opset, model.ir_version),
-            "inputs": inputs, "outputs": outputs, "quantization": info, "test_accuracy": meta.get("test_accuracy"),
-            "float_test_accuracy": meta["float_test_accuracy"], "accuracy_budget": ctx.budget}
+    return {**_finish_onnx(model, meta, fmt, tmp), "quantization": info,
+            "test_accuracy": meta.get("test_accuracy"), "float_test_accuracy": meta["float_test_accuracy"],
+            "accuracy_budget": ctx.budget}
 
 
 WRITERS: dict[str, Callable] = {
