@@ -100,6 +100,8 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
     """Build ModelInfo from a mnistkit metadata dict (checkpoint meta, TorchScript/.pt2 extra file)."""
     if not meta:
         return ModelInfo(path=path, kind=kind, described=False)
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: malformed metadata (a {type(meta).__name__}, expected a JSON object)")
     norm = meta.get("normalization") or DEFAULT_NORMALIZATION
     try:
         mean, std = float(norm["mean"][0]), float(norm["std"][0])
@@ -107,8 +109,13 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
         raise ArtifactError(f"{path}: malformed normalization metadata {norm!r}") from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise ArtifactError(f"{path}: normalization mean {mean} / std {std}: std must be > 0")
-    inp = meta.get("input") or {}
+    inp = meta.get("input") if isinstance(meta.get("input"), dict) else {}
     labels = meta.get("labels") or DEFAULT_LABELS
+    outputs = meta.get("outputs") if isinstance(meta.get("outputs"), list) and meta.get("outputs") else ["logits"]
+    if not isinstance(labels, list) or not 1 <= len(labels) <= 100_000:
+        raise ArtifactError(f"{path}: malformed labels metadata (expected a JSON list of class names)")
+    if meta.get("preprocess") is not None and not isinstance(meta.get("preprocess"), str):
+        raise ArtifactError(f"{path}: malformed preprocess metadata {meta.get('preprocess')!r}")
     return ModelInfo(
         path=path,
         kind=kind,
@@ -117,8 +124,8 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
         std=std,
         recipe=meta.get("preprocess") or "digits",
         input_form=UINT8_FORM if inp.get("dtype") == "uint8" else FLOAT_FORM,
-        input_name=inp.get("name", "input"),
-        output_name=(meta.get("outputs") or ["logits"])[0],
+        input_name=str(inp.get("name", "input")),
+        output_name=str(outputs[0]),
         metadata=meta,
     )
 
@@ -182,21 +189,70 @@ def read_manifest(path: str | os.PathLike) -> dict:
     path, manifest = read_json(path, "manifest.json", "an export folder with manifest.json", ArtifactError)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ArtifactError(f"{path}: not a mnistkit manifest (no {MANIFEST_FORMAT!r} format tag)")
+    _entries(manifest, path)
     return manifest
 
 
+def _entries(manifest: dict, where: Path) -> list[dict]:
+    entries = manifest.get("artifacts")
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+            for e in entries):
+        raise ArtifactError(f"{where}: malformed manifest (artifacts must list file and sha256)")
+    for e in entries:
+        parts = Path(e["file"]).parts
+        if Path(e["file"]).is_absolute() or ".." in parts or not parts:
+            raise ArtifactError(f"{where}: manifest lists {e['file']!r}, outside its folder")
+    return entries
+
+
+def check_sha256(file: Path, expected: str, manifest_path: Path) -> None:
+    """Raise ArtifactError when `file` is not the file the manifest recorded."""
+    from .fileio import sha256_file
+
+    found = sha256_file(file)
+    if found != expected:
+        raise ArtifactError(f"{file}: sha256 {found[:16]}… does not match {manifest_path} "
+                            f"(expected {expected[:16]}…): the file was changed or replaced since export")
+
+
 def manifest_artifacts(path: str | os.PathLike) -> list[Path]:
-    """The artifact files a manifest (or export folder) lists, each checked to exist."""
+    """The artifact files a manifest (or export folder) lists, each checked to exist and to be the file
+    that was exported (sha256)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     manifest = read_manifest(path)
     files = []
-    for entry in manifest.get("artifacts", []):
+    for entry in _entries(manifest, folder / "manifest.json"):
         f = folder / entry["file"]
-        if not f.exists():
+        if not f.is_file():
             raise ArtifactError(f"{f}: listed in {folder / 'manifest.json'} but missing")
+        check_sha256(f, entry["sha256"], folder / "manifest.json")
         files.append(f)
     return files
+
+
+def check_against_manifest(path: str | os.PathLike) -> None:
+    """A file listed in a manifest.json beside it must still be the file that was exported.
+
+    Files with no manifest beside them, or not listed in it, are not checked (there is nothing to
+    check against); a manifest that is not a mnistkit manifest is ignored.
+    """
+    path = Path(path)
+    manifest_path = path.parent / "manifest.json"
+    if path.name == "manifest.json" or not manifest_path.is_file():
+        return
+    from .fileio import read_json
+
+    try:
+        _, manifest = read_json(manifest_path, "manifest.json", "a mnistkit manifest", ArtifactError)
+    except ArtifactError:
+        return
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return
+    for entry in _entries(manifest, manifest_path):
+        if entry["file"] == path.name:
+            check_sha256(path, entry["sha256"], manifest_path)
 
 
 def recorded_format(path: str | os.PathLike, kind: str) -> str:
@@ -210,8 +266,10 @@ def recorded_format(path: str | os.PathLike, kind: str) -> str:
             return sess.get_modelmeta().custom_metadata_map.get("format") or kind
         if kind in ("torchscript", "exported-program"):
             with zipfile.ZipFile(path) as zf:
-                name = next((n for n in zf.namelist() if n.endswith(f"extra/{METADATA_FILE}")), None)
-                return (json.loads(zf.read(name)).get("format") if name else None) or kind
+                info = next((i for i in zf.infolist() if i.filename.endswith(f"extra/{METADATA_FILE}")), None)
+                if info is None or info.file_size > 1 << 20:
+                    return kind
+                return json.loads(zf.read(info)).get("format") or kind
     except Exception:  # unreadable files are reported by the backend that tries to load them
         return kind
     return kind

@@ -207,7 +207,10 @@ def flops_per_image(onnx_path: Path) -> int | None:
         from onnx import shape_inference
     except ImportError:
         return None
-    model = onnx.load(str(onnx_path))
+    try:  # a FLOP count is a nicety: a file ONNX cannot read is reported by the backend that loads it
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:
+        return None
     for inp in model.graph.input:
         dims = inp.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
@@ -431,97 +434,148 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
                 if progress:
                     progress(label, done, total)
             continue
-        with backend:
-            info = backend.info
-            fmt = info.format
-            eff_threads = backend.threads
-            # parity gate
-            t1 = time.perf_counter()
-            out = backend.run(_native_batch(info, images, len(images)))
-            first_ms = (time.perf_counter() - t1) * 1e3
-            gate = None
-            if reference is not None:
-                gate = compare(reference, out, tolerance_for(fmt, device))
-            elif t.kind == "onnx":
-                try:
-                    with create_backend(t.path, "onnx-reference", "cpu") as independent:
-                        gate = compare(independent.run(images[:64]), out[:64], tolerance_for(fmt, device))
-                except UnsupportedModelError:  # e.g. QDQ operators onnx.reference does not implement
-                    gate = None
-            if gate is None or not gate:
-                why = ("no reference to check parity against (pass the checkpoint too)" if gate is None
-                       else "parity failed: " + "; ".join(gate.failures))
-                for b in config.batch_sizes:
-                    report.results.append(_row(t, fmt, name, backend.device, backend.provider, mode, b, eff_threads,
-                                               "parity-failed", reason=why))
-                    done += 1
-                    if progress:
-                        progress(label, done, total)
-                continue
-            bare = probe = None
-            if config.baselines and name == "onnxruntime" and backend.device == "cpu" and mode == "host":
-                bare = BareSession(t.path, eff_threads)
-                try:
-                    probe = probes.setdefault(eff_threads, MatMulProbe(eff_threads))
-                except ImportError:
-                    probe = None
+        try:
+            done = _bench_case(report, config, t, name, device, mode, threads, backend, load_ms, images, reference,
+                               probes, label, done, total, progress)
+        except Exception as exc:  # a case that breaks mid-way is a row that says why, never a traceback
+            reason = first_line(exc)
+            timed = {r["batch_size"] for r in report.results if r["artifact"] == str(t.path) and r["backend"] == name
+                     and r["device"] == device and r["mode"] == mode}
             for b in config.batch_sizes:
-                x = _native_batch(info, images, b)
-                warnings_: list[str] = []
-                extra: dict = {"load_ms": load_ms, "first_ms": first_ms, "bytes": t.path.stat().st_size,
-                               "accuracy": info.metadata.get("test_accuracy"),
-                               "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement}}
-                modes_here = [mode]
-                if mode == "device" and device == "cuda" and name in ("pytorch", "torchscript"):
-                    modes_here.append("device+graph")
-                for m in modes_here:
-                    if m == "host":
-                        call, sync = (lambda run=backend.run, x=x: run(x)), None
-                    else:
-                        call, sync = backend.device_resident(x, cuda_graph=True) if m == "device+graph" \
-                            else backend.device_resident(x)
-                    if bare is not None and m == "host":
-                        # mnistkit, the bare session and the MatMul probe in alternating blocks: on a
-                        # shared machine the 2-thread rate drifts by 20 % between minutes, so each
-                        # ratio is taken against baselines timed in the same seconds
-                        calls = [call, bare.call_for(x)] + ([probe.call] if probe else [])
-                        timed = time_interleaved(calls, config.warmup, config.min_time, config.min_reps)
-                        ours, theirs = timed[0], timed[1]
-                        s_ours, s_bare = latency_stats(ours), latency_stats(theirs)
-                        extra_b = {"overhead_p50": s_ours.p50 / s_bare.p50, "overhead_p99": s_ours.p99 / s_bare.p99}
-                        fractions = {}
-                        if probe is not None and report.baselines.get("flop_per_image"):
-                            mm = probe.describe(float(np.median(timed[2])))
-                            per_image = report.baselines["flop_per_image"]
-                            fractions = {"ours": b * per_image / (s_ours.p50 / 1e3) / (mm["gflops"] * 1e9),
-                                         "bare": b * per_image / (s_bare.p50 / 1e3) / (mm["gflops"] * 1e9)}
-                            extra_b.update(roofline_fraction=fractions["ours"], matmul_gflops=mm["gflops"])
-                        bare_row = _row(t, fmt, "onnxruntime-bare", "cpu", "CPUExecutionProvider", m, b, eff_threads,
-                                        "ok", baseline=True, bytes=extra["bytes"], accuracy=extra["accuracy"],
-                                        **_stats_fields(s_bare, b))
-                        if fractions:
-                            bare_row.update(roofline_fraction=fractions["bare"], matmul_gflops=extra_b["matmul_gflops"])
-                        if b in config.keep_samples_at:
-                            bare_row["samples_ms"] = _samples_field(theirs)
-                        seconds = ours
-                    else:
-                        seconds = time_calls(call, config.warmup, config.min_time, config.min_reps, config.max_reps, sync)
-                        s_ours, extra_b, bare_row = latency_stats(seconds), {}, None
-                    if s_ours.cv > CV_WARN:
-                        warnings_.append(f"high variance: CV {s_ours.cv:.2f} > {CV_WARN} (noisy machine?)")
-                    row = _row(t, fmt, name, backend.device, backend.provider, m, b, eff_threads, "ok",
-                               **extra, **extra_b, **_stats_fields(s_ours, b), warnings=list(warnings_))
-                    if b in config.keep_samples_at:
-                        row["samples_ms"] = _samples_field(seconds)
-                    report.results.append(row)
-                    if bare_row is not None:
-                        report.results.append(bare_row)
-                done += 1
-                if progress:
-                    progress(label, done, total)
+                if b not in timed:
+                    report.results.append(_row(t, t.kind, name, device, None, mode, b, threads, "error",
+                                               reason=reason))
+            done = min(total, done + len(config.batch_sizes))
+            if progress:
+                progress(label, done, total)
     _add_roofline(report)
     report.environment = fingerprint({"threads_requested": list(config.threads), **(extra_env or {})})
     return report
+
+
+def _bench_case(report, config, t, name, device, mode, threads, backend, load_ms, images, reference, probes,
+                label, done, total, progress) -> int:
+    """Parity-check, then time one (artifact, backend, device, mode, threads) at every batch size.
+
+    Returns the updated count of finished steps for the progress bar."""
+    with backend:
+        info = backend.info
+        fmt = info.format
+        eff_threads = backend.threads
+        # parity gate
+        t1 = time.perf_counter()
+        out = backend.run(_native_batch(info, images, len(images)))
+        first_ms = (time.perf_counter() - t1) * 1e3
+        gate = None
+        if reference is not None:
+            gate = compare(reference, out, tolerance_for(fmt, device))
+        elif t.kind == "onnx":
+            try:
+                with create_backend(t.path, "onnx-reference", "cpu") as independent:
+                    gate = compare(independent.run(images[:64]), out[:64], tolerance_for(fmt, device))
+            except UnsupportedModelError:  # e.g. QDQ operators onnx.reference does not implement
+                gate = None
+        if gate is None or not gate:
+            why = ("no reference to check parity against (pass the checkpoint too)" if gate is None
+                   else "parity failed: " + "; ".join(gate.failures))
+            for b in config.batch_sizes:
+                report.results.append(_row(t, fmt, name, backend.device, backend.provider, mode, b, eff_threads,
+                                           "parity-failed", reason=why))
+                done += 1
+                if progress:
+                    progress(label, done, total)
+            return done
+        bare = probe = None
+        if config.baselines and name == "onnxruntime" and backend.device == "cpu" and mode == "host":
+            bare = BareSession(t.path, eff_threads)
+            try:
+                probe = probes.setdefault(eff_threads, MatMulProbe(eff_threads))
+            except ImportError:
+                probe = None
+        for b in config.batch_sizes:
+            x = _native_batch(info, images, b)
+            warnings_: list[str] = []
+            extra: dict = {"load_ms": load_ms, "first_ms": first_ms, "bytes": t.path.stat().st_size,
+                           "accuracy": info.metadata.get("test_accuracy"),
+                           "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement}}
+            modes_here = [mode]
+            if mode == "device" and device == "cuda" and name in ("pytorch", "torchscript"):
+                modes_here.append("device+graph")
+            for m in modes_here:
+                if m == "host":
+                    call, sync = (lambda run=backend.run, x=x: run(x)), None
+                else:
+                    call, sync = backend.device_resident(x, cuda_graph=True) if m == "device+graph" \
+                        else backend.device_resident(x)
+                if bare is not None and m == "host":
+                    # mnistkit, the bare session and the MatMul probe in alternating blocks: on a
+                    # shared machine the 2-thread rate drifts by 20 % between minutes, so each
+                    # ratio is taken against baselines timed in the same seconds
+                    calls = [call, bare.call_for(x)] + ([probe.call] if probe else [])
+                    timed = time_interleaved(calls, config.warmup, config.min_time, config.min_reps)
+                    ours, theirs = timed[0], timed[1]
+                    s_ours, s_bare = latency_stats(ours), latency_stats(theirs)
+                    extra_b = {"overhead_p50": s_ours.p50 / s_bare.p50, "overhead_p99": s_ours.p99 / s_bare.p99}
+                    fractions = {}
+                    if probe is not None and report.baselines.get("flop_per_image"):
+                        mm = probe.describe(float(np.median(timed[2])))
+                        per_image = report.baselines["flop_per_image"]
+                        fractions = {"ours": b * per_image / (s_ours.p50 / 1e3) / (mm["gflops"] * 1e9),
+                                     "bare": b * per_image / (s_bare.p50 / 1e3) / (mm["gflops"] * 1e9)}
+                        extra_b.update(roofline_fraction=fractions["ours"], matmul_gflops=mm["gflops"])
+                    bare_row = _row(t, fmt, "onnxruntime-bare", "cpu", "CPUExecutionProvider", m, b, eff_threads,
+                                    "ok", baseline=True, bytes=extra["bytes"], accuracy=extra["accuracy"],
+                                    **_stats_fields(s_bare, b))
+                    if fractions:
+                        bare_row.update(roofline_fraction=fractions["bare"], matmul_gflops=extra_b["matmul_gflops"])
+                    if b in config.keep_samples_at:
+                        bare_row["samples_ms"] = _samples_field(theirs)
+                    seconds = ours
+                else:
+                    seconds = time_calls(call, config.warmup, config.min_time, config.min_reps, config.max_reps, sync)
+                    s_ours, extra_b, bare_row = latency_stats(seconds), {}, None
+                if s_ours.cv > CV_WARN:
+                    warnings_.append(f"high variance: CV {s_ours.cv:.2f} > {CV_WARN} (noisy machine?)")
+                row = _row(t, fmt, name, backend.device, backend.provider, m, b, eff_threads, "ok",
+                           **extra, **extra_b, **_stats_fields(s_ours, b), warnings=list(warnings_))
+                if b in config.keep_samples_at:
+                    row["samples_ms"] = _samples_field(seconds)
+                report.results.append(row)
+                if bare_row is not None:
+                    report.results.append(bare_row)
+            done += 1
+            if progress:
+                progress(label, done, total)
+    return done
+
+
+def untimed(results: list[dict]) -> list[str]:
+    """One entry per (artifact, backend, device, mode) with rows that could not be timed, with the reason."""
+    seen: dict[tuple, str] = {}
+    for r in results:
+        if r.get("status") != "ok":
+            key = (r["file"], r["backend"], r["device"], r["mode"])
+            seen.setdefault(key, f"{r['backend']}/{r['device']} {r['file']} ({r['status']}: {r.get('reason')})")
+    return list(seen.values())
+
+
+def check_complete(results: list[dict], allow_missing: bool = False) -> None:
+    """Raise BenchError unless every requested row was timed.
+
+    With allow_missing, rows whose runtime or device is not available here are fine; errors and
+    parity failures never are.
+    """
+    from .errors import BenchError
+
+    bad = [r for r in results if r.get("status") != "ok" and not (allow_missing and r.get("status") == "unavailable")]
+    if not bad:
+        return
+    timed = sum(1 for r in results if r.get("status") == "ok" and not r.get("baseline"))
+    listed = untimed(bad)
+    hint = "" if allow_missing or any(r["status"] != "unavailable" for r in bad) else \
+        " (--allow-missing accepts runtimes and devices this machine does not have)"
+    what = "nothing could be timed" if not timed else f"{len(listed)} requested case(s) could not be timed"
+    raise BenchError(f"{what}: {'; '.join(listed)}{hint}")
 
 
 def _add_roofline(report: BenchReport) -> None:

@@ -9,6 +9,8 @@ so `mnistkit --help` stays fast.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,16 +26,48 @@ DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # checked against data.DAT
 
 
 class MnistkitGroup(click.Group):
-    """Translates library errors into one line and an exit code, once, for every command."""
+    """Translates library errors into one line and an exit code, once, for every command.
+
+    Exit codes: 0 ok, 1 bad input or a failed check, 2 usage, 130 interrupted (SIGINT), 143 terminated
+    (SIGTERM); always one line on stderr, never a traceback (MNISTKIT_DEBUG=1 shows one for bugs).
+    """
 
     def invoke(self, ctx: click.Context):
+        from .console import error_line
+        from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated
+
         try:
             return super().invoke(ctx)
         except MnistkitError as exc:
-            from .console import error_line
-
             error_line(str(exc))
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            error_line("interrupted (SIGINT)")
+            ctx.exit(EXIT_SIGINT)
+        except Terminated:
+            error_line("terminated (SIGTERM)")
+            ctx.exit(EXIT_SIGTERM)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:  # stdout closed early (`mnistkit ... | head`): nothing left to say
+            _silence_stdout()
+            ctx.exit(EXIT_FAILED)
+        except Exception as exc:  # a bug: still one line, with how to see the traceback
+            if os.environ.get("MNISTKIT_DEBUG"):
+                raise
+            from .errors import first_line
+
+            error_line(f"internal error: {exc.__class__.__name__}: {first_line(exc)} (a bug in mnistkit; "
+                       "MNISTKIT_DEBUG=1 shows the traceback)")
+            ctx.exit(EXIT_FAILED)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 @click.group(cls=MnistkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,8 +128,14 @@ def train(as_json, **kwargs):
     Example:
       mnistkit train --dataset fashion-mnist --epochs 10 --out models/fashion.pt
     """
+    from .console import note
+    from .data import load_split
     from .errors import require
 
+    # The data first, torch-free: a bad or hostile IDX file is refused before torch's ~0.9 GB import.
+    log = None if as_json else note
+    splits = (load_split(kwargs["dataset"], "train", kwargs["data_dir"], log=log),
+              load_split(kwargs["dataset"], "test", kwargs["data_dir"], download=False))
     require("torch")
     from .train import TrainConfig
     from .train import train as run_train
@@ -103,7 +143,7 @@ def train(as_json, **kwargs):
 
     config = TrainConfig(**kwargs)
     with TrainProgress(enabled=not as_json) as progress:
-        result = run_train(config, progress, log=progress.log)
+        result = run_train(config, progress, log=progress.log, splits=splits)
     if as_json:
         from .console import emit_json
 
@@ -404,9 +444,11 @@ def _ints(ctx, param, value):
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None)
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="models/bench", show_default=True,
               help="Where results.json, results.csv, report.md and the PNG plots go.")
+@click.option("--allow-missing", is_flag=True,
+              help="Exit 0 even when a requested runtime or device is not available here (its rows say so).")
 @json_option
 def bench(models, backends, devices, batch_sizes, threads, modes, warmup, min_time, min_reps, no_baselines,
-          dataset, data_dir, out_dir, as_json):
+          dataset, data_dir, out_dir, allow_missing, as_json):
     """Benchmark latency and throughput of every artifact on every runtime, side by side.
 
     MODEL: a checkpoint, an export folder (its manifest) or artifact files. Each case is
@@ -415,11 +457,16 @@ def bench(models, backends, devices, batch_sizes, threads, modes, warmup, min_ti
     onnxruntime session (overhead ratio) and ONNX Runtime's MatMul rate (roofline fraction).
 
     \b
+    Exit 1 when any requested case could not be timed (listed), unless --allow-missing and the
+    only missing ones are runtimes or devices this machine lacks; when nothing could be timed,
+    nothing is written.
+
+    \b
     Examples:
       mnistkit bench models/mlp-fashion-mnist/ --batch-sizes 1,64,1024 --threads 1,2
       mnistkit bench model.onnx --devices cuda --modes host,device --json
     """
-    from .bench import BenchConfig, run_bench, write_outputs
+    from .bench import BenchConfig, check_complete, run_bench, write_outputs
     from .console import emit_json, note, out
     from .verify import default_devices
 
@@ -434,14 +481,17 @@ def bench(models, backends, devices, batch_sizes, threads, modes, warmup, min_ti
         report = run_bench(models, config, data_dir=data_dir, dataset=dataset, progress=progress.update,
                            log=None if as_json else note)
     obj = report.to_json()
+    if not any(r.get("status") == "ok" for r in obj["results"]):
+        check_complete(obj["results"])  # nothing timed: say why, write nothing
     files = write_outputs(obj, Path(out_dir), create_parents=out_dir == "models/bench")
     if as_json:
         emit_json({**obj, "files": {k: str(v) for k, v in files.items()}})
-        return
-    from .ui import print_bench
+    else:
+        from .ui import print_bench
 
-    print_bench(obj)
-    out().print(f"wrote {', '.join(str(p) for p in files.values())}")
+        print_bench(obj)
+        out().print(f"wrote {', '.join(str(p) for p in files.values())}")
+    check_complete(obj["results"], allow_missing)
 
 
 @cli.command()
@@ -531,8 +581,33 @@ def demo(out_dir, epochs):
     run_demo(out_dir, epochs)
 
 
+def _on_sigterm(signum, frame):
+    from .errors import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
-    cli(prog_name="mnistkit")
+    import logging
+
+    # A library's malformed log call (torch, loading a hostile archive) must not print a
+    # "--- Logging error ---" dump: logging swallows its own errors.
+    logging.raiseExceptions = False
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    from .errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+
+    try:
+        cli(prog_name="mnistkit")
+    except KeyboardInterrupt:  # outside a command (while parsing, importing)
+        from .console import error_line
+
+        error_line("interrupted (SIGINT)")
+        sys.exit(EXIT_SIGINT)
+    except Terminated:
+        from .console import error_line
+
+        error_line("terminated (SIGTERM)")
+        sys.exit(EXIT_SIGTERM)
 
 
 if __name__ == "__main__":  # pragma: no cover

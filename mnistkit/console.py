@@ -4,25 +4,46 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from functools import lru_cache
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def color_enabled(stream) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org). FORCE_COLOR does not
+    put escape codes into a pipe or a log file: a file that is not a terminal gets plain text."""
+    return _isatty(stream) and not os.environ.get("NO_COLOR")
+
+
+def _console(stderr: bool):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = _isatty(stream)
+    color = color_enabled(stream)
+    # Outside a terminal (logs, CI) rich would wrap tables at 80 columns; give them room instead.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, force_terminal=tty,
+                   color_system="auto" if color else None, no_color=not color,
+                   width=None if tty or stderr else 160)
 
 
 @lru_cache(maxsize=None)
 def out():
     """Console on stdout for human-readable results (tables, summaries)."""
-    from rich.console import Console
-
-    # Outside a terminal (logs, CI) rich would wrap tables at 80 columns; give them room instead.
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    return _console(stderr=False)
 
 
 @lru_cache(maxsize=None)
 def err():
     """Console on stderr for notes, warnings and errors: never mixes with --json output."""
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return _console(stderr=True)
 
 
 def note(message: str) -> None:

@@ -100,57 +100,105 @@ class Split:
 # The IDX reader
 
 
-def _read_bytes(path: Path) -> bytes:
+# The family's files are at most 47 MB (60,000 images); EMNIST Digits, the largest 10-class IDX set,
+# is 188 MB. A header that declares more is refused before anything is read or allocated, so a file
+# that lies about its size costs at most this much memory. MNISTKIT_MAX_IDX_BYTES raises it.
+MAX_IDX_BYTES = 256 << 20
+_CHUNK = 1 << 20
+
+
+def max_idx_bytes() -> int:
+    env = os.environ.get("MNISTKIT_MAX_IDX_BYTES")
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected an IDX file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix says
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
-    return raw
+        return int(env) if env else MAX_IDX_BYTES
+    except ValueError:
+        raise DataError(f"MNISTKIT_MAX_IDX_BYTES={env!r}: expected a number of bytes") from None
+
+
+def _read_exact(stream, n: int, into: bytearray | None = None) -> bytes:
+    """Up to n bytes (fewer only at the end of the data), read in chunks."""
+    out = bytearray() if into is None else into
+    while len(out) < n:
+        block = stream.read(min(_CHUNK, n - len(out)))
+        if not block:
+            break
+        out += block
+    return bytes(out) if into is None else out
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (gzipped or not) into a native-endian numpy array.
 
     Checks the magic number (two zero bytes, a known type code, 1-4 dimensions), that no dimension
-    is zero, and that the payload length is exactly what the dimensions say. Raises DataError.
+    is zero, that the declared size is under the limit (max_idx_bytes), and that the payload holds
+    exactly what the dimensions say. Decompression streams: the header is read first and the body
+    never beyond the size the header declares plus one byte, so a gzip bomb costs no more memory than
+    an honest file of its declared size. Raises DataError.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) == 0:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected an IDX file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with f:
+        gz = f.read(2) == b"\x1f\x8b"  # gzip magic, whatever the suffix says
+        f.seek(0)
+        try:
+            if gz:
+                with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                    return _parse_idx(path, stream, None)
+            return _parse_idx(path, f, os.fstat(f.fileno()).st_size)
+        except (OSError, EOFError, zlib.error) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def _parse_idx(path: Path, stream, size: int | None) -> np.ndarray:
+    """The IDX reader proper, on a stream; `size` is the file's length when it is not compressed."""
+    head = _read_exact(stream, 4)
+    if len(head) == 0:
         raise DataError(f"{path}: empty file, expected an IDX file")
-    if len(raw) < 4:
-        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header (4+ bytes)")
-    zero, code, ndim = raw[:2], raw[2], raw[3]
+    if len(head) < 4:
+        raise DataError(f"{path}: {len(head)} bytes is too short for an IDX header (4+ bytes)")
+    zero, code, ndim = head[:2], head[2], head[3]
     if zero != b"\x00\x00" or code not in IDX_DTYPES or not 1 <= ndim <= 4:
         raise DataError(
-            f"{path}: not an IDX file (magic number 0x{raw[:4].hex()}; expected 0x0000, a type "
+            f"{path}: not an IDX file (magic number 0x{head.hex()}; expected 0x0000, a type "
             f"code in {{{', '.join(f'0x{c:02x}' for c in IDX_DTYPES)}}} and 1-4 dimensions)"
         )
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated header ({len(raw)} bytes, expected {header})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    raw_dims = _read_exact(stream, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated header ({4 + len(raw_dims)} bytes, expected {header})")
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
     if 0 in dims:
         raise DataError(f"{path}: a dimension is zero ({'x'.join(map(str, dims))}); no data")
     dtype = IDX_DTYPES[code]
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DataError(
-            f"{path}: {what}: {len(raw)} bytes, expected {expected} for "
-            f"{'x'.join(map(str, dims))} {dtype.name} values"
-        )
-    arr = np.frombuffer(raw, dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    payload = int(np.prod(dims, dtype=object)) * dtype.itemsize
+    shape = "x".join(map(str, dims))
+    limit = max_idx_bytes()
+    if payload > limit:
+        raise DataError(f"{path}: header declares {shape} {dtype.name} values ({payload} bytes), over the "
+                        f"{limit}-byte limit (MNISTKIT_MAX_IDX_BYTES raises it)")
+    expected = header + payload
+    if size is not None and size != expected:  # an uncompressed file says its length up front
+        what = "truncated" if size < expected else "has trailing bytes"
+        raise DataError(f"{path}: {what}: {size} bytes, expected {expected} for {shape} {dtype.name} values")
+    body = bytearray()
+    _read_exact(stream, payload, body)
+    if len(body) < payload:
+        raise DataError(f"{path}: truncated: {header + len(body)} bytes, expected {expected} for {shape} "
+                        f"{dtype.name} values")
+    if stream.read(1):  # never inflate past the declared size: one byte tells
+        raise DataError(f"{path}: has trailing bytes after the {expected} its header declares ({shape} "
+                        f"{dtype.name} values)")
+    arr = np.frombuffer(body, dtype).reshape(dims)  # owns `body` (writable): no copy for uint8
+    return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
 def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:

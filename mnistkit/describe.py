@@ -10,16 +10,27 @@ import json
 import zipfile
 from pathlib import Path
 
-from .artifacts import METADATA_FILE, detect_kind, from_onnx_props, read_manifest
+from .artifacts import (METADATA_FILE, check_against_manifest, detect_kind, from_onnx_props, manifest_artifacts,
+                        read_manifest)
 from .errors import ArtifactError, first_line
 from .fileio import sha256_file
 
 
+MAX_METADATA_BYTES = 1 << 20  # mnistkit's own metadata is ~1 KB; a member claiming more is refused
+
+
 def _zip_metadata(path: Path) -> dict | None:
     with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
+        for info in zf.infolist():
+            name = info.filename
             if name.endswith(f"/extra/{METADATA_FILE}") or name == f"extra/{METADATA_FILE}":
-                return json.loads(zf.read(name))
+                if info.file_size > MAX_METADATA_BYTES:
+                    raise ArtifactError(f"{path}: metadata entry {name} claims {info.file_size} bytes; "
+                                        f"expected at most {MAX_METADATA_BYTES}")
+                meta = json.loads(zf.read(name))
+                if not isinstance(meta, dict):
+                    raise ArtifactError(f"{path}: metadata entry {name} is not a JSON object")
+                return meta
     return None
 
 
@@ -78,8 +89,10 @@ def describe(path) -> dict:
     path = Path(path)
     if path.is_dir() or (path.suffix == ".json" and path.exists()):
         manifest = read_manifest(path)
+        manifest_artifacts(path)  # every listed file present and unchanged since export (sha256)
         return {"kind": "manifest", "path": str(path), **manifest}
     kind = detect_kind(path)
+    check_against_manifest(path)
     info: dict = {"kind": kind, "path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     if kind == "onnx":
         details = _onnx_details(path)
@@ -87,9 +100,12 @@ def describe(path) -> dict:
         info.update(details)
         info["metadata"] = meta
     elif kind in ("torchscript", "exported-program"):
+        from .safeload import check_archive
+
+        check_archive(path)  # say so if torch would be asked to run code from it
         try:
             info["metadata"] = _zip_metadata(path) or {}
-        except (zipfile.BadZipFile, ValueError) as exc:
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
             raise ArtifactError(f"{path}: unreadable {kind} archive ({exc})") from None
         if kind == "torchscript":
             info["note"] = "TorchScript is deprecated upstream in favour of torch.export"

@@ -48,10 +48,23 @@ class ParityError(MnistkitError):
     """Outputs of a runtime disagree with the reference beyond tolerance."""
 
 
+class BenchError(MnistkitError):
+    """Requested benchmark rows could not be timed (runtime missing, load error, parity failure)."""
+
+
 class TrainingInterrupted(MnistkitError):
     """Training was interrupted (Ctrl-C); the last completed epoch's checkpoint is intact."""
 
     exit_code = 130
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the CLI's handler so that cleanup (staging folders,
+    temporary files) runs exactly as for Ctrl-C. A BaseException: `except Exception` never swallows it."""
+
+
+# The exit codes of every command (the README's table).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -11,12 +11,10 @@ fails or is interrupted leaves no partial artifact and no manifest listing a mis
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import shutil
 import sys
-import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +28,7 @@ from .artifacts import DEFAULT_LABELS, MANIFEST_FORMAT, METADATA_FILE, to_onnx_p
 from .compare import Comparison, compare, tolerance_for
 from .errors import CheckpointError, ExportError, InvalidInputError, first_line
 from .environment import library_versions
-from .fileio import atomic_write_json, check_writable_dir, make_public_dir, sha256_file
+from .fileio import atomic_write_json, check_writable_dir, replace_dir, sha256_file, staging_dir
 
 
 @dataclass(frozen=True)
@@ -274,6 +272,13 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
         meta = {k: v if v is not None else defaults.get(k) for k, v in meta.items()}
         return Source(module, meta, {"kind": "checkpoint", "path": str(path), "sha256": sha}, default_out)
 
+    from .errors import ArtifactError
+    from .safeload import check_archive
+
+    try:
+        check_archive(path)
+    except ArtifactError as exc:
+        raise CheckpointError(str(exc)) from None
     cls = import_model_class(model_class)
     try:
         with warnings.catch_warnings():
@@ -623,11 +628,81 @@ def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, da
 # The manifest
 
 
-def _manifest(src: Source, entries: list[dict], previous: dict | None) -> dict:
+# What an export folder may hold besides its artifacts: anything else is the user's, and a folder
+# that is replaced as a whole must not take it along. Hidden leftovers of older mnistkit versions
+# (staging folders, temporary files) are ours too.
+_OWN_NAMES = {"manifest.json", "app"}
+
+
+def _is_ours(p: Path) -> bool:
+    if p.name in _OWN_NAMES or p.name in {f.file for f in FORMATS.values()}:
+        return True
+    return p.name.startswith((".export.", ".app.", ".base-")) or (p.name.startswith(".") and p.name.endswith(".tmp"))
+
+
+def check_export_target(out_dir: Path) -> dict | None:
+    """Check that `out_dir` can be replaced by a new export; return its current manifest, if any.
+
+    The folder must be new, empty, or a mnistkit export folder (nothing of the user's would be lost
+    when it is replaced), and its parent must be writable (the new folder is built beside it).
+    """
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InvalidInputError(f"--out-dir {out_dir}: exists and is not a directory")
+        check_writable_dir(out_dir, "--out-dir")
+        foreign = sorted(p.name for p in out_dir.iterdir() if not _is_ours(p))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise InvalidInputError(
+                f"--out-dir {out_dir}: holds {shown}, which an export did not write; an export replaces its "
+                "folder as a whole, so pass a new or empty folder (or an earlier export's)")
+    elif not out_dir.parent.exists():
+        raise InvalidInputError(f"--out-dir {out_dir}: parent directory {out_dir.parent} does not exist")
+    check_writable_dir(out_dir.parent, f"the folder holding --out-dir {out_dir.name} (the export is built there)")
+    from .fileio import read_json
+
+    try:
+        _, previous = read_json(out_dir / "manifest.json", "manifest.json", "a manifest")
+    except InvalidInputError:
+        return None
+    return previous if isinstance(previous, dict) and previous.get("format") == MANIFEST_FORMAT else None
+
+
+def _same_model(previous: dict, src: Source) -> bool:
+    old, new = previous.get("source") or {}, src.description
+    return (bool(new.get("sha256")) and old.get("sha256") == new.get("sha256")
+            and old.get("model_class") == new.get("model_class")
+            and previous.get("labels") == src.meta["labels"]
+            and previous.get("normalization") == src.meta["normalization"])
+
+
+def _carry_over(previous: dict | None, out_dir: Path, staging: Path, src: Source, new: set[str], log) -> list[dict]:
+    """Artifacts of an earlier export of the *same* model (same source bytes, class, labels and
+    normalization) that this export did not rewrite: linked into the new folder after their sha256
+    is checked. A different model's artifacts are never carried: the folder holds one model."""
+    if previous is None or not _same_model(previous, src):
+        return []
+    from .artifacts import check_sha256
+
     kept = []
-    if previous and previous.get("source", {}).get("sha256") == src.description.get("sha256"):
-        new = {e["format"] for e in entries}
-        kept = [e for e in previous.get("artifacts", []) if e.get("format") not in new]
+    for e in previous.get("artifacts") or []:
+        if not isinstance(e, dict) or e.get("format") not in FORMATS or e["format"] in new:
+            continue
+        f = out_dir / FORMATS[e["format"]].file
+        try:
+            check_sha256(f, str(e.get("sha256")), out_dir / "manifest.json")
+            try:
+                os.link(f, staging / f.name)
+            except OSError:
+                shutil.copy2(f, staging / f.name)
+        except (InvalidInputError, OSError) as exc:
+            log(f"not keeping {f.name} from the earlier export: {first_line(exc)}")
+            continue
+        kept.append(e)
+    return kept
+
+
+def _manifest(src: Source, artifacts: list[dict]) -> dict:
     return {
         "format": MANIFEST_FORMAT,
         "format_version": 1,
@@ -641,7 +716,7 @@ def _manifest(src: Source, entries: list[dict], previous: dict | None) -> dict:
         "preprocess": src.meta["preprocess"],
         "test_accuracy": src.meta.get("test_accuracy"),
         "versions": library_versions(),
-        "artifacts": kept + entries,
+        "artifacts": artifacts,
     }
 
 
@@ -666,40 +741,28 @@ RECIPE_TEXT = {
 
 
 def _write_app_bundle(out_dir: Path, app_file: Path, src: Source, entry: dict) -> Path:
-    """app/: the app-ready ONNX, labels.json and a README of the contract, replaced atomically."""
+    """app/: the app-ready ONNX, labels.json and a README of the contract (inside the staged folder)."""
     bundle = out_dir / "app"
-    staging = Path(tempfile.mkdtemp(prefix=".app.", dir=out_dir))
-    try:
-        shutil.copyfile(app_file, staging / "model.onnx")
-        contract = {
-            "labels": src.meta["labels"],
-            "dataset": src.meta.get("dataset"),
-            "preprocess": src.meta["preprocess"],
-            "normalization": src.meta["normalization"],
-            "input": {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28]},
-            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["N", len(src.meta["labels"])]},
-                        {"name": "probabilities", "dtype": "float32", "shape": ["N", len(src.meta["labels"])]}],
-            "min_onnxruntime": entry.get("min_onnxruntime"),
-            "opset": entry.get("opset"),
-            "sha256": entry["sha256"],
-        }
-        (staging / "labels.json").write_text(json.dumps(contract, indent=2) + "\n")
-        (staging / "README.md").write_text(APP_README.format(
-            polarity="white ink/object on black, as in the dataset", c=len(src.meta["labels"]),
-            mean=src.meta["normalization"]["mean"][0], std=src.meta["normalization"]["std"][0],
-            recipe=src.meta["preprocess"], recipe_text=RECIPE_TEXT.get(src.meta["preprocess"], ""),
-            min_ort=entry.get("min_onnxruntime"), opset=entry.get("opset"), ir=entry.get("ir_version")))
-        make_public_dir(staging)
-        old = None
-        if bundle.exists():
-            old = out_dir / f".app.old.{time.time_ns()}"
-            bundle.rename(old)
-        staging.rename(bundle)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    bundle.mkdir()
+    shutil.copyfile(app_file, bundle / "model.onnx")
+    contract = {
+        "labels": src.meta["labels"],
+        "dataset": src.meta.get("dataset"),
+        "preprocess": src.meta["preprocess"],
+        "normalization": src.meta["normalization"],
+        "input": {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28]},
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["N", len(src.meta["labels"])]},
+                    {"name": "probabilities", "dtype": "float32", "shape": ["N", len(src.meta["labels"])]}],
+        "min_onnxruntime": entry.get("min_onnxruntime"),
+        "opset": entry.get("opset"),
+        "sha256": entry["sha256"],
+    }
+    (bundle / "labels.json").write_text(json.dumps(contract, indent=2) + "\n")
+    (bundle / "README.md").write_text(APP_README.format(
+        polarity="white ink/object on black, as in the dataset", c=len(src.meta["labels"]),
+        mean=src.meta["normalization"]["mean"][0], std=src.meta["normalization"]["std"][0],
+        recipe=src.meta["preprocess"], recipe_text=RECIPE_TEXT.get(src.meta["preprocess"], ""),
+        min_ort=entry.get("min_onnxruntime"), opset=entry.get("opset"), ir=entry.get("ir_version")))
     return bundle
 
 
@@ -775,11 +838,11 @@ def export_model(
     if out_dir is None:  # the default folder (models/<stem>/) is ours to create
         out_dir = src.default_out
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InvalidInputError(f"cannot create {out_dir} ({exc.strerror or exc}); pass --out-dir") from None
+            raise InvalidInputError(f"cannot create {out_dir.parent} ({exc.strerror or exc}); pass --out-dir") from None
     out_dir = Path(out_dir)
-    check_writable_dir(out_dir, "--out-dir")
+    previous = check_export_target(out_dir)
 
     images = labels_arr = reference = None
     data_desc = ""
@@ -788,10 +851,13 @@ def export_model(
         norm = src.meta["normalization"]
         reference = reference_logits(src.module, images, norm["mean"][0], norm["std"][0])
 
-    staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
+    # The new folder is built whole in staging and swapped in at the end: after any export (done,
+    # failed, interrupted, killed) out_dir is entirely the old export or entirely the new one.
+    staging = staging_dir(out_dir)
     ctx = WriteContext(int(opset), log, staging, images, labels_arr, data_desc, data_dir, budget)
     entries: list[dict] = []
     validations: list[Validation] = []
+    bundle = None
     try:
         for name in names:
             fmt = FORMATS[name]
@@ -818,20 +884,23 @@ def export_model(
                     entry["accuracy_budget_points"] = budget * 100
                     entry["accuracy_drop_points"] = -c.accuracy_delta * 100
                 if not v.passed:
-                    continue  # a failing artifact never appears under its final name
+                    tmp.unlink(missing_ok=True)  # a failing artifact never appears under its final name
+                    continue
             entries.append(entry)
-        for entry in entries:  # all written and validated: move into place
-            (staging / entry["file"]).replace(out_dir / entry["file"])
-        previous = None
-        with contextlib.suppress(Exception):
-            previous = json.loads((out_dir / "manifest.json").read_text())
-        manifest = _manifest(src, entries, previous)
-        manifest["artifacts"] = [a for a in manifest["artifacts"] if (out_dir / a["file"]).exists()]
-        manifest_path = atomic_write_json(out_dir / "manifest.json", manifest)
-        bundle = None
-        app_entry = next((e for e in entries if e["format"] == "onnx-app"), None)
-        if app_entry is not None and set(FORMATS) <= set(names):
-            bundle = _write_app_bundle(out_dir, out_dir / app_entry["file"], src, app_entry)
+        for leftover in staging.glob(".base-*"):
+            leftover.unlink()
+        kept = _carry_over(previous, out_dir, staging, src, {e["format"] for e in entries}, log)
+        manifest = _manifest(src, kept + entries)
+        manifest_path = out_dir / "manifest.json"
+        if kept or entries:
+            atomic_write_json(staging / "manifest.json", manifest)
+            app_entry = next((e for e in kept + entries if e["format"] == "onnx-app"), None)
+            had_bundle = previous is not None and (out_dir / "app").is_dir() and bool(kept)
+            if app_entry is not None and (set(FORMATS) <= set(names) or had_bundle):
+                _write_app_bundle(staging, staging / app_entry["file"], src, app_entry)
+                bundle = out_dir / "app"
+            replace_dir(staging, out_dir)
+        entries = kept + entries if kept else entries
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

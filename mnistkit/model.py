@@ -144,6 +144,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise CheckpointError(f"{path}: is a TorchScript archive, not a mnistkit checkpoint")
         if any(n.endswith("/archive_format") or "/models/" in n for n in names):
             raise CheckpointError(f"{path}: is a torch.export program (.pt2), not a mnistkit checkpoint")
+    from .errors import ArtifactError
+    from .safeload import check_archive
+
+    try:  # the loading gate first: one clear line naming the entry and the global it asks for
+        check_archive(path)
+    except ArtifactError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")

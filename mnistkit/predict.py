@@ -36,6 +36,11 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
                 for i, row in zip(idx, b.run(batch)):
                     results[i] = row
         logits = np.stack([results[i] for i in range(len(samples))])
+        bad = [samples[i].name for i in np.flatnonzero(~np.isfinite(logits).all(axis=1))]
+        if bad:  # a NaN has no argmax worth reporting: never turn it into a label
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise InvalidInputError(f"{model}: the model's outputs are not finite (NaN or infinite logits) for "
+                                    f"{bad[0]}{more}; expected finite logits, so no label is given")
         if logits.shape[1] != info.num_classes:
             raise InvalidInputError(
                 f"{model}: the model has {logits.shape[1]} outputs but {info.num_classes} labels")

@@ -15,13 +15,15 @@ Inputs: PNG, JPEG, BMP (any size; L/RGB/RGBA/P), .npy arrays, IDX files.
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, first_line
 
 RECIPES = ("digits", "objects")
 MIN_SIDE = 8  # smaller images hold too little to classify
@@ -44,24 +46,84 @@ def _border(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
 
 
-def to_grayscale(img) -> np.ndarray:
-    """A PIL image -> float32 [H,W] in [0,255]. Transparent areas become background: an image whose
-    opaque pixels are dark is composited on white, one whose opaque pixels are light on black."""
+# Images are refused above this many pixels before any pixel is decoded (Pillow reads the size from
+# the header): 50 MP covers a 48-50 MP phone photo (8160x6120); a decoded 50 MP RGBA image is 200 MB.
+MAX_IMAGE_PIXELS = 50_000_000
+# Larger images are reduced to this longest side right after decoding (JPEG decodes at a reduced
+# scale directly, with Pillow's draft mode): the recipe ends at 20x20 or 28x28, and a 12 MP photo
+# would otherwise cost ~200 MB of float32 arrays.
+WORK_SIDE = 1024
 
-    if img.mode in ("P", "PA"):
-        img = img.convert("RGBA")
+_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
+
+
+def _wide_to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float image -> float32 [0,255] by its real range, never by clipping.
+
+    16-bit modes (I;16*) scale their full range 0-65535 onto 0-255, exactly as an 8-bit export of
+    the same scan would. 32-bit integer and float images have no fixed range: values already in
+    0-255 (or 0-1 for floats) keep their meaning; 0-65535 integers are 16-bit data in a wider mode;
+    anything else is stretched from its minimum to its maximum.
+    """
+    a = a.astype(np.float64)
+    if mode.startswith("I;16"):
+        return (a * (255.0 / 65535.0)).astype(np.float32)
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        return np.zeros(a.shape, np.float32)
+    a = np.nan_to_num(a, nan=float(finite.min()), posinf=float(finite.max()), neginf=float(finite.min()))
+    lo, hi = float(finite.min()), float(finite.max())
+    if mode == "F" and lo >= 0 and hi <= 1:
+        return (a * 255.0).astype(np.float32)
+    if lo >= 0 and hi <= 255:
+        return a.astype(np.float32)
+    if mode == "I" and lo >= 0 and hi <= 65535:
+        return (a * (255.0 / 65535.0)).astype(np.float32)
+    if hi == lo:
+        return np.zeros(a.shape, np.float32)
+    return ((a - lo) * (255.0 / (hi - lo))).astype(np.float32)
+
+
+def normalize_mode(img):
+    """Any mode Pillow opens -> (image in L, RGB, RGBA, LA, I or F, the original mode)."""
+    mode = img.mode
+    if mode == "1":
+        return img.convert("L"), mode
+    if mode in ("P", "PA", "RGBa"):
+        return img.convert("RGBA"), mode
+    if mode == "La":
+        return img.convert("LA"), mode
+    if mode.startswith("I;16") or mode == "I":
+        return (img if mode == "I" else img.convert("I")), mode
+    if mode in _TO_RGB:
+        return img.convert("RGB"), mode
+    if mode in ("L", "RGB", "RGBA", "LA", "F"):
+        return img, mode
+    return img.convert("RGBA" if "A" in mode else "RGB"), mode
+
+
+def to_grayscale(img, original_mode: str | None = None) -> np.ndarray:
+    """A PIL image -> float32 [H,W] in [0,255]. Transparent areas become background: an image whose
+    opaque pixels are dark is composited on white, one whose opaque pixels are light on black.
+    16-bit, 32-bit and float images are brought to 0-255 by their real range (see _wide_to_8bit)."""
+
+    img, mode = normalize_mode(img)
+    original_mode = original_mode or mode
+    if img.mode in ("I", "F"):
+        return _wide_to_8bit(np.asarray(img), original_mode)
+    # Luminance as Pillow's convert("L") computes it (ITU-R 601-2 in integer arithmetic): grey pixels
+    # keep their exact value, so an RGB copy of a greyscale image gives bit-identical input (float
+    # weights summing to 1.0000001 moved the centre of mass across a rounding boundary, measured).
     if img.mode in ("RGBA", "LA") or "transparency" in img.info:
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[..., 3] / 255.0
-        lum = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+        rgba = img.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+        lum = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)
         opaque = alpha > 0.5
         ink_is_dark = opaque.any() and lum[opaque].mean() < 128
         background = 255.0 if ink_is_dark else 0.0
         return lum * alpha + background * (1 - alpha)
-    if img.mode not in ("L", "RGB"):
-        img = img.convert("RGB")
     if img.mode == "RGB":
-        return np.asarray(img, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return np.asarray(img.convert("L"), dtype=np.float32)
     return np.asarray(img, dtype=np.float32)
 
 
@@ -127,9 +189,9 @@ def is_dataset_ready(gray: np.ndarray) -> bool:
     return gray.shape == (28, 28) and np.median(_border(gray)) <= 127
 
 
-def preprocess_image(img, recipe: str, name: str = "image") -> np.ndarray:
+def preprocess_image(img, recipe: str, name: str = "image", original_mode: str | None = None) -> np.ndarray:
     """A PIL image -> uint8 [28,28] by `recipe` (or unchanged when already in dataset form)."""
-    gray = to_grayscale(img)
+    gray = to_grayscale(img, original_mode)
     if is_dataset_ready(gray):
         return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
     return apply_recipe(gray, recipe, name)
@@ -171,24 +233,80 @@ def load_inputs(path: str | os.PathLike, recipe: str) -> list[Sample]:
     return [Sample(path.name, _image_pixels(path, recipe))]
 
 
-def _image_pixels(path: Path, recipe: str) -> np.ndarray:
+def open_image(path: Path):
+    """Open, size-check and decode an image in bounded memory -> (PIL image, its original mode).
+
+    The pixel count is read from the header and checked before any pixel is decoded; Pillow's own
+    decompression-bomb limit is set to the same number and its warnings are errors. Large images are
+    decoded at a reduced scale (JPEG draft mode) or reduced right after decoding.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as img:
-            img.load()
-            return preprocess_image(img, recipe, str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            try:
+                w, h = img.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise InvalidInputError(f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} megapixels); the limit "
+                                            f"is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: downscale it first")
+                mode = img.mode
+                if img.format == "JPEG" and max(w, h) > WORK_SIDE:
+                    img.draft(img.mode if img.mode in ("L", "RGB") else None, (WORK_SIDE, WORK_SIDE))
+                img.load()
+                img, _ = normalize_mode(img)
+                side = max(img.size)
+                if side > WORK_SIDE:
+                    img = img.reduce(math.ceil(side / WORK_SIDE))
+                img.load()
+                return img, mode
+            except BaseException:
+                img.close()
+                raise
     except UnidentifiedImageError:
         raise InvalidInputError(f"{path}: not an image (expected PNG, JPEG or BMP, a .npy array or an IDX file)") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
-        raise InvalidInputError(f"{path}: unreadable image ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInputError(f"{path}: image is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit, refused "
+                                f"before decoding ({first_line(exc, 120)})") from None
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError) as exc:
+        # truncated or corrupt image data; Pillow's decoders raise all of these
+        raise InvalidInputError(f"{path}: unreadable image ({first_line(exc, 160)})") from None
+
+
+def _image_pixels(path: Path, recipe: str) -> np.ndarray:
+    img, mode = open_image(path)
+    with img:
+        return preprocess_image(img, recipe, str(path), original_mode=mode)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """np.load without pickles, after checking that the header's shape fits the file's real size
+    (numpy would otherwise allocate whatever the header claims before reading)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(path, "rb") as f:
+            version = npy_format.read_magic(f)
+            read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, _fortran, dtype = read_header[version](f, max_header_size=10000)
+            body = os.fstat(f.fileno()).st_size - f.tell()
+        if dtype.hasobject:
+            raise ValueError("holds Python objects (pickles are never loaded)")
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if declared != body:
+            raise ValueError(f"header declares {dtype} {list(shape)} ({declared} bytes) but the file holds "
+                             f"{body} bytes of data")
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, MemoryError, SyntaxError, TypeError) as exc:
+        raise InvalidInputError(f"{path}: not a readable .npy array ({first_line(exc, 160)})") from None
 
 
 def _npy_samples(path: Path) -> list[Sample]:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from None
+    arr = read_npy(path)
     if arr.dtype == np.uint8 and arr.shape == (28, 28):
         return [Sample(path.name, arr)]
     if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (28, 28):

@@ -49,7 +49,9 @@ def resolve_model(path) -> tuple[Path, dict]:
                             f"(uint8 pixels in: model-app.onnx or app/model.onnx)")
     labels_file = p.parent / "labels.json"
     if labels_file.exists():
-        contract = json.loads(labels_file.read_text())
+        from .fileio import read_json
+
+        _, contract = read_json(labels_file, "labels.json", "the app bundle's labels.json", ArtifactError)
     else:  # derive the contract from the model's own metadata
         contract = {"labels": info.labels, "preprocess": info.recipe, "dataset": info.metadata.get("dataset"),
                     "normalization": {"mean": [info.mean], "std": [info.std]}}
@@ -66,7 +68,9 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
         super().__init__(*args, **kwargs)
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        route = self.path.split("?", 1)[0]
+        route = self.path.split("?", 1)[0].split("#", 1)[0]
+        if not _well_formed(route):
+            return self.send_error(400, "malformed path")
         if route == "/model/model.onnx":
             return self._send(self.model.read_bytes(), "application/octet-stream")
         if route == "/model/labels.json":
@@ -81,9 +85,42 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_HEAD(self):  # noqa: N802
+        if not _well_formed(self.path.split("?", 1)[0].split("#", 1)[0]):
+            return self.send_error(400, "malformed path")
+        return super().do_HEAD()
+
     def log_message(self, fmt, *args):
         if not self.quiet:
             super().log_message(fmt, *args)
+
+
+def _well_formed(route: str) -> bool:
+    """A path the static handler can map to a file: absolute, valid percent-encoding, valid UTF-8 and
+    no NUL or control characters (os.stat raises on a NUL, which http.server would log as a traceback)."""
+    import urllib.parse
+
+    if not route.startswith("/"):
+        return False
+    try:
+        decoded = urllib.parse.unquote(route, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return not any(ord(c) < 32 or ord(c) == 127 for c in decoded)
+
+
+class DemoServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that goes away mid-response is normal for a page server: no traceback, ever."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        sys.stderr.write(f"serve-demo: request from {client_address[0]} failed: "
+                         f"{exc.__class__.__name__}: {str(exc)[:200]}\n")
 
 
 def make_server(model, port: int = 8000, quiet: bool = False) -> http.server.ThreadingHTTPServer:
@@ -92,7 +129,7 @@ def make_server(model, port: int = 8000, quiet: bool = False) -> http.server.Thr
     model_path, contract = resolve_model(model)
     handler = partial(DemoHandler, directory=str(root), model=model_path, contract=contract, quiet=quiet)
     try:
-        return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        return DemoServer(("127.0.0.1", port), handler)
     except OSError as exc:
         raise InvalidInputError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
 

@@ -171,8 +171,12 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return correct / max(1, len(labels))
 
 
-def train(config: TrainConfig, callback: Callback | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+def train(config: TrainConfig, callback: Callback | None = None, log: Callable[[str], None] | None = None,
+          splits: tuple | None = None) -> TrainResult:
     """Train `config.model` on `config.dataset`, writing a checkpoint after every epoch.
+
+    `splits` (train, test) may be loaded beforehand with data.load_split (the CLI does, before torch
+    is imported, so a bad or hostile data file is refused at the memory cost of the reader alone).
 
     The checkpoint on disk always holds the last completed epoch (atomic writes); Ctrl-C during an
     epoch raises TrainingInterrupted and leaves that file intact. Same seed, threads and device on
@@ -188,8 +192,10 @@ def train(config: TrainConfig, callback: Callback | None = None, log: Callable[[
     from .fileio import check_writable_dir
     check_writable_dir(out.parent if str(out.parent) else Path("."), "--out folder")
 
-    train_split = load_split(config.dataset, "train", config.data_dir, log=log)
-    test_split = load_split(config.dataset, "test", config.data_dir, download=False)
+    if splits is None:
+        splits = (load_split(config.dataset, "train", config.data_dir, log=log),
+                  load_split(config.dataset, "test", config.data_dir, download=False))
+    train_split, test_split = splits
     n_train = len(train_split) if config.train_limit is None else min(config.train_limit, len(train_split))
     x_train = torch.from_numpy(train_split.images[:n_train]).to(device)
     y_train = torch.from_numpy(train_split.labels[:n_train]).to(device)

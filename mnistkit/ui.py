@@ -123,7 +123,9 @@ class BenchProgress(_Bar):
     """A rich progress bar over benchmark cases (stderr, so it never mixes with --json)."""
 
     def __init__(self, enabled: bool = True):
-        self.enabled = enabled
+        from .console import err
+
+        self.enabled = enabled and err().is_terminal  # a bar in a log file is noise
 
     def _make(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -66,6 +66,7 @@ class VerifyReport:
     images: int
     reference: dict
     pairs: list[PairResult] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # why an artifact x backend x device was not compared
 
     @property
     def compared(self) -> list[PairResult]:
@@ -77,7 +78,8 @@ class VerifyReport:
 
     def verdict(self) -> str:
         if not self.compared:
-            return "FAILED | 0 pairs | nothing was compared"
+            why = "; ".join(dict.fromkeys(self.not_run)) or "no artifact given besides the reference"
+            return f"FAILED | 0 pairs | nothing was compared: {why}"
         skipped = len(self.pairs) - len(self.compared)
         note = f" | {skipped} skipped (runtime cannot run the artifact)" if skipped else ""
         failed = [p for p in self.pairs if not p.passed]
@@ -98,7 +100,7 @@ class VerifyReport:
         return {
             "passed": self.passed, "verdict": self.verdict(), "checkpoint": self.checkpoint,
             "dataset": self.dataset, "images": self.images, "reference": self.reference,
-            "pairs": [p.to_json() for p in self.pairs],
+            "pairs": [p.to_json() for p in self.pairs], "not_run": list(dict.fromkeys(self.not_run)),
         }
 
 
@@ -176,12 +178,15 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
             recorded = recorded_format(path, kind)
             for name in backends_for(kind):
                 if backends and name not in backends:
+                    report.not_run.append(f"{path.name} ({kind}) runs on {', '.join(backends_for(kind))}, "
+                                          f"not on --backends {','.join(backends)}")
                     continue
                 spec = BACKENDS[name]
                 for device in devices:
                     if device not in spec.devices:
+                        report.not_run.append(f"{name} does not run on {device}")
                         continue
-                    if kind == "checkpoint" and name == "pytorch" and device == "cpu":
+                    if path == Path(checkpoint) and name == "pytorch" and device == "cpu":
                         continue  # the reference itself
                     m = min(n, SLOW_BACKEND_LIMIT) if spec.slow else n
                     pair = _run_pair(path, kind, recorded, name, device, images[:m], labels[:m], reference[:m],

@@ -247,7 +247,8 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, tiny_ckpt, monkeypa
     monkeypatch.setitem(exporter.WRITERS, "exported-program", broken)
     with pytest.raises(type(failure)):
         export_model(tiny_ckpt, "all", out_dir=out, validate=False)
-    assert list(out.iterdir()) == []  # onnx was written first, but nothing reached its final name
+    # onnx was written first, but nothing reached its final name: no folder, no staging left beside it
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failing_validation_keeps_passing_artifacts_and_lists_all_failures(tmp_path, tiny_ckpt, tiny_data, monkeypatch):

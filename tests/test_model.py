@@ -94,8 +94,8 @@ class Foreign:
         (lambda p: p.write_bytes(b"hello world, not torch"), "not a PyTorch file"),
         (lambda p: torch.save([1, 2, 3], p), "found a list"),
         (lambda p: torch.save({"mnistkit": {"format": "other"}, "state_dict": {}}, p), "format tag"),
-        (lambda p: p.write_bytes(pickle.dumps(Foreign())), "weights_only"),
-        (lambda p: torch.save({"x": Foreign()}, p), "weights_only"),
+        (lambda p: p.write_bytes(pickle.dumps(Foreign())), "refuses to load: the pickle calls test_model.Foreign"),
+        (lambda p: torch.save({"x": Foreign()}, p), "refuses to load: data.pkl calls test_model.Foreign"),
     ],
 )
 def test_foreign_checkpoints(tmp_path, make, fragment):

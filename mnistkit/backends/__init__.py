@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import detect_kind
+from ..artifacts import check_against_manifest, detect_kind
 from ..errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
 
 
@@ -72,9 +72,13 @@ def backends_for(kind: str) -> list[str]:
 
 
 def create_backend(path, backend: str | None = None, device: str = "cpu", kind: str | None = None, **options):
-    """A backend for the model file at `path` (not yet loaded). Picks the default for its kind."""
+    """A backend for the model file at `path` (not yet loaded). Picks the default for its kind.
+
+    A file listed in a manifest.json beside it is checked against its recorded sha256 first.
+    """
     path = Path(path)
     kind = kind or detect_kind(path)
+    check_against_manifest(path)
     name = backend or DEFAULT_BACKEND[kind]
     spec = backend_spec(name)
     if kind not in spec.opens:

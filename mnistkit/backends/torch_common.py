@@ -61,15 +61,23 @@ class TorchBackend(Backend):
         import warnings
 
         from ..artifacts import METADATA_FILE, info_from_metadata
+        from ..capture import captured_output
+        from ..safeload import check_archive
 
+        check_archive(self.path)  # no pickle inside may name anything but tensors and plain data
         extra = {METADATA_FILE: ""}
         try:
-            with warnings.catch_warnings():  # torch.jit's FutureWarnings: said once, at export
+            # torch.jit's FutureWarnings are said once, at export; torch's loggers print straight to
+            # stderr (a malformed archive even made one raise inside logging): keep it for the message
+            with warnings.catch_warnings(), captured_output():
                 warnings.simplefilter("ignore")
                 obj = loader(str(self.path), extra)
         except Exception as exc:
             raise ArtifactError(f"{self.path}: not a loadable {what} ({first_line(exc, 200)})") from None
-        meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
+        try:
+            meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
+        except ValueError as exc:
+            raise ArtifactError(f"{self.path}: malformed {METADATA_FILE} metadata ({first_line(exc, 120)})") from None
         return obj, info_from_metadata(self.path, self.name, meta)
 
     def _forward(self, x):

@@ -1,0 +1,533 @@
+"""Hostile and broken inputs through every command that accepts them, as real subprocesses.
+
+Each file is built at test time (tests/hostile.py). Every case asserts: the attack's MARKER file
+never exists; the exit code is the documented one; stderr is exactly one line; no "Traceback" and no
+"internal error" anywhere; peak memory (the child's own rusage, from os.wait4) under 500 MB where
+the command refuses the input before importing torch; nothing left under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hostile
+from conftest import has_cuda
+
+MB = 1024  # ru_maxrss is in KiB on Linux
+BOMB_LIMIT_MB = 500
+
+
+@dataclass
+class Run:
+    args: list
+    rc: int
+    out: str
+    err: str
+    peak_mb: float
+
+    def __str__(self):
+        return f"mnistkit {' '.join(map(str, self.args))} -> {self.rc}\nstdout: {self.out[-1500:]}\nstderr: {self.err[-1500:]}"
+
+
+# A child forked from this (torch-sized) pytest process inherits its peak RSS in ru_maxrss, so the
+# command runs under a small launcher (a fresh interpreter) that reports getrusage(RUSAGE_CHILDREN)
+# for the command alone, and forwards SIGINT/SIGTERM to it.
+LAUNCHER = """
+import os, resource, signal, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, lambda signum, frame: p.send_signal(signum))
+while True:
+    try:
+        rc = p.wait()
+        break
+    except InterruptedError:
+        continue
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(rc if rc >= 0 else 128 - rc)
+"""
+
+
+def run(*args, cwd: Path, timeout: float = 300, env: dict | None = None, signal_after: tuple | None = None) -> Run:
+    """`python -m mnistkit ARGS` in a real process, with its peak RSS.
+
+    `signal_after=(seconds, signum)` sends a signal once the process has run that long.
+    """
+    cwd.mkdir(parents=True, exist_ok=True)
+    stamp = time.time_ns()
+    out_f, err_f, rss_f = (cwd / f".{what}.{stamp}" for what in ("out", "err", "rss"))
+    environ = {**os.environ, "MNISTKIT_DATA": str(cwd / ".no-cache"), **(env or {})}
+    environ.pop("MNISTKIT_DEBUG", None)
+    with open(out_f, "w") as o, open(err_f, "w") as e:
+        p = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(rss_f), sys.executable, "-m", "mnistkit",
+                              *map(str, args)], stdout=o, stderr=e, cwd=cwd, env=environ, stdin=subprocess.DEVNULL)
+    start, sent = time.monotonic(), False
+    while p.poll() is None:
+        elapsed = time.monotonic() - start
+        if signal_after and not sent and elapsed >= signal_after[0]:
+            p.send_signal(signal_after[1])
+            sent = True
+        if elapsed > timeout:
+            p.kill()
+            p.wait()
+            pytest.fail(f"mnistkit {' '.join(map(str, args))} hung for {timeout} s")
+        time.sleep(0.02)
+    peak = int(rss_f.read_text()) / MB if rss_f.exists() else float("nan")
+    r = Run(list(args), p.returncode, out_f.read_text(), err_f.read_text(), peak)
+    for f in (out_f, err_f, rss_f):
+        f.unlink(missing_ok=True)
+    return r
+
+
+def assert_clean(r: Run) -> None:
+    both = r.out + r.err
+    assert "Traceback" not in both and "internal error" not in both and "Logging error" not in both, str(r)
+
+
+def assert_refused(r: Run, *fragments: str, code: int = 1) -> None:
+    """The documented exit code, exactly one line on stderr holding every fragment."""
+    assert_clean(r)
+    assert r.rc == code, str(r)
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert len(lines) == 1, str(r)
+    for f in fragments:
+        assert f in lines[0], str(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: the hostile files, built from a real export
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, tiny_export, tiny_ckpt, tiny_data):
+    """A folder with the tiny model's export, its checkpoint and data, an input image and the attacks."""
+    d = tmp_path_factory.mktemp("hostile")
+    marker = d / "MARKER"
+    shutil.copytree(tiny_export, d / "export")
+    shutil.copy(tiny_ckpt, d / "tiny.pt")
+    from PIL import Image
+
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    Image.fromarray(digit).save(d / "digit.png")
+    files = {
+        "pt2": hostile.evil_pt2(tiny_export / "model.pt2", d / "evil.pt2", marker),
+        "ts": hostile.evil_ts(tiny_export / "model.ts", d / "evil.ts", marker),
+        "checkpoint": hostile.evil_checkpoint(d / "evil-ckpt.pt", marker),
+    }
+    files["pt2-named-pt"] = Path(shutil.copy(files["pt2"], d / "looks-like-a-checkpoint.pt"))
+    return {"dir": d, "marker": marker, "files": files, "data": tiny_data, "ckpt": d / "tiny.pt",
+            "export": d / "export", "image": d / "digit.png"}
+
+
+@pytest.fixture(autouse=True)
+def _no_marker(request):
+    """After every test of this module, the attack's marker must not exist."""
+    yield
+    if "lab" in request.fixturenames:
+        lab = request.getfixturevalue("lab")
+        assert not lab["marker"].exists(), "a pickle inside a model file ran code"
+
+
+def test_the_attack_is_real_torch_export_load_runs_it(lab, tmp_path):
+    """Without the gate, torch.export.load runs the payload: the test files are real attacks."""
+    import torch
+
+    marker = tmp_path / "RAN"
+    evil = hostile.evil_pt2(lab["export"] / "model.pt2", tmp_path / "e.pt2", marker)
+    code = f"import torch, logging; logging.raiseExceptions=False\ntry: torch.export.load({str(evil)!r})\nexcept Exception: pass"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert marker.exists(), "torch.export.load no longer unpickles sample inputs unsafely: revisit safeload"
+    del torch
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. No code from any artifact runs
+
+
+@pytest.mark.parametrize("kind", ["pt2", "pt2-named-pt", "ts", "checkpoint"])
+def test_hostile_archives_are_refused_by_every_command(lab, kind):
+    evil, d = lab["files"][kind], lab["dir"]
+    refusal = ("refuses to load", "calls posix.system")
+    if kind == "pt2-named-pt":
+        refusal = ("refuses to load",)
+    assert_refused(run("predict", evil, lab["image"], cwd=d), *refusal)
+    assert_refused(run("inspect", evil, cwd=d), *refusal)
+    # a checkpoint is bench's parity reference: refused up front; an artifact is a row that could not be timed
+    nothing = () if kind == "checkpoint" else ("nothing could be timed",)
+    assert_refused(run("bench", evil, "--batch-sizes", "1", "--min-time", "0.05", "--warmup", "0",
+                       "--out-dir", d / "bench-out", cwd=d), *nothing, *refusal)
+    assert not (d / "bench-out").exists()
+    if kind == "checkpoint":
+        assert_refused(run("verify", evil, lab["export"], "--data-dir", lab["data"], cwd=d), *refusal)
+    else:
+        assert_refused(run("verify", lab["ckpt"], evil, "--data-dir", lab["data"], cwd=d), "FAILED", *refusal)
+    if kind in ("checkpoint", "pt2-named-pt"):
+        r = run("export", evil, "--out-dir", d / "never", cwd=d)
+        assert_refused(r, "refuses to load" if kind == "checkpoint" else "is a torch.export program")
+        assert not (d / "never").exists()
+
+
+def test_hostile_state_dict_with_a_model_class_is_refused(lab):
+    d = lab["dir"]
+    (d / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n"
+                              "        super().__init__()\n        self.fc = nn.Linear(784, 10)\n"
+                              "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    r = run("export", lab["files"]["checkpoint"], "--model-class", "net.py:Net", "--out-dir", d / "never2", cwd=d)
+    assert_refused(r, "refuses to load", "posix.system")
+
+
+@pytest.mark.parametrize("kind", ["pt2", "ts", "checkpoint"])
+def test_hostile_archives_through_the_python_api(lab, kind):
+    from mnistkit.backends import create_backend
+    from mnistkit.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="refuses to load: .* calls posix.system"):
+        with create_backend(lab["files"][kind]):
+            pass
+
+
+def test_swapped_file_in_an_export_folder_is_noticed(lab, tmp_path):
+    folder = tmp_path / "export"
+    shutil.copytree(lab["export"], folder)
+    shutil.copy(lab["files"]["pt2"], folder / "model.pt2")  # the attack, under the exported name
+    hostile.nan_onnx(folder / "model.onnx")  # a different (valid) model, under the exported name
+    for args in (("predict", folder / "model.pt2", lab["image"]), ("predict", folder / "model.onnx", lab["image"]),
+                 ("verify", lab["ckpt"], folder, "--data-dir", lab["data"]),
+                 ("bench", folder, "--batch-sizes", "1", "--min-time", "0.05", "--out-dir", tmp_path / "b"),
+                 ("inspect", folder)):
+        r = run(*args, cwd=tmp_path)
+        assert_refused(r, "does not match", "manifest.json")
+        assert "expected" in r.err and "sha256" in r.err
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Bounded memory whatever a file claims
+
+
+def test_idx_gzip_bomb(lab, tmp_path):
+    bomb_dir = tmp_path / "bomb-data"
+    shutil.copytree(lab["data"], bomb_dir)
+    hostile.gzip_bomb(bomb_dir / "train-images-idx3-ubyte.gz")  # 2 MB, inflates to 2 GiB
+    r = run("train", "--data-dir", bomb_dir, "--epochs", "1", "--out", tmp_path / "x.pt", cwd=tmp_path)
+    assert_refused(r, "trailing bytes", "train-images-idx3-ubyte.gz")
+    assert r.peak_mb < BOMB_LIMIT_MB, r.peak_mb
+    assert not (tmp_path / "x.pt").exists()
+
+    r = run("predict", lab["export"] / "model.onnx", bomb_dir / "train-images-idx3-ubyte.gz", cwd=tmp_path)
+    assert_refused(r, "trailing bytes")
+    assert r.peak_mb < BOMB_LIMIT_MB, r.peak_mb
+
+    # verify imports torch (~0.9 GB of RSS on the CUDA build, mostly library pages): the bomb may
+    # cost no more than a clean run of the same command
+    clean = run("verify", lab["ckpt"], lab["export"] / "model.onnx", "--data-dir", lab["data"], cwd=tmp_path)
+    assert clean.rc == 0, str(clean)
+    hostile.gzip_bomb(bomb_dir / "t10k-images-idx3-ubyte.gz", declared=(128, 28, 28))
+    r = run("verify", lab["ckpt"], lab["export"] / "model.onnx", "--data-dir", bomb_dir, cwd=tmp_path)
+    assert_refused(r, "trailing bytes")
+    assert r.peak_mb < clean.peak_mb + 50, (r.peak_mb, clean.peak_mb)
+
+
+def test_idx_header_that_claims_too_much(lab, tmp_path):
+    p = hostile.gzip_bomb(tmp_path / "huge-idx3-ubyte.gz", declared=(60000, 28, 28 * 200), inflated=1 << 24)
+    r = run("predict", lab["export"] / "model.onnx", p, cwd=tmp_path)
+    assert_refused(r, "over the", "limit", "MNISTKIT_MAX_IDX_BYTES")
+    assert r.peak_mb < BOMB_LIMIT_MB
+
+
+@pytest.mark.parametrize("width, height, rows", [(30000, 30000, 4), (11000, 11000, None)])
+def test_pixel_bombs_are_refused_before_decoding(lab, tmp_path, width, height, rows):
+    p = hostile.png_bomb(tmp_path / "bomb.png", width, height, rows)
+    assert p.stat().st_size < 200_000  # 121 megapixels in ~120 KB
+    r = run("predict", lab["export"] / "model.onnx", p, cwd=tmp_path)
+    assert_refused(r, "megapixel limit", "bomb.png")
+    assert r.peak_mb < BOMB_LIMIT_MB, r.peak_mb
+
+
+def test_npy_whose_header_lies_about_its_size(lab, tmp_path):
+    import io
+
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": (10_000_000, 28, 28)})
+    (tmp_path / "lie.npy").write_bytes(buf.getvalue() + bytes(784))
+    r = run("predict", lab["export"] / "model.onnx", tmp_path / "lie.npy", cwd=tmp_path)
+    assert_refused(r, "header declares", "lie.npy")
+    assert r.peak_mb < BOMB_LIMIT_MB
+
+
+@pytest.mark.realdata
+def test_big_real_photos_still_work_in_bounded_memory(tmp_path, digits_export, mnist_sample_dir):
+    """4000x3000 JPEGs (phone photos of digits on paper) are decoded at a reduced scale: the answers are
+    those of the same photos at 1000x750, in bounded memory."""
+    import json
+
+    from PIL import Image
+
+    from mnistkit.data import load_split
+    from mnistkit.predict import predict
+
+    split = load_split("mnist", "test", mnist_sample_dir)
+    big, small = [], []
+    for i in range(6):
+        paper = np.full((3000, 4000), 235, np.uint8)
+        ink = np.asarray(Image.fromarray(255 - split.images[i]).resize((2000, 2000), Image.Resampling.BICUBIC))
+        paper[500:2500, 1000:3000] = np.minimum(paper[500:2500, 1000:3000], ink)
+        photo = Image.fromarray(paper).convert("RGB")
+        photo.save(tmp_path / f"photo{i}.jpg", quality=90)
+        photo.resize((1000, 750), Image.Resampling.LANCZOS).save(tmp_path / f"small{i}.png")
+        big.append(tmp_path / f"photo{i}.jpg")
+        small.append(tmp_path / f"small{i}.png")
+    r = run("predict", digits_export / "model.onnx", *big, "--json", cwd=tmp_path)
+    assert r.rc == 0, str(r)
+    assert r.peak_mb < BOMB_LIMIT_MB, r.peak_mb
+    got = [p["label"] for p in json.loads(r.out)["predictions"]]
+    expected = [p["label"] for p in predict(digits_export / "model.onnx", small)["predictions"]]
+    assert sum(g == e for g, e in zip(got, expected)) >= 5, (got, expected)
+    assert sum(g == str(t) for g, t in zip(got, split.labels[:6])) >= 4, (got, split.labels[:6])
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Outputs are checked
+
+
+def test_nan_outputs_never_become_an_answer(lab, tmp_path):
+    nan = hostile.nan_onnx(tmp_path / "nan.onnx")
+    r = run("predict", nan, lab["image"], "--json", cwd=tmp_path)
+    assert_refused(r, "not finite", "nan.onnx", "digit.png")
+    assert r.out == ""
+    assert_refused(run("verify", lab["ckpt"], nan, "--data-dir", lab["data"], cwd=tmp_path), "FAILED", "NaN")
+    r = run("bench", nan, lab["ckpt"], "--backends", "onnxruntime", "--batch-sizes", "1", "--min-time", "0.05",
+            "--data-dir", lab["data"], "--out-dir", tmp_path / "b", cwd=tmp_path)
+    assert_refused(r, "parity-failed")
+
+    from mnistkit.errors import InvalidInputError
+    from mnistkit.predict import predict
+
+    with pytest.raises(InvalidInputError, match="not finite"):
+        predict(nan, [lab["image"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Truncated and garbage files of every kind: exit 1, one line
+
+
+MODEL_KINDS = {"onnx": "model.onnx", "pt2": "model.pt2", "ts": "model.ts", "checkpoint": None}
+
+
+@pytest.mark.parametrize("kind", list(MODEL_KINDS))
+def test_truncated_models_everywhere(lab, tmp_path, kind):
+    src = lab["ckpt"] if MODEL_KINDS[kind] is None else lab["export"] / MODEL_KINDS[kind]
+    bad = hostile.truncated(src, tmp_path / f"cut-{src.name}")
+    assert_refused(run("predict", bad, lab["image"], cwd=tmp_path))
+    assert_refused(run("inspect", bad, cwd=tmp_path))
+    assert_refused(run("bench", bad, "--batch-sizes", "1", "--min-time", "0.05", "--out-dir", tmp_path / "b",
+                       cwd=tmp_path))
+    assert not (tmp_path / "b").exists()
+    if kind == "checkpoint":
+        assert_refused(run("verify", bad, lab["export"] / "model.onnx", "--data-dir", lab["data"], cwd=tmp_path))
+    else:
+        assert_refused(run("verify", lab["ckpt"], bad, "--data-dir", lab["data"], cwd=tmp_path), bad.name)
+
+
+def test_external_data_outside_the_folder(lab, tmp_path):
+    ext = hostile.external_data_onnx(tmp_path / "ext.onnx", "../../../../etc/passwd")
+    assert_refused(run("predict", ext, lab["image"], cwd=tmp_path), "escapes")
+    r = run("inspect", ext, cwd=tmp_path)  # inspect reads the graph, never the external weights
+    assert_clean(r)
+    assert r.rc == 0, str(r)
+    assert_refused(run("bench", ext, "--batch-sizes", "1", "--min-time", "0.05", "--out-dir", tmp_path / "b",
+                       cwd=tmp_path), "nothing could be timed")
+
+
+@pytest.mark.parametrize("name, head", [("garbage.onnx", b"\x08\x09"), ("garbage.pt", b"PK\x03\x04"),
+                                        ("garbage.bin", b"")])
+def test_garbage_models(lab, tmp_path, name, head):
+    bad = hostile.garbage(tmp_path / name, head=head)
+    assert_refused(run("predict", bad, lab["image"], cwd=tmp_path))
+    assert_refused(run("inspect", bad, cwd=tmp_path))
+
+
+@pytest.mark.parametrize("name", ["digit.png", "images-idx3-ubyte.gz", "digits.npy", "photo.jpg"])
+def test_truncated_and_garbage_inputs(lab, tmp_path, name):
+    from PIL import Image
+
+    from mnistkit.data import write_idx
+
+    good = tmp_path / f"good-{name}"
+    pixels = np.zeros((3, 28, 28), np.uint8)
+    pixels[:, 5:20, 10:15] = 200
+    if name.endswith(".png") or name.endswith(".jpg"):
+        Image.fromarray(np.kron(pixels[0], np.ones((8, 8), np.uint8))).save(good)
+    elif name.endswith(".gz"):
+        write_idx(good, pixels)
+    else:
+        np.save(good, pixels)
+    assert run("predict", lab["export"] / "model.onnx", good, cwd=tmp_path).rc == 0
+    for bad in (hostile.truncated(good, tmp_path / f"cut-{name}", 0.6), hostile.garbage(tmp_path / name, 3000)):
+        assert_refused(run("predict", lab["export"] / "model.onnx", bad, cwd=tmp_path), bad.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Images of every mode: by their real range
+
+
+def _modes_of(gray8: np.ndarray, folder: Path) -> dict[str, Path]:
+    """The same dark-on-light picture saved in every mode Pillow opens."""
+    from PIL import Image
+
+    base = Image.fromarray(gray8)
+    files = {}
+    files["L"] = folder / "L.png"
+    base.save(files["L"])
+    files["I;16"] = folder / "I16.png"
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(files["I;16"])  # a 16-bit scan of the same page
+    files["RGB"] = folder / "RGB.png"
+    base.convert("RGB").save(files["RGB"])
+    files["RGBA"] = folder / "RGBA.png"
+    base.convert("RGBA").save(files["RGBA"])
+    files["LA"] = folder / "LA.png"
+    base.convert("LA").save(files["LA"])
+    files["P"] = folder / "P.png"
+    base.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(files["P"])
+    files["1"] = folder / "one.png"
+    base.point(lambda v: 255 if v > 190 else 0).convert("1").save(files["1"])
+    files["CMYK"] = folder / "CMYK.jpg"
+    base.convert("CMYK").save(files["CMYK"], quality=95)
+    files["I"] = folder / "I.tif"
+    Image.fromarray(gray8.astype(np.int32) * 1000).save(files["I"])  # 32-bit integers, their own range
+    files["F"] = folder / "F.tif"
+    Image.fromarray(gray8.astype(np.float32) / 255).save(files["F"])  # floats in 0-1
+    return files
+
+
+@pytest.mark.realdata
+def test_every_image_mode_gives_the_same_answer(tmp_path, digits_export, mnist_sample_dir):
+    from PIL import Image
+
+    from mnistkit.data import load_split
+    from mnistkit.predict import predict
+
+    split = load_split("mnist", "test", mnist_sample_dir)
+    checked = 0
+    for i in range(6):
+        # a faint pencil digit on grey paper: ink 40 levels darker than the paper
+        ink = np.asarray(Image.fromarray(split.images[i]).resize((140, 140), Image.Resampling.BICUBIC), np.float32)
+        page = np.clip(200 - ink * (40 / 255), 0, 255).astype(np.uint8)
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        files = _modes_of(page, folder)
+        opened = {m: Image.open(f).mode for m, f in files.items()}
+        assert opened["I;16"].startswith("I;16") and opened["CMYK"] == "CMYK" and opened["F"] == "F"
+        result = predict(digits_export / "model.onnx", list(files.values()))["predictions"]
+        labels = {m: p["label"] for m, p in zip(files, result)}
+        # every mode that keeps the picture (all but "1", which binarizes it) gives the same answer
+        assert len({v for m, v in labels.items() if m != "1"}) == 1, labels
+        checked += labels["L"] == str(split.labels[i])
+    assert checked >= 4
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    """The audit's case: a faint 16-bit scan was clipped to white and refused as blank."""
+    from PIL import Image
+
+    from mnistkit.preprocess import load_inputs
+
+    page = np.full((60, 60), 52000, np.uint16)
+    page[15:45, 27:33] = 46000  # faint ink on a 16-bit page
+    Image.fromarray(page).save(tmp_path / "scan16.png")
+    Image.fromarray((page // 257).astype(np.uint8)).save(tmp_path / "scan8.png")
+    a = load_inputs(tmp_path / "scan16.png", "digits")[0].array
+    b = load_inputs(tmp_path / "scan8.png", "digits")[0].array
+    assert a.max() > 200 and np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Exit codes: one table
+
+
+def test_bench_exits_1_when_nothing_could_be_timed(lab, tmp_path):
+    if has_cuda():
+        pytest.skip("CUDA is usable here: the cuda rows would be timed")
+    out = tmp_path / "b"
+    r = run("bench", lab["export"] / "model.onnx", "--devices", "cuda", "--batch-sizes", "1", "--min-time", "0.05",
+            "--out-dir", out, cwd=tmp_path)
+    assert_refused(r, "nothing could be timed", "onnxruntime/cuda model.onnx (unavailable")
+    assert not out.exists()
+    r = run("bench", lab["export"] / "model.onnx", "--devices", "cpu,cuda", "--batch-sizes", "1", "--min-time", "0.05",
+            "--out-dir", out, cwd=tmp_path)
+    assert_refused(r, "1 requested case(s) could not be timed", "--allow-missing")
+    assert (out / "results.json").exists()  # what was timed is kept, and says what was not
+    r = run("bench", lab["export"] / "model.onnx", "--devices", "cpu,cuda", "--batch-sizes", "1", "--min-time", "0.05",
+            "--allow-missing", "--out-dir", out, "--json", cwd=tmp_path)
+    assert r.rc == 0 and r.err.strip() == "", str(r)
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated")])
+def test_signals_give_their_exit_codes(lab, tmp_path, signum, code, word):
+    ckpt = tmp_path / "long.pt"
+    r = run("train", "--data-dir", lab["data"], "--epochs", "100000", "--out", ckpt, "--json", cwd=tmp_path,
+            signal_after=(6.0, signum))
+    assert_clean(r)
+    assert r.rc == code, str(r)
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and word in lines[0], str(r)
+    from mnistkit.model import load_checkpoint
+
+    load_checkpoint(ckpt)  # the last completed epoch, intact
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".long.pt")] == []
+
+
+def test_no_colour_codes_off_a_terminal(lab, tmp_path):
+    r = run("predict", tmp_path / "missing.onnx", lab["image"], cwd=tmp_path,
+            env={"FORCE_COLOR": "1", "TERM": "xterm-256color", "CLICOLOR_FORCE": "1"})
+    assert_refused(r, "no such file")
+    assert "\x1b" not in r.err and "\x1b" not in r.out
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. serve-demo
+
+
+@pytest.mark.node
+def test_serve_demo_answers_malformed_paths_without_tracebacks(lab, capfd):
+    import http.client
+    import socket
+
+    from mnistkit.serve import WEB_DIR, serve_in_background
+
+    if not (WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists():
+        pytest.skip("the web example's vendor files are not installed (make setup)")
+    server, url = serve_in_background(lab["export"] / "app")
+    port = server.server_address[1]
+    try:
+        for path, status in (("/%00", 400), ("/%ff%fe", 400), ("/a%0Ab", 400), ("/no-such-file.js", 404),
+                             ("/../../etc/passwd", 404), ("/", 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            assert conn.getresponse().status == status, path
+            conn.close()
+        for _ in range(5):  # clients that hang up mid-response
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /vendor/ort-wasm-simd-threaded.wasm HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        time.sleep(0.5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
