@@ -582,9 +582,17 @@ def demo(out_dir, epochs):
 
 
 def _on_sigterm(signum, frame):
-    from .errors import Terminated
+    from .errors import Terminated, note_signal
 
+    note_signal(Terminated)
     raise Terminated()
+
+
+def _on_sigint(signum, frame):
+    from .errors import note_signal
+
+    note_signal(KeyboardInterrupt)
+    raise KeyboardInterrupt()
 
 
 def main() -> None:
@@ -594,6 +602,7 @@ def main() -> None:
     # "--- Logging error ---" dump: logging swallows its own errors.
     logging.raiseExceptions = False
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     from .errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 
     try:

@@ -61,7 +61,9 @@ def error_line(message: str) -> None:
 def _escape(text: str) -> str:
     from rich.markup import escape
 
-    return escape(str(text))
+    from .errors import strip_ansi
+
+    return escape(strip_ansi(str(text)))
 
 
 def _clean(obj):

@@ -63,13 +63,45 @@ class Terminated(BaseException):
     temporary files) runs exactly as for Ctrl-C. A BaseException: `except Exception` never swallows it."""
 
 
+_signalled: list[type[BaseException]] = []
+
+
+def note_signal(exc_type: type[BaseException]) -> None:
+    """Record that SIGINT/SIGTERM arrived (the CLI's handlers call this, then raise)."""
+    _signalled.append(exc_type)
+
+
+def raise_if_signalled() -> None:
+    """Raise the pending KeyboardInterrupt/Terminated again.
+
+    Libraries sometimes swallow the exception a signal handler raises (torch.onnx.export turns it
+    into an export failure and carries on): long operations call this at their commit points, so a
+    signal always stops them before anything is published.
+    """
+    if _signalled:
+        raise _signalled[0]()
+
+
 # The exit codes of every command (the README's table).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
 
+_ANSI = None
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal escape sequences (torch's exporter colours its messages)."""
+    global _ANSI
+    if _ANSI is None:
+        import re
+
+        _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+    return _ANSI.sub("", text)
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's first non-empty line (or its class name), for one-line messages."""
-    for line in str(exc).strip().splitlines():
+    for line in strip_ansi(str(exc)).strip().splitlines():
         if line.strip():
             return line.strip()[:limit]
     return exc.__class__.__name__

@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from .artifacts import DEFAULT_LABELS, MANIFEST_FORMAT, METADATA_FILE, to_onnx_props
 from .compare import Comparison, compare, tolerance_for
-from .errors import CheckpointError, ExportError, InvalidInputError, first_line
+from .errors import CheckpointError, ExportError, InvalidInputError, first_line, raise_if_signalled
 from .environment import library_versions
 from .fileio import atomic_write_json, check_writable_dir, replace_dir, sha256_file, staging_dir
 
@@ -887,6 +887,8 @@ def export_model(
                     tmp.unlink(missing_ok=True)  # a failing artifact never appears under its final name
                     continue
             entries.append(entry)
+            raise_if_signalled()  # a library may have swallowed the signal's exception
+        raise_if_signalled()
         for leftover in staging.glob(".base-*"):
             leftover.unlink()
         kept = _carry_over(previous, out_dir, staging, src, {e["format"] for e in entries}, log)
@@ -899,6 +901,7 @@ def export_model(
             if app_entry is not None and (set(FORMATS) <= set(names) or had_bundle):
                 _write_app_bundle(staging, staging / app_entry["file"], src, app_entry)
                 bundle = out_dir / "app"
+            raise_if_signalled()  # the commit point: after it, out_dir is the new export
             replace_dir(staging, out_dir)
         entries = kept + entries if kept else entries
     finally:

@@ -178,8 +178,9 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
             recorded = recorded_format(path, kind)
             for name in backends_for(kind):
                 if backends and name not in backends:
-                    report.not_run.append(f"{path.name} ({kind}) runs on {', '.join(backends_for(kind))}, "
-                                          f"not on --backends {','.join(backends)}")
+                    if path != Path(checkpoint):
+                            report.not_run.append(f"{path.name} ({kind}) runs on {', '.join(backends_for(kind))}, "
+                                              f"not on --backends {','.join(backends)}")
                     continue
                 spec = BACKENDS[name]
                 for device in devices:
@@ -250,23 +251,34 @@ def _save_outputs(path, report: VerifyReport, reference, images, saved) -> None:
 def _load_outputs(path, reference, images, labels) -> list[PairResult]:
     path = Path(path)
     try:
+        import zipfile
+
+        with zipfile.ZipFile(path) as zf:  # members are read whole: bound what they may claim
+            big = [i.filename for i in zf.infolist() if i.file_size > 1 << 28]
+        if big:
+            raise ValueError(f"member {big[0]} claims more than 256 MiB")
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(bytes(z["header"]).decode())
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError) as exc:
-        raise InvalidInputError(f"--load-outputs {path}: not a mnistkit outputs file ({exc})") from None
-    if header.get("format") != "mnistkit-outputs":
+    except (OSError, ValueError, KeyError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
+        raise InvalidInputError(f"--load-outputs {path}: not a mnistkit outputs file ({first_line(exc, 160)})") from None
+    if not isinstance(header, dict) or header.get("format") != "mnistkit-outputs":
         raise InvalidInputError(f"--load-outputs {path}: not a mnistkit outputs file")
-    if header["images_sha"] != _images_fingerprint(images):
-        raise InvalidInputError(
-            f"--load-outputs {path}: saved for {header['images']} {header['dataset']} images that differ from "
-            f"this run's {len(images)}; use the same --dataset and --limit")
-    origin = header.get("machine", "another machine")
-    pairs = []
-    for entry in header["pairs"]:
-        logits = arrays[f"pair_{entry['key']}"]
-        m = len(logits)
-        comparison = compare(reference[:m], logits, tolerance_for(entry["format"], entry["device"]), labels[:m])
-        pairs.append(PairResult(entry["artifact"], entry["format"], entry["backend"], entry["device"],
-                                entry.get("provider"), m, comparison, origin=f"loaded from {origin}"))
+    try:
+        if header["images_sha"] != _images_fingerprint(images):
+            raise InvalidInputError(
+                f"--load-outputs {path}: saved for {header['images']} {header['dataset']} images that differ from "
+                f"this run's {len(images)}; use the same --dataset and --limit")
+        origin = header.get("machine", "another machine")
+        pairs = []
+        for entry in header["pairs"]:
+            logits = arrays[f"pair_{entry['key']}"]
+            m = len(logits)
+            if logits.ndim != 2 or m > len(reference):
+                raise ValueError(f"pair {entry['key']}: logits {list(logits.shape)} do not fit {len(reference)} images")
+            comparison = compare(reference[:m], logits, tolerance_for(entry["format"], entry["device"]), labels[:m])
+            pairs.append(PairResult(entry["artifact"], entry["format"], entry["backend"], entry["device"],
+                                    entry.get("provider"), m, comparison, origin=f"loaded from {origin}"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidInputError(f"--load-outputs {path}: malformed outputs file ({first_line(exc, 160)})") from None
     return pairs

@@ -183,3 +183,26 @@ def test_verify_full_fashion_test_set(fashion_ckpt, fashion_export):
         assert by[key].images == 10000
     assert by[("onnx-reference", "onnx")].images == 500  # the slow one runs a subset
     assert by[("torchscript", "torchscript")].passed and by[("exported-program", "exported-program")].passed
+
+
+def test_another_checkpoint_is_compared_not_skipped(tiny_ckpt, tiny_cnn_ckpt, tiny_data, tmp_path):
+    """`verify CKPT OTHER.pt` compares the two models (it used to say only "nothing was compared")."""
+    import shutil
+
+    same = tmp_path / "copy.pt"
+    shutil.copy(tiny_ckpt, same)
+    report = verify(tiny_ckpt, [same], data_dir=tiny_data)
+    assert report.passed and [p.backend for p in report.pairs] == ["pytorch"]
+    assert report.pairs[0].comparison.max_abs == 0
+    other = verify(tiny_ckpt, [tiny_cnn_ckpt], data_dir=tiny_data)
+    assert not other.passed and other.pairs[0].comparison is not None
+    assert "max_abs" in other.verdict()
+
+
+def test_nothing_compared_says_why(tiny_ckpt, tiny_export, tiny_data):
+    report = verify(tiny_ckpt, [tiny_export / "model.ts"], backends=["onnxruntime"], data_dir=tiny_data)
+    assert not report.passed
+    assert report.verdict().startswith("FAILED | 0 pairs | nothing was compared: model.ts (torchscript) runs on "
+                                       "torchscript, not on --backends onnxruntime")
+    alone = verify(tiny_ckpt, [tiny_ckpt], data_dir=tiny_data)
+    assert "no artifact given besides the reference" in alone.verdict()
