@@ -174,30 +174,29 @@ class Target:
 
 
 def resolve_targets(models) -> tuple[list[Target], Path | None]:
-    """MODEL arguments -> artifact files: checkpoints, export folders (their manifest), artifacts."""
+    """MODEL arguments -> (artifact files, what names the PyTorch reference: a checkpoint or an export folder).
+
+    Export folders are expanded through their manifest, every file checked against its sha256.
+    """
+    from .artifacts import manifest_artifacts
+
     targets: list[Target] = []
-    checkpoint: Path | None = None
+    reference: Path | None = None
     for m in models:
         p = Path(m)
         if p.is_dir() or p.name == "manifest.json":
             folder = p if p.is_dir() else p.parent
             manifest = read_manifest(p)
-            src = manifest.get("source", {})
-            if src.get("kind") == "checkpoint" and src.get("path") and Path(src["path"]).exists():
-                checkpoint = checkpoint or Path(src["path"])
-            for entry in manifest["artifacts"]:
-                f = folder / entry["file"]
+            if reference is None and (manifest.get("source") or {}).get("kind") in ("checkpoint", "state_dict"):
+                reference = folder
+            for f in manifest_artifacts(p):
                 targets.append(Target(f, detect_kind(f), None))
         else:
             kind = detect_kind(p)
-            if kind == "checkpoint":
-                checkpoint = checkpoint or p
+            if kind == "checkpoint" and (reference is None or reference.is_dir()):
+                reference = p
             targets.append(Target(p, kind, None))
-    if checkpoint is not None and not any(t.path == checkpoint for t in targets):
-        targets.insert(0, Target(checkpoint, "checkpoint", None))
-    for t in targets:
-        t.checkpoint = checkpoint
-    return targets, checkpoint
+    return targets, reference
 
 
 def flops_per_image(onnx_path: Path) -> int | None:
@@ -294,13 +293,32 @@ class BareSession:
 
         self.threads = threads or default_threads()
         self.sess = ort.InferenceSession(str(path), session_options(self.threads), providers=["CPUExecutionProvider"])
-        self.input = self.sess.get_inputs()[0].name
+        inp = self.sess.get_inputs()[0]
+        self.input = inp.name
+        self.shape = [d if isinstance(d, int) and d > 0 else -1 for d in inp.shape]
+        self.fixed = self.shape[0] if self.shape and self.shape[0] > 0 else None
         outs = [o.name for o in self.sess.get_outputs()]
         self.outputs = ["logits"] if "logits" in outs else outs[:1]
 
     def call_for(self, x: np.ndarray) -> Callable[[], object]:
-        run, outs, feed = self.sess.run, self.outputs, {self.input: x}
-        return lambda: run(outs, feed)
+        """A call as a user of the bare session would write it: reshaped to the model's input rank and, for a
+        fixed-batch model, split into batches of its size (the last padded) exactly as the backend does."""
+        run, outs = self.sess.run, self.outputs
+        if len(self.shape) != x.ndim:
+            x = x.reshape([len(x), *self.shape[1:]])
+        fixed = self.fixed
+        if fixed is None or len(x) == fixed:
+            feed = {self.input: x}
+            return lambda: run(outs, feed)
+        pad = (-len(x)) % fixed
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        feeds = [{self.input: x[i:i + fixed]} for i in range(0, len(x), fixed)]
+
+        def split_call():
+            return [run(outs, feed)[0] for feed in feeds]
+
+        return split_call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,29 +370,43 @@ def _samples_field(seconds: np.ndarray) -> list[float]:
 
 def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset: str | None = None,
               progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] | None = None,
-              extra_env: dict | None = None) -> BenchReport:
-    """Benchmark every artifact of `models` on every backend that opens it."""
+              extra_env: dict | None = None, model_class: str | None = None, labels=None, mean=None,
+              std=None) -> BenchReport:
+    """Benchmark every artifact of `models` on every backend that opens it.
+
+    The parity reference is the checkpoint among `models` (a state_dict with `model_class`), or the
+    source an export folder's manifest records (checked by sha256).
+    """
     from .environment import fingerprint
     from .exporter import validation_images
 
     config = config or BenchConfig()
     config.validate()
     log = log or (lambda m: None)
-    targets, checkpoint = resolve_targets(models)
+    targets, ref_arg = resolve_targets(models)
     if not targets:
         raise InvalidInputError("nothing to benchmark: pass a checkpoint, an export folder or artifacts")
+    if model_class is not None and (ref_arg is None or ref_arg.is_dir()):
+        raise InvalidInputError("--model-class names the class of a state_dict: pass that file among MODEL")
 
     # reference logits for the parity gate (real test images where available)
-    ref_meta = {}
-    reference = None
-    if checkpoint is not None:
-        from .model import load_checkpoint
+    ref_meta: dict = {}
+    reference = src = checkpoint = None
+    if ref_arg is not None:
+        from .source import data_for, reference_for
 
-        ref_meta = load_checkpoint(checkpoint).meta
+        src, checkpoint, _ = reference_for(ref_arg, model_class if ref_arg.is_file() else None, labels, mean, std,
+                                           log=log)
+        ref_meta = src.meta
+        data_dir = data_for(src, data_dir, log)
+        if not any(t.path.resolve() == checkpoint.resolve() for t in targets):
+            targets.insert(0, Target(checkpoint, "checkpoint", None))
+    for t in targets:
+        t.checkpoint = checkpoint
     images, _, data_desc = validation_images({"dataset": dataset or ref_meta.get("dataset")}, data_dir,
                                              PARITY_IMAGES, None)
     if checkpoint is not None:
-        with create_backend(checkpoint, "pytorch", "cpu") as ref:
+        with create_backend(checkpoint, "pytorch", "cpu", kind="checkpoint", source=src) as ref:
             reference = ref.run(images)
 
     # the cases
@@ -419,7 +451,8 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
     probes: dict[int, MatMulProbe] = {}
     for (t, name, device, mode, threads) in cases:
         label = f"{name}/{device} {t.path.name}"
-        options = {}
+        is_reference = checkpoint is not None and t.path.resolve() == checkpoint.resolve()
+        options = {"source": src} if name == "pytorch" and is_reference else {}
         try:
             t0 = time.perf_counter()
             backend = create_backend(t.path, name, device, kind=t.kind, threads=threads, **options)
@@ -498,6 +531,8 @@ def _bench_case(report, config, t, name, device, mode, threads, backend, load_ms
             extra: dict = {"load_ms": load_ms, "first_ms": first_ms, "bytes": t.path.stat().st_size,
                            "accuracy": info.metadata.get("test_accuracy"),
                            "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement}}
+            if info.fixed_batch and b != info.fixed_batch:  # a fixed-batch model runs a batch as several calls
+                extra["split"] = f"{math.ceil(b / info.fixed_batch)} × batch {info.fixed_batch}"
             modes_here = [mode]
             if mode == "device" and device == "cuda" and name in ("pytorch", "torchscript"):
                 modes_here.append("device+graph")
@@ -525,6 +560,7 @@ def _bench_case(report, config, t, name, device, mode, threads, backend, load_ms
                         extra_b.update(roofline_fraction=fractions["ours"], matmul_gflops=mm["gflops"])
                     bare_row = _row(t, fmt, "onnxruntime-bare", "cpu", "CPUExecutionProvider", m, b, eff_threads,
                                     "ok", baseline=True, bytes=extra["bytes"], accuracy=extra["accuracy"],
+                                    **({"split": extra["split"]} if "split" in extra else {}),
                                     **_stats_fields(s_bare, b))
                     if fractions:
                         bare_row.update(roofline_fraction=fractions["bare"], matmul_gflops=extra_b["matmul_gflops"])

@@ -89,6 +89,19 @@ def json_option(f):
                         help="Print exactly one JSON object on stdout, nothing else.")(f)
 
 
+def model_class_options(f):
+    """--model-class and the facts a user's script may not say (export, verify and bench share them)."""
+    f = click.option("--std", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Normalization std (with --model-class) [default: the script's Normalize(...), else 1].")(f)
+    f = click.option("--mean", type=float, default=None,
+                     help="Normalization mean (with --model-class) [default: the script's Normalize(...), else 0].")(f)
+    f = click.option("--labels", default=None, help="Comma-separated class labels (with --model-class) [default: 0-9].")(f)
+    f = click.option("--model-class", default=None, metavar="FILE.py:CLASS",
+                     help="The class a bare state_dict was saved from (FILE.py:Net is read, not run; "
+                          "or package.module:Net).")(f)
+    return f
+
+
 def dataset_options(f):
     f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
                      help="Folder with the four IDX files (flat, or torchvision's <Class>/raw layout).")(f)
@@ -186,12 +199,7 @@ def _csv(kind):
 @click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True,
               help=f"ONNX opset, {OPSET_RANGE[0]}-{OPSET_RANGE[1]}; the written opset is checked.")
 @click.option("--no-validate", is_flag=True, help="Skip running each artifact against PyTorch on test images.")
-@click.option("--model-class", default=None, metavar="FILE.py:CLASS",
-              help="Export a bare state_dict through your class (FILE.py:Net or package.module:Net).")
-@click.option("--labels", default=None, help="Comma-separated class labels (with --model-class) [default: 0-9].")
-@click.option("--mean", type=float, default=None, help="Normalization mean (with --model-class) [default: 0].")
-@click.option("--std", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Normalization std (with --model-class) [default: 1, i.e. ToTensor's pixels/255].")
+@model_class_options
 @click.option("--recipe", type=click.Choice(("digits", "objects")), default=None,
               help="Preprocessing recipe recorded for apps (with --model-class) [default: the dataset's].")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
@@ -292,8 +300,9 @@ def predict(model, inputs, backend, device, allow_fallback, top_k, threads, as_j
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("checkpoint", type=click.Path(path_type=str))
 @click.argument("artifacts", nargs=-1, type=click.Path(path_type=str))
+@model_class_options
 @click.option("--backends", callback=_csv(tuple(BACKENDS)), default=None,
               help=f"Comma-separated subset of {', '.join(BACKENDS)} [default: all that open each artifact].")
 @click.option("--devices", callback=_csv(DEVICES), default=None,
@@ -308,18 +317,23 @@ def predict(model, inputs, backend, device, allow_fallback, top_k, threads, as_j
 @click.option("--load-outputs", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Compare logits saved on another machine (e.g. a GPU box) against this reference.")
 @json_option
-def verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, allow_fallback, save_outputs,
-           load_outputs, as_json):
+def verify(checkpoint, artifacts, model_class, labels, mean, std, backends, devices, dataset, data_dir, limit,
+           allow_fallback, save_outputs, load_outputs, as_json):
     """Prove every runtime gives PyTorch's answers on the real test split.
 
+    CHECKPOINT is the reference: a mnistkit checkpoint, your state_dict with --model-class, or an
+    export folder (its manifest names the checkpoint and class it came from, checked by sha256).
     Runs every backend x device x artifact (files, or export folders with a manifest) and compares
     each with PyTorch eager on CPU: max abs/rel and mean abs difference, top-1 agreement, accuracy
-    and its delta, and the smallest tolerance that would have passed. Without ARTIFACTS, exports
-    every format to a temporary folder first. Exit 1 if any pair fails.
+    and its delta, and the smallest tolerance that would have passed. Without ARTIFACTS, verifies
+    the export folder given as CHECKPOINT, or exports every format to a temporary folder first.
+    Exit 1 if any pair fails.
 
     \b
     Examples:
       mnistkit verify models/mlp-fashion-mnist.pt models/mlp-fashion-mnist/
+      mnistkit verify models/cnn/                                               # an export of your model
+      mnistkit verify cnn.pth export/ --model-class main.py:Net
       mnistkit verify ckpt.pt model.onnx --devices cuda --save-outputs gpu.npz   # on the GPU box
       mnistkit verify ckpt.pt --load-outputs gpu.npz                            # on a CPU box
     """
@@ -331,7 +345,8 @@ def verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, a
     from .verify import verify as run_verify
 
     report = run_verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, save_outputs,
-                        load_outputs, allow_fallback, log=None if as_json else note)
+                        load_outputs, allow_fallback, log=None if as_json else note, model_class=model_class,
+                        mean=mean, std=std, labels=labels.split(",") if labels else None)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -425,6 +440,7 @@ def _ints(ctx, param, value):
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@model_class_options
 @click.option("--backends", callback=_csv(tuple(BACKENDS)), default=None,
               help="Comma-separated backends [default: every backend that opens each artifact, except the slow "
                    "onnx-reference].")
@@ -447,11 +463,12 @@ def _ints(ctx, param, value):
 @click.option("--allow-missing", is_flag=True,
               help="Exit 0 even when a requested runtime or device is not available here (its rows say so).")
 @json_option
-def bench(models, backends, devices, batch_sizes, threads, modes, warmup, min_time, min_reps, no_baselines,
-          dataset, data_dir, out_dir, allow_missing, as_json):
+def bench(models, model_class, labels, mean, std, backends, devices, batch_sizes, threads, modes, warmup, min_time,
+          min_reps, no_baselines, dataset, data_dir, out_dir, allow_missing, as_json):
     """Benchmark latency and throughput of every artifact on every runtime, side by side.
 
-    MODEL: a checkpoint, an export folder (its manifest) or artifact files. Each case is
+    MODEL: a checkpoint (your state_dict with --model-class), an export folder (its manifest, which
+    also names the checkpoint parity is checked against) or artifact files. Each case is
     parity-checked first, warmed up, then timed call by call: p50/p90/p99/p99.9, mean, stdev,
     throughput, load and first-inference time. Baselines from the same run: a bare
     onnxruntime session (overhead ratio) and ONNX Runtime's MatMul rate (roofline fraction).
@@ -479,7 +496,8 @@ def bench(models, backends, devices, batch_sizes, threads, modes, warmup, min_ti
 
     with BenchProgress(enabled=not as_json) as progress:
         report = run_bench(models, config, data_dir=data_dir, dataset=dataset, progress=progress.update,
-                           log=None if as_json else note)
+                           log=None if as_json else note, model_class=model_class,
+                           labels=labels.split(",") if labels else None, mean=mean, std=std)
     obj = report.to_json()
     if not any(r.get("status") == "ok" for r in obj["results"]):
         check_complete(obj["results"])  # nothing timed: say why, write nothing

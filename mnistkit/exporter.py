@@ -14,21 +14,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from . import __version__
-from .artifacts import DEFAULT_LABELS, MANIFEST_FORMAT, METADATA_FILE, to_onnx_props
+from .artifacts import MANIFEST_FORMAT, METADATA_FILE, to_onnx_props
 from .compare import Comparison, compare, tolerance_for
-from .errors import CheckpointError, ExportError, InvalidInputError, first_line, raise_if_signalled
+from .errors import ExportError, InvalidInputError, first_line, raise_if_signalled
 from .environment import library_versions
 from .fileio import atomic_write_json, check_writable_dir, replace_dir, sha256_file, staging_dir
+from .source import EXAMPLE_BATCH, Source, data_for, load_source
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,6 @@ FORMAT_CHOICES = (*FORMATS, "all")
 OPSET_RANGE = (17, 26)
 DEFAULT_OPSET = 18
 ONNX_CHECK_BATCHES = (1, 3, 64, 1000)  # the dynamic batch axis is proven at these sizes
-EXAMPLE_BATCH = 2  # >= 2: a batch-1 example can bake the batch size into the graph
 VALIDATION_FALLBACK_IMAGES = 1000
 
 TORCHSCRIPT_NOTE = ("TorchScript is deprecated upstream in favour of torch.export (model.pt2); "
@@ -147,168 +146,6 @@ class ExportResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sources: a mnistkit checkpoint, a bare state_dict + class, or a live nn.Module
-
-
-@dataclass
-class Source:
-    module: Any  # torch.nn.Module in eval mode, on the CPU
-    meta: dict  # the metadata every artifact records
-    description: dict  # what it came from (manifest "source")
-    default_out: Path
-
-
-def import_model_class(spec: str):
-    """Import 'path/to/file.py:Name' or 'package.module:Name'. Raises InvalidInputError."""
-    import importlib
-
-    if ":" not in spec:
-        raise InvalidInputError(f"--model-class {spec!r}: expected FILE.py:Class or package.module:Class")
-    where, name = spec.rsplit(":", 1)
-    try:
-        if where.endswith(".py") or "/" in where or "\\" in where:
-            path = Path(where)
-            if not path.is_file():
-                raise InvalidInputError(f"--model-class {spec!r}: {path} is not a file")
-            mod_name = f"_mnistkit_user_{path.stem}"
-            spec_obj = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(spec_obj)
-            sys.modules[mod_name] = module
-            # A tutorial script trains at import time unless guarded by `if __name__ == "__main__"`;
-            # that guard holds here because the module is not run as __main__.
-            spec_obj.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except InvalidInputError:
-        raise
-    except Exception as exc:
-        raise InvalidInputError(f"--model-class {spec!r}: importing {where} failed: "
-                                f"{exc.__class__.__name__}: {exc}") from None
-    cls = getattr(module, name, None)
-    if cls is None:
-        raise InvalidInputError(f"--model-class {spec!r}: {where} defines no {name!r}")
-    return cls
-
-
-def _state_dict_mismatch(model, state_dict: dict, limit: int = 3) -> str | None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k} {list(state_dict[k].shape)} vs model {list(own[k].shape)}"
-              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"missing {', '.join(missing[:limit])}" + (" ..." if len(missing) > limit else ""))
-    if unexpected:
-        parts.append(f"unexpected {', '.join(unexpected[:limit])}" + (" ..." if len(unexpected) > limit else ""))
-    if shapes:
-        parts.append(f"shape {', '.join(shapes[:limit])}" + (" ..." if len(shapes) > limit else ""))
-    return "; ".join(parts) or None
-
-
-def _user_meta(labels, mean, std, recipe, dataset, num_classes) -> dict:
-    labels = list(labels) if labels else (DEFAULT_LABELS if num_classes == 10 else [str(i) for i in range(num_classes)])
-    if len(labels) != num_classes:
-        raise InvalidInputError(f"--labels: {len(labels)} labels given but the model has {num_classes} outputs")
-    if std is not None and std <= 0:
-        raise InvalidInputError(f"--std {std}: expected > 0")
-    return {
-        "arch": None,
-        "dataset": dataset,
-        "labels": [str(x) for x in labels],
-        # the tutorial's transforms.ToTensor(): pixels / 255, no mean/std, unless flags say otherwise
-        "normalization": {"mean": [float(mean or 0.0)], "std": [float(std if std is not None else 1.0)]},
-        "preprocess": recipe or "digits",
-        "test_accuracy": None,
-    }
-
-
-def _probe_module(module, where: str) -> int:
-    """Run the module on a [2,1,28,28] batch; return C. Raises InvalidInputError if it does not fit."""
-    import torch
-
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros(EXAMPLE_BATCH, 1, 28, 28))
-    except Exception as exc:
-        raise InvalidInputError(f"{where}: the model does not accept float [N,1,28,28] input "
-                                f"({exc.__class__.__name__}: {str(exc)[:160]})") from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != EXAMPLE_BATCH:
-        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InvalidInputError(f"{where}: the model maps [N,1,28,28] to {shape}; expected [N,C] logits")
-    return int(out.shape[1])
-
-
-def load_source(source, model_class=None, labels=None, mean=None, std=None, recipe=None,
-                dataset=None) -> Source:
-    import torch
-
-    from .model import load_checkpoint
-
-    if isinstance(source, torch.nn.Module):
-        module = source.eval().cpu()
-        c = _probe_module(module, type(source).__name__)
-        meta = _user_meta(labels, mean, std, recipe, dataset, c)
-        meta["arch"] = type(source).__name__
-        return Source(module, meta, {"kind": "module", "class": type(source).__qualname__},
-                      Path("models") / "export")
-
-    path = Path(source)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, expected a checkpoint or state_dict file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file, expected a checkpoint or state_dict")
-    sha = sha256_file(path)
-    default_out = path.parent / path.stem if path.parent.name == "models" else Path("models") / path.stem
-
-    if model_class is None:
-        ckpt = load_checkpoint(path)  # clear error, with the --model-class hint, for a bare state_dict
-        meta = {k: ckpt.meta.get(k) for k in
-                ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "test_accuracy")}
-        module = ckpt.build()
-        defaults = _user_meta(None, None, None, None, None, _probe_module(module, str(path)))
-        meta = {k: v if v is not None else defaults.get(k) for k, v in meta.items()}
-        return Source(module, meta, {"kind": "checkpoint", "path": str(path), "sha256": sha}, default_out)
-
-    from .errors import ArtifactError
-    from .safeload import check_archive
-
-    try:
-        check_archive(path)
-    except ArtifactError as exc:
-        raise CheckpointError(str(exc)) from None
-    cls = import_model_class(model_class)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = first_line(exc)
-        raise CheckpointError(f"{path}: not a loadable state_dict ({first[:160]})") from None
-    if isinstance(state, dict) and "mnistkit" in state and "state_dict" in state:
-        state = state["state_dict"]  # a mnistkit checkpoint exported through a user's class
-    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found a {type(state).__name__}")
-    try:
-        model = cls()
-    except Exception as exc:
-        raise InvalidInputError(f"--model-class {model_class}: {cls.__name__}() failed: "
-                                f"{exc.__class__.__name__}: {exc}") from None
-    mismatch = _state_dict_mismatch(model, state)
-    if mismatch:
-        raise CheckpointError(f"{path}: state_dict does not fit {cls.__name__}: {mismatch}")
-    model.load_state_dict(state)
-    model.eval()
-    c = _probe_module(model, f"--model-class {model_class}")
-    meta = _user_meta(labels, mean, std, recipe, dataset, c)
-    meta["arch"] = cls.__name__
-    return Source(model, meta, {"kind": "state_dict", "path": str(path), "sha256": sha,
-                                "model_class": model_class}, default_out)
-
-
-# ---------------------------------------------------------------------------------------------
 # Writers: one function per format, each writing `tmp` and returning facts for the manifest
 
 
@@ -339,6 +176,7 @@ def _common_meta(src: Source, fmt: FormatSpec) -> dict:
         "dataset": src.meta.get("dataset"),
         "labels": src.meta["labels"],
         "normalization": src.meta["normalization"],
+        "normalization_source": src.meta.get("normalization_source"),
         "preprocess": src.meta["preprocess"],
         "input": (
             {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28], "layout": "NHW", "range": [0, 255]}
@@ -713,6 +551,7 @@ def _manifest(src: Source, artifacts: list[dict]) -> dict:
         "dataset": src.meta.get("dataset"),
         "labels": src.meta["labels"],
         "normalization": src.meta["normalization"],
+        "normalization_source": src.meta.get("normalization_source"),
         "preprocess": src.meta["preprocess"],
         "test_accuracy": src.meta.get("test_accuracy"),
         "versions": library_versions(),
@@ -834,7 +673,8 @@ def export_model(
         if labels is None and model_class is not None:
             labels = list(spec.labels)
         recipe = recipe or spec.recipe
-    src = load_source(source, model_class, labels, mean, std, recipe, dataset)
+    src = load_source(source, model_class, labels, mean, std, recipe, dataset, data_dir, log)
+    data_dir = data_for(src, data_dir, log)
     if out_dir is None:  # the default folder (models/<stem>/) is ours to create
         out_dir = src.default_out
         try:
@@ -850,6 +690,12 @@ def export_model(
         images, labels_arr, data_desc = validation_images(src.meta, data_dir, validation_limit, log)
         norm = src.meta["normalization"]
         reference = reference_logits(src.module, images, norm["mean"][0], norm["std"][0])
+        if src.meta.get("test_accuracy") is None and labels_arr is not None:  # a user's model: measure it
+            src.meta["test_accuracy"] = float((reference.argmax(1) == labels_arr).mean())
+            src.meta["test_accuracy_measured_on"] = data_desc
+    if src.description.get("kind") in ("checkpoint", "state_dict"):
+        src.description["dataset"] = src.meta.get("dataset")
+        src.description["data_dir"] = str(Path(data_dir).resolve()) if data_dir else None
 
     # The new folder is built whole in staging and swapped in at the end: after any export (done,
     # failed, interrupted, killed) out_dir is entirely the old export or entirely the new one.

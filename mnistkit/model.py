@@ -120,25 +120,33 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> Pa
 
 
 BARE_STATE_DICT_HINT = (
-    "it looks like a bare state_dict; export it with "
-    "`mnistkit export FILE --model-class your_script.py:Net` (see `mnistkit export --help`)"
+    "it looks like a bare state_dict; name the class it was saved from with "
+    "--model-class your_script.py:Net (export, verify and bench take it; e.g. "
+    "`mnistkit export FILE --model-class your_script.py:Net`)"
 )
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Checkpoint:
     """Load a mnistkit checkpoint with torch.load(weights_only=True): no pickled code runs.
 
+    `data`: the file's bytes, already read (the exporter hashes exactly what it loads).
     Raises CheckpointError for a missing, empty, truncated or foreign file, naming what it found.
     """
+    import io
+
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
-    if path.stat().st_size == 0:
+    if data is None:
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such file")
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: empty file, expected a mnistkit checkpoint")
+        data = path.read_bytes()
+    if not data:
         raise CheckpointError(f"{path}: empty file, expected a mnistkit checkpoint")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
+    if data[:2] == b"PK" and zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
         if any("/code/" in n for n in names):
             raise CheckpointError(f"{path}: is a TorchScript archive, not a mnistkit checkpoint")
@@ -148,13 +156,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     from .safeload import check_archive
 
     try:  # the loading gate first: one clear line naming the entry and the global it asks for
-        check_archive(path)
+        check_archive(None, str(path), _data=data)
     except ArtifactError as exc:
         raise CheckpointError(str(exc)) from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = first_line(exc)
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
@@ -165,8 +173,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: not a PyTorch file ({first[:120]})") from None
     except Exception as exc:  # torch.load raises many types on bad bytes (KeyError, RuntimeError, ...)
         first = first_line(exc)
-        with open(path, "rb") as f:
-            looks_zip = f.read(2) == b"PK"  # a torch.save zip whose end (central directory) is missing
+        looks_zip = data[:2] == b"PK"  # a torch.save zip whose end (central directory) is missing
         if looks_zip or isinstance(exc, (RuntimeError, EOFError)):
             raise CheckpointError(f"{path}: corrupt or truncated PyTorch file ({first[:120]})") from None
         raise CheckpointError(f"{path}: not a PyTorch file ({type(exc).__name__}: {first[:100]})") from None

@@ -243,8 +243,9 @@ def markdown_report(reports: list[dict], plots: dict | None = None, title: str =
             continue
         rf = f"{r['roofline_fraction']:.2f}" if r.get("roofline_fraction") else "-"
         warn = " ⚠ " + "; ".join(r["warnings"]) if r.get("warnings") else ""
+        batch = f"{r['batch_size']} (split: {r['split']})" if r.get("split") else r["batch_size"]
         lines.append(f"| {r['machine']} | {Path(r['artifact']).name} | {r['backend']} | {r['device']} | "
-                     f"{r.get('provider') or '-'} | {r.get('mode')} | {r.get('threads')} | {r['batch_size']} | "
+                     f"{r.get('provider') or '-'} | {r.get('mode')} | {r.get('threads')} | {batch} | "
                      f"{fmt_num(r['p50_ms'])} | {fmt_num(r['p90_ms'])} | {fmt_num(r['p99_ms'])} | "
                      f"{fmt_num(r['p999_ms'])} | {fmt_num(r['mean_ms'])} | {r['cv']:.2f} | "
                      f"{fmt_num(r['throughput_per_s'])} | {rf} | ok{warn} |")

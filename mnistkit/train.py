@@ -222,6 +222,8 @@ def train(config: TrainConfig, callback: Callback | None = None, log: Callable[[
         "preprocess": spec.recipe,
         "input": {"name": "input", "dtype": "float32", "shape": ["N", 1, 28, 28], "layout": "NCHW"},
         "seed": config.seed,
+        # where the data was found: export, verify and bench use it when given no data flags
+        "data_source": str(Path(train_split.source).resolve()),
         "train_config": dataclasses.asdict(config),
         "versions": library_versions(("torch", "numpy", "onnxruntime")),
         "device": str(device),

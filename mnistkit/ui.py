@@ -163,6 +163,8 @@ def print_bench(obj: dict) -> None:
         over = f"{r['overhead_p50']:.2f}/{r['overhead_p99']:.2f}" if r.get("overhead_p50") else "-"
         rf = f"{r['roofline_fraction']:.2f}" if r.get("roofline_fraction") else "-"
         note = "[yellow]" + _esc("; ".join(r["warnings"])) + "[/]" if r.get("warnings") else ""
+        if r.get("split"):
+            note = f"split: {_esc(r['split'])}" + (f"; {note}" if note else "")
         table.add_row(r["file"], where, r["mode"], str(r["threads"]), str(r["batch_size"]),
                       f"{r['p50_ms'] * 1e3:,.1f}", f"{r['p99_ms'] * 1e3:,.1f}", fmt_num(r["throughput_per_s"]), rf,
                       over, note)

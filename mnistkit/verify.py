@@ -131,14 +131,18 @@ def expand_artifacts(paths) -> list[Path]:
 def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str | None = None,
            data_dir=None, limit: int | None = None, save_outputs=None, load_outputs=None,
            allow_fallback: bool = False, log: Callable[[str], None] | None = None,
-           on_pair: Callable[[PairResult], None] | None = None) -> VerifyReport:
-    """Compare every (artifact, backend, device) with PyTorch eager on CPU over the test split."""
+           on_pair: Callable[[PairResult], None] | None = None, model_class: str | None = None,
+           mean: float | None = None, std: float | None = None, labels=None) -> VerifyReport:
+    """Compare every (artifact, backend, device) with PyTorch eager on CPU over the test split.
+
+    `checkpoint`: a mnistkit checkpoint, a state_dict with `model_class` (and `mean`/`std`/`labels`
+    when the script does not say), or an export folder, whose manifest names its source; with an
+    export folder and no `artifacts`, the folder's artifacts are verified.
+    """
     from .data import load_split
-    from .model import load_checkpoint
+    from .source import data_for, reference_for
 
     log = log or (lambda m: None)
-    ckpt = load_checkpoint(checkpoint)
-    dataset = dataset or ckpt.meta.get("dataset") or "mnist"
     if limit is not None and limit < 1:
         raise InvalidInputError(f"--limit {limit}: expected >= 1")
     for b in backends or ():
@@ -150,27 +154,35 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
         if d not in ("cpu", "cuda"):
             raise InvalidInputError(f"--devices: unknown device {d!r}; expected cpu or cuda")
 
+    src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log)
+    if folder is not None and not artifacts:
+        artifacts = [folder]
     paths = expand_artifacts(artifacts)  # bad paths fail before any data is loaded
+    dataset = dataset or src.meta.get("dataset") or "mnist"
+    data_dir = data_for(src, data_dir, log)
     split = load_split(dataset, "test", data_dir, log=log)
     n = len(split) if limit is None else min(limit, len(split))
-    images, labels = split.images[:n], split.labels[:n]
+    images, labels_arr = split.images[:n], split.labels[:n]
 
-    with create_backend(checkpoint, "pytorch", "cpu") as ref_backend:
+    with create_backend(ref_path, "pytorch", "cpu", kind="checkpoint", source=src) as ref_backend:
         reference = ref_backend.run_chunked(images, CHUNK)
         ref_info = {"backend": "pytorch", "device": "cpu", "provider": ref_backend.provider,
-                    "accuracy": float((reference.argmax(1) == labels).mean()),
-                    "threads": ref_backend.threads}
-    report = VerifyReport(str(checkpoint), dataset, n, ref_info)
+                    "accuracy": float((reference.argmax(1) == labels_arr).mean()),
+                    "threads": ref_backend.threads, "source": src.description}
+    report = VerifyReport(str(ref_path), dataset, n, ref_info)
 
     with tempfile.TemporaryDirectory(prefix="mnistkit-verify-") as tmp:
         if not artifacts:
             from .exporter import export_model
 
             log("no artifacts given: exporting every format to a temporary folder first")
-            exported = export_model(checkpoint, "all", out_dir=tmp, validate=False, data_dir=data_dir,
-                                    raise_on_failure=False)
+            exported = export_model(src.module, "all", out_dir=tmp, validate=False, data_dir=data_dir,
+                                    raise_on_failure=False, labels=src.meta["labels"],
+                                    mean=src.meta["normalization"]["mean"][0], std=src.meta["normalization"]["std"][0],
+                                    recipe=src.meta["preprocess"], dataset=src.meta.get("dataset"))
             paths = [Path(tmp) / a["file"] for a in exported.artifacts]
-        paths = [Path(checkpoint), *paths]
+        paths = [Path(ref_path), *paths]
+        labels = labels_arr
 
         saved: dict[str, np.ndarray] = {}
         for path in paths:
@@ -178,7 +190,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
             recorded = recorded_format(path, kind)
             for name in backends_for(kind):
                 if backends and name not in backends:
-                    if path != Path(checkpoint):
+                    if path != Path(ref_path):
                             report.not_run.append(f"{path.name} ({kind}) runs on {', '.join(backends_for(kind))}, "
                                               f"not on --backends {','.join(backends)}")
                     continue
@@ -187,11 +199,12 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
                     if device not in spec.devices:
                         report.not_run.append(f"{name} does not run on {device}")
                         continue
-                    if path == Path(checkpoint) and name == "pytorch" and device == "cpu":
+                    if path == Path(ref_path) and name == "pytorch" and device == "cpu":
                         continue  # the reference itself
                     m = min(n, SLOW_BACKEND_LIMIT) if spec.slow else n
                     pair = _run_pair(path, kind, recorded, name, device, images[:m], labels[:m], reference[:m],
-                                     allow_fallback, explicit_devices)
+                                     allow_fallback, explicit_devices,
+                                     src if path == Path(ref_path) else None)
                     if pair is None:
                         continue
                     report.pairs.append(pair)
@@ -209,8 +222,11 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     return report
 
 
-def _run_pair(path, kind, fmt, name, device, images, labels, reference, allow_fallback, explicit_devices):
+def _run_pair(path, kind, fmt, name, device, images, labels, reference, allow_fallback, explicit_devices,
+              source=None):
     options = {"allow_fallback": True} if allow_fallback else {}
+    if source is not None:
+        options["source"] = source
     try:
         with create_backend(path, name, device, kind=kind, **options) as b:
             fmt = b.info.format

@@ -178,7 +178,7 @@ def test_model_class_from_a_package_module(tmp_path, monkeypatch):
     "model_class, fragment",
     [
         (f"{TUTORIAL}:NeuralNetwork", "does not fit NeuralNetwork: missing linear_relu_stack.0.weight"),
-        (f"{TUTORIAL}:Missing", "defines no 'Missing'"),
+        (f"{TUTORIAL}:Missing", "defines no class 'Missing'"),
         ("no_such_module_xyz:Net", "importing no_such_module_xyz failed"),
         ("nocolon", "expected FILE.py:Class"),
         (f"{FIXTURES}/absent.py:Net", "is not a file"),
@@ -313,7 +313,7 @@ def test_out_dir_that_is_a_file(tmp_path, tiny_ckpt):
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b""), "empty file"),
         (lambda p: p.write_bytes(b"\x80\x02garbage"), "not a mnistkit checkpoint"),
-        (lambda p: torch.save(MLP().state_dict(), p), "bare state_dict; export it with `mnistkit export FILE --model-class"),
+        (lambda p: torch.save(MLP().state_dict(), p), "bare state_dict; name the class it was saved from with --model-class your_script.py:Net"),
         (lambda p: torch.save({"weights": [1, 2]}, p), "not a mnistkit checkpoint"),
     ],
 )

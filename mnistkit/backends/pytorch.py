@@ -10,6 +10,13 @@ class PyTorchBackend(TorchBackend):
     name = "pytorch"
 
     def _load_module(self):
+        """Option `source`: a mnistkit.source.Source (a user's state_dict + class) instead of a checkpoint."""
+        source = self.options.get("source")
+        if source is not None:
+            import copy
+
+            model = source.module if self._dev.type == "cpu" else copy.deepcopy(source.module).to(self._dev)
+            return model.eval(), info_from_metadata(self.path, "checkpoint", source.meta)
         from ..model import load_checkpoint
 
         ckpt = load_checkpoint(self.path)

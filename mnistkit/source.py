@@ -1,0 +1,277 @@
+"""What a model comes from: a mnistkit checkpoint, a user's state_dict + their class, or a live nn.Module.
+
+One `Source` is the PyTorch model every artifact is exported from and every runtime is compared
+with. The checkpoint's bytes are read once, before any user code, and hashed: the manifest's sha256
+is of exactly the bytes the weights were loaded from. An export folder records its source (paths,
+sha256 of the checkpoint and of the class file, normalization and where it came from, data), so
+`verify export/` and `bench export/` rebuild the same reference, or say in one line what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .artifacts import DEFAULT_LABELS
+from .errors import ArtifactError, CheckpointError, InvalidInputError, first_line
+
+EXAMPLE_BATCH = 2  # >= 2: a batch-1 example can bake the batch size into the graph
+
+
+@dataclass
+class Source:
+    module: Any  # torch.nn.Module in eval mode, on the CPU
+    meta: dict  # the metadata every artifact records
+    description: dict  # what it came from (manifest "source")
+    default_out: Path
+    data_dir: str | None = None  # where its data was found (recorded at training or export)
+
+
+def _state_dict_mismatch(model, state_dict: dict, limit: int = 3) -> str | None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {list(state_dict[k].shape)} vs model {list(own[k].shape)}"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:limit])}" + (" ..." if len(missing) > limit else ""))
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:limit])}" + (" ..." if len(unexpected) > limit else ""))
+    if shapes:
+        parts.append(f"shape {', '.join(shapes[:limit])}" + (" ..." if len(shapes) > limit else ""))
+    return "; ".join(parts) or None
+
+
+def user_meta(labels, norm, recipe, dataset, num_classes) -> dict:
+    labels = list(labels) if labels else (DEFAULT_LABELS if num_classes == 10 else [str(i) for i in range(num_classes)])
+    if len(labels) != num_classes:
+        raise InvalidInputError(f"--labels: {len(labels)} labels given but the model has {num_classes} outputs")
+    if norm.std <= 0:
+        raise InvalidInputError(f"--std {norm.std}: expected > 0")
+    return {
+        "arch": None,
+        "dataset": dataset,
+        "labels": [str(x) for x in labels],
+        "normalization": {"mean": [float(norm.mean)], "std": [float(norm.std)]},
+        "normalization_source": norm.origin,
+        "preprocess": recipe or "digits",
+        "test_accuracy": None,
+    }
+
+
+def probe_module(module, where: str) -> int:
+    """Run the module on a [2,1,28,28] batch; return C. Raises InvalidInputError if it does not fit."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(EXAMPLE_BATCH, 1, 28, 28))
+    except Exception as exc:
+        raise InvalidInputError(f"{where}: the model does not accept float [N,1,28,28] input "
+                                f"({exc.__class__.__name__}: {first_line(exc, 160)})") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != EXAMPLE_BATCH:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InvalidInputError(f"{where}: the model maps [N,1,28,28] to {shape}; expected [N,C] logits")
+    return int(out.shape[1])
+
+
+def _read_once(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and their sha256, read before any user code can touch the file."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint or state_dict file")
+    data = path.read_bytes()
+    if not data:
+        raise CheckpointError(f"{path}: empty file, expected a checkpoint or state_dict")
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def load_state_dict(data: bytes, path: Path) -> dict:
+    """A state_dict (or a mnistkit checkpoint's) from bytes, through the loading gate and weights_only."""
+    import torch
+
+    from .safeload import check_archive
+
+    try:
+        check_archive(None, str(path), _data=data)
+    except ArtifactError as exc:
+        raise CheckpointError(str(exc)) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable state_dict ({first_line(exc, 160)})") from None
+    if isinstance(state, dict) and "mnistkit" in state and "state_dict" in state:
+        state = state["state_dict"]  # a mnistkit checkpoint exported through a user's class
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found a {type(state).__name__}")
+    return state
+
+
+def load_source(source, model_class=None, labels=None, mean=None, std=None, recipe=None, dataset=None,
+                data_dir=None, log=None) -> Source:
+    """The PyTorch model to export or compare with. Raises CheckpointError / InvalidInputError."""
+    import torch
+
+    from .model import load_checkpoint
+    from .usercode import ClassSource, load_class, user_normalization
+
+    log = log or (lambda m: None)
+    if isinstance(source, torch.nn.Module):
+        module = source.eval().cpu()
+        c = probe_module(module, type(source).__name__)
+        meta = user_meta(labels, user_normalization(None, mean, std), recipe, dataset, c)
+        meta["arch"] = type(source).__name__
+        return Source(module, meta, {"kind": "module", "class": type(source).__qualname__}, Path("models") / "export",
+                      str(data_dir) if data_dir else None)
+
+    path = Path(source)
+    data, sha = _read_once(path)
+    default_out = path.parent / path.stem if path.parent.name == "models" else Path("models") / path.stem
+    described = {"path": str(path), "abspath": str(path.resolve()), "sha256": sha}
+
+    if model_class is None:
+        ckpt = load_checkpoint(path, data=data)  # clear error, with the --model-class hint, for a bare state_dict
+        meta = {k: ckpt.meta.get(k) for k in
+                ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "test_accuracy")}
+        module = ckpt.build()
+        defaults = user_meta(None, user_normalization(None, None, None), None, None, probe_module(module, str(path)))
+        meta = {k: v if v is not None else defaults.get(k) for k, v in meta.items()}
+        meta["normalization_source"] = "the checkpoint"
+        recorded = ckpt.meta.get("data_source") or (ckpt.meta.get("train_config") or {}).get("data_dir")
+        return Source(module, meta, {"kind": "checkpoint", **described}, default_out,
+                      str(data_dir) if data_dir else recorded)
+
+    state = load_state_dict(data, path)  # the bytes read above: the script cannot have changed them
+    cls, origin = load_class(model_class)
+    try:
+        model = cls()
+    except Exception as exc:
+        raise InvalidInputError(f"--model-class {model_class}: {cls.__name__}() failed: "
+                                f"{exc.__class__.__name__}: {first_line(exc, 160)}") from None
+    mismatch = _state_dict_mismatch(model, state)
+    if mismatch:
+        raise CheckpointError(f"{path}: state_dict does not fit {cls.__name__}: {mismatch}")
+    model.load_state_dict(state)
+    model.eval()
+    c = probe_module(model, f"--model-class {model_class}")
+    norm = user_normalization(origin if isinstance(origin, ClassSource) else None, mean, std)
+    if mean is None and std is None:
+        if norm.origin[0].isalpha() and ":" in norm.origin and not norm.origin.startswith("default"):
+            log(f"normalization from {norm.origin}: mean {norm.mean:g}, std {norm.std:g}")
+        else:
+            log(f"normalization: {norm.origin}; pass --mean/--std if the model was trained otherwise")
+    meta = user_meta(labels, norm, recipe, dataset, c)
+    meta["arch"] = cls.__name__
+    described.update(kind="state_dict", model_class=model_class,
+                     class_file=str(origin.file) if origin.file else None, class_sha256=origin.sha256)
+    return Source(model, meta, described, default_out, str(data_dir) if data_dir else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# An export folder's source, rebuilt
+
+
+@dataclass
+class Recorded:
+    """What an export folder says its model came from, checked against the files on disk."""
+
+    checkpoint: Path
+    model_class: str | None
+    labels: list[str] | None
+    mean: float | None
+    std: float | None
+    recipe: str | None
+    dataset: str | None
+    data_dir: str | None
+
+
+def recorded_source(folder: Path, manifest: dict) -> Recorded:
+    """The source an export folder records, after checking it is still the same file (sha256).
+
+    Raises InvalidInputError naming what moved or changed and what to pass instead.
+    """
+    src = manifest.get("source") or {}
+    kind = src.get("kind")
+    hint = "pass the checkpoint" + (" and --model-class" if kind == "state_dict" else "") + " explicitly"
+    if kind not in ("checkpoint", "state_dict"):
+        raise InvalidInputError(f"{folder}: its manifest records no checkpoint to compare with (exported from "
+                                f"{kind or 'an unknown source'}); {hint}")
+    candidates = [Path(p) for p in (src.get("path"), src.get("abspath")) if p]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise InvalidInputError(f"{folder}: its source {src.get('path')} is gone (moved or deleted since export); "
+                                f"{hint}")
+    sha = hashlib.sha256(found.read_bytes()).hexdigest()
+    if sha != src.get("sha256"):
+        raise InvalidInputError(f"{folder}: its source {found} changed since export (sha256 {sha[:16]}…, recorded "
+                                f"{str(src.get('sha256'))[:16]}…); re-export it, or {hint}")
+    model_class = src.get("model_class")
+    if kind == "state_dict":
+        class_file = src.get("class_file")
+        if class_file:
+            if not Path(class_file).is_file():
+                raise InvalidInputError(f"{folder}: the class file {class_file} is gone since export; {hint}")
+            csha = hashlib.sha256(Path(class_file).read_bytes()).hexdigest()
+            if csha != src.get("class_sha256"):
+                raise InvalidInputError(f"{folder}: {class_file} changed since export (sha256 {csha[:16]}…, recorded "
+                                        f"{str(src.get('class_sha256'))[:16]}…); re-export, or {hint}")
+            where, name = str(model_class).rsplit(":", 1)
+            if where.endswith(".py") or "/" in where or "\\" in where:
+                model_class = f"{class_file}:{name}"
+    norm = manifest.get("normalization") or {}
+    try:
+        mean, std = float(norm["mean"][0]), float(norm["std"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        mean = std = None
+    return Recorded(found, model_class, manifest.get("labels"), mean, std, manifest.get("preprocess"),
+                    manifest.get("dataset"), src.get("data_dir"))
+
+
+def reference_for(model, model_class: str | None = None, labels=None, mean=None, std=None, recipe=None,
+                  dataset=None, data_dir=None, log=None) -> tuple[Source, Path, Path | None]:
+    """The PyTorch reference for verify and bench: (Source, its file, the export folder or None).
+
+    `model` is a checkpoint, a state_dict (with `model_class`), or an export folder, whose manifest
+    names its source (checked by sha256: a moved or changed source is one line saying what to pass).
+    """
+    from .artifacts import read_manifest
+
+    path = Path(model)
+    if path.is_dir() or path.name == "manifest.json":
+        folder = path if path.is_dir() else path.parent
+        if model_class is not None:
+            raise InvalidInputError(f"--model-class goes with a checkpoint file, not the export folder {folder}; "
+                                    "an export folder remembers its class")
+        rec = recorded_source(folder, read_manifest(folder))
+        if log:
+            log(f"reference: {rec.checkpoint}" + (f" through {rec.model_class}" if rec.model_class else "")
+                + " (recorded in the export's manifest, sha256 checked)")
+        src = load_source(rec.checkpoint, rec.model_class, labels or rec.labels,
+                          mean if mean is not None else (rec.mean if rec.model_class else None),
+                          std if std is not None else (rec.std if rec.model_class else None),
+                          recipe or rec.recipe, dataset or rec.dataset, data_dir or rec.data_dir)
+        if rec.model_class:
+            src.meta["normalization_source"] = "the export's manifest"
+        return src, rec.checkpoint, folder
+    return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log), path, None
+
+
+def data_for(src: Source, data_dir, log=None):
+    """--data-dir, else the folder the source was trained or exported with (when it is still there)."""
+    if data_dir is not None or not src.data_dir:
+        return data_dir
+    if Path(src.data_dir).is_dir():
+        if log:
+            log(f"data: {src.data_dir} (recorded with the model)")
+        return src.data_dir
+    if log:
+        log(f"the model's recorded data folder {src.data_dir} is not here; looking for its dataset elsewhere")
+    return None

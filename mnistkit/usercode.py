@@ -1,0 +1,307 @@
+"""A user's model class, taken from their own script without running the script. Torch-free.
+
+Tutorial scripts train at import: `model = Net(); train(model); torch.save(model.state_dict(), "cnn.pth")`
+at the top level, with no `if __name__ == "__main__":` guard. Importing such a file to get `Net`
+retrains the model and overwrites the checkpoint the user wanted to export. So mnistkit reads the
+file's source (Python's `ast` and `symtable`) and executes only what defines the class: the imports
+it uses, the top-level classes and functions it depends on, and simple constant assignments
+(literals, arithmetic, attribute lookups: nothing that calls anything). Top-level expressions,
+loops, calls and `__main__` blocks never run. A class that needs a value the script computes at
+run time is refused with the name, the line, and how to fix it; the whole script is never run
+as a fallback. Anything the class definition prints goes to stderr.
+
+The same reading finds the user's preprocessing: a `transforms.Normalize(mean, std)` with literal
+arguments gives the normalization the model was trained with.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import symtable
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidInputError, first_line
+
+# Expression nodes a "simple constant" may contain: no calls, no comprehensions, no lambdas.
+_STATIC_NODES = (ast.Constant, ast.Name, ast.Load, ast.Attribute, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare,
+                 ast.Tuple, ast.List, ast.Set, ast.Dict, ast.IfExp, ast.Subscript, ast.Slice, ast.JoinedStr,
+                 ast.FormattedValue, ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.expr_context)
+_BUILTINS = set(dir(builtins)) | {"__name__", "__file__", "__doc__", "__builtins__", "__spec__", "__loader__"}
+GUARD_HINT = ("move the class into its own file, or put the script's top-level work under "
+              "`if __name__ == \"__main__\":`")
+
+
+def _is_static(node: ast.AST) -> bool:
+    return all(isinstance(n, _STATIC_NODES) for n in ast.walk(node))
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    if not isinstance(stmt, ast.If):
+        return False
+    t = stmt.test
+    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
+            and len(t.comparators) == 1 and isinstance(t.comparators[0], ast.Constant)
+            and t.comparators[0].value == "__main__")
+
+
+def _bound_names(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement binds in the module namespace."""
+    names: set[str] = set()
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        for alias in stmt.names:
+            names.add(alias.asname or alias.name.split(".")[0])
+        return names
+    if isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return {stmt.name}
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+    return names
+
+
+def _what(stmt: ast.stmt) -> str:
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        return "an assignment that calls code"
+    if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
+        return "a loop"
+    if isinstance(stmt, ast.If):
+        return "an if block"
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        return "a with block"
+    if isinstance(stmt, ast.Try):
+        return "a try block"
+    return type(stmt).__name__.lower()
+
+
+def _global_refs(table: symtable.SymbolTable) -> set[str]:
+    """Module-level names a class or function (and everything nested in it) refers to."""
+    refs = {s.get_name() for s in table.get_symbols()
+            if s.is_referenced() and (s.is_global() or (table.get_type() == "class" and not s.is_assigned()
+                                                          and not s.is_local()))}
+    for child in table.get_children():
+        refs |= _global_refs(child)
+    return refs
+
+
+def _expr_names(nodes) -> set[str]:
+    return {n.id for node in nodes if node is not None for n in ast.walk(node)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+@dataclass
+class ClassSource:
+    """Where a class came from: for the manifest, and to notice later that the file changed."""
+
+    spec: str
+    file: Path | None
+    sha256: str | None
+
+
+def load_class(spec: str) -> tuple[type, ClassSource]:
+    """'path/to/file.py:Name' (read, not run) or 'package.module:Name' (imported). Raises InvalidInputError."""
+    if ":" not in spec:
+        raise InvalidInputError(f"--model-class {spec!r}: expected FILE.py:Class or package.module:Class")
+    where, name = spec.rsplit(":", 1)
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise InvalidInputError(f"--model-class {spec!r}: {path} is not a file")
+        return _class_from_file(path, name, spec), ClassSource(spec, path.resolve(), _sha(path))
+    # an installed package: a library, imported as Python imports it (its prints go to stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            module = importlib.import_module(where)
+    except Exception as exc:
+        raise InvalidInputError(f"--model-class {spec!r}: importing {where} failed: "
+                                f"{exc.__class__.__name__}: {first_line(exc, 200)}") from None
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type):
+        raise InvalidInputError(f"--model-class {spec!r}: {where} defines no class {name!r}")
+    origin = getattr(module, "__file__", None)
+    return cls, ClassSource(spec, Path(origin).resolve() if origin else None, _sha(Path(origin)) if origin else None)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_source(path: Path, spec: str) -> tuple[str, ast.Module]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"--model-class {spec!r}: cannot read {path} ({first_line(exc, 120)})") from None
+    try:
+        return text, ast.parse(text, str(path))
+    except SyntaxError as exc:
+        raise InvalidInputError(f"--model-class {spec!r}: {path}:{exc.lineno}: syntax error ({exc.msg})") from None
+
+
+def _class_from_file(path: Path, name: str, spec: str) -> type:
+    text, tree = _read_source(path, spec)
+    definers: dict[str, ast.stmt] = {}  # name -> the static statement that defines it
+    runtime: dict[str, ast.stmt] = {}  # name -> a statement that binds it by running code
+    for stmt in tree.body:
+        if _is_main_guard(stmt):
+            continue
+        names = _bound_names(stmt)
+        static = isinstance(stmt, (ast.Import, ast.ImportFrom, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+            static = _is_static(stmt.value)
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+            static = _is_static(stmt.value)
+        for n in names:
+            if static:
+                definers[n] = stmt
+                runtime.pop(n, None)
+            else:
+                runtime[n] = stmt
+                definers.pop(n, None)
+    target = definers.get(name)
+    if not isinstance(target, ast.ClassDef):
+        if name in runtime:
+            raise InvalidInputError(f"--model-class {spec!r}: {path.name}:{runtime[name].lineno} creates {name} inside "
+                                    f"{_what(runtime[name])}; {GUARD_HINT}")
+        raise InvalidInputError(f"--model-class {spec!r}: {path.name} defines no class {name!r} at its top level")
+
+    module_table = symtable.symtable(text, str(path), "exec")
+    tables = {t.get_name(): t for t in module_table.get_children()}
+    needed: list[str] = []
+    queue = [name]
+    while queue:
+        n = queue.pop()
+        if n in needed:
+            continue
+        needed.append(n)
+        stmt = definers[n]
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            refs = _global_refs(tables[n]) if n in tables else set()
+            outer = [*stmt.decorator_list]
+            if isinstance(stmt, ast.ClassDef):
+                outer += [*stmt.bases, *(k.value for k in stmt.keywords)]
+            else:
+                outer += [*stmt.args.defaults, *(d for d in stmt.args.kw_defaults if d is not None), stmt.returns]
+                outer += [a.annotation for a in (*stmt.args.args, *stmt.args.kwonlyargs) if a.annotation]
+            refs |= _expr_names(outer)
+        else:
+            refs = _expr_names([stmt.value] + ([stmt.annotation] if isinstance(stmt, ast.AnnAssign) else []))
+        for ref in sorted(refs):
+            if ref in definers:
+                queue.append(ref)
+            elif ref in runtime:
+                s = runtime[ref]
+                raise InvalidInputError(
+                    f"--model-class {spec!r}: {name} needs {ref}, which {path.name}:{s.lineno} computes at run time "
+                    f"({_what(s)}), and mnistkit never runs a script's top-level code; {GUARD_HINT}")
+            # builtins, and names only the script's run-time code would provide, fail at definition below
+    keep = [s for s in tree.body if any(definers.get(n) is s for n in needed)
+            or (isinstance(s, ast.ImportFrom) and s.module == "__future__")]
+    code = compile(ast.Module(body=keep, type_ignores=[]), str(path), "exec")
+    mod_name = f"_mnistkit_user_{path.stem}_{_sha(path)[:8]}"
+    module = types.ModuleType(mod_name)
+    module.__file__ = str(path.resolve())
+    sys.modules[mod_name] = module
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:  # as when the script runs: its own folder is importable (models/layers.py next to it)
+        sys.path.insert(0, folder)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            exec(code, module.__dict__)  # noqa: S102 - only the definitions, see the module docstring
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        missing = f" (the name is not defined by the definitions mnistkit runs; {GUARD_HINT})" \
+            if isinstance(exc, NameError) else ""
+        raise InvalidInputError(f"--model-class {spec!r}: defining {name} from {path.name} failed: "
+                                f"{exc.__class__.__name__}: {first_line(exc, 160)}{missing}") from None
+    finally:
+        if added:
+            sys.path.remove(folder)
+    return module.__dict__[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# The user's preprocessing
+
+
+@dataclass
+class Normalization:
+    mean: float
+    std: float
+    origin: str  # "main.py:113", "--mean/--std", or the default's description
+
+
+DEFAULT_ORIGIN = "default: ToTensor scaling, pixels / 255 (no Normalize found)"
+
+
+def _literal_channel(node: ast.AST | None) -> float | None:
+    if node is None:
+        return None
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, (int, float)) for v in value):
+        if len(set(value)) == 1:  # (0.5,) or (0.5, 0.5, 0.5): one grey channel
+            return float(value[0])
+    return None
+
+
+def find_normalize(path: Path) -> list[tuple[int, float | None, float | None]]:
+    """Every `Normalize(mean, std)` call in a file: (line, mean, std), None where not a literal."""
+    try:
+        tree = ast.parse(path.read_bytes().decode("utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, SyntaxError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if not ((isinstance(f, ast.Name) and f.id == "Normalize") or (isinstance(f, ast.Attribute) and f.attr == "Normalize")):
+            continue
+        kw = {k.arg: k.value for k in node.keywords}
+        mean = node.args[0] if len(node.args) > 0 else kw.get("mean")
+        std = node.args[1] if len(node.args) > 1 else kw.get("std")
+        found.append((node.lineno, _literal_channel(mean), _literal_channel(std)))
+    return found
+
+
+def user_normalization(class_source: ClassSource | None, mean: float | None, std: float | None) -> Normalization:
+    """The normalization a user's model was trained with: flags first, else the script's Normalize(...)."""
+    if mean is not None or std is not None:
+        return Normalization(float(mean or 0.0), float(std if std is not None else 1.0), "--mean/--std")
+    if class_source is None or class_source.file is None:
+        return Normalization(0.0, 1.0, DEFAULT_ORIGIN)
+    name = class_source.file.name
+    calls = find_normalize(class_source.file)
+    if not calls:
+        return Normalization(0.0, 1.0, DEFAULT_ORIGIN)
+    unreadable = [line for line, m, s in calls if m is None or s is None]
+    if unreadable:
+        raise InvalidInputError(f"{name}:{unreadable[0]}: Normalize(...) with values mnistkit cannot read from the "
+                                "source (not literal numbers, or different per channel); pass --mean and --std")
+    distinct = sorted({(m, s) for _, m, s in calls})
+    if len(distinct) > 1:
+        listed = "; ".join(f"{name}:{line}: mean {m:g}, std {s:g}" for line, m, s in calls)
+        raise InvalidInputError(f"{name} holds {len(distinct)} different Normalize(...) calls ({listed}); "
+                                "pass the one the model was trained with as --mean and --std")
+    m, s = distinct[0]
+    if s <= 0:
+        raise InvalidInputError(f"{name}:{calls[0][0]}: Normalize std {s:g}; expected > 0")
+    return Normalization(m, s, f"{name}:{calls[0][0]}")
