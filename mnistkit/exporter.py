@@ -251,7 +251,7 @@ def write_onnx(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> di
     else:
         module = src.module
         example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    batch = torch.export.Dim("N", min=1, max=1 << 20)  # the contract names the batch axis N
     with captured_output() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -330,7 +330,7 @@ def write_exported_program(src: Source, fmt: FormatSpec, tmp: Path, ctx: WriteCo
     import torch
 
     def save(example, meta_json):
-        batch = torch.export.Dim("batch", min=1, max=1 << 20)
+        batch = torch.export.Dim("N", min=1, max=1 << 20)  # the contract names the batch axis N
         program = torch.export.export(src.module, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, str(tmp), extra_files={METADATA_FILE: meta_json})
 
@@ -669,10 +669,7 @@ def export_model(
     if dataset is not None:
         from .data import dataset_spec
 
-        spec = dataset_spec(dataset)
-        if labels is None and model_class is not None:
-            labels = list(spec.labels)
-        recipe = recipe or spec.recipe
+        dataset_spec(dataset)  # an unknown name fails before anything is loaded
     src = load_source(source, model_class, labels, mean, std, recipe, dataset, data_dir, log)
     data_dir = data_for(src, data_dir, log)
     if out_dir is None:  # the default folder (models/<stem>/) is ours to create

@@ -229,8 +229,8 @@ def load_inputs(path: str | os.PathLike, recipe: str) -> list[Sample]:
             arr = arr[None]
         if arr.ndim != 3 or arr.shape[1:] != (28, 28) or arr.dtype != np.uint8:
             raise InvalidInputError(f"{path}: IDX {arr.dtype} {list(arr.shape)}; expected uint8 images [N,28,28]")
-        return [Sample(f"{path.name}[{i}]", a) for i, a in enumerate(arr)]
-    return [Sample(path.name, _image_pixels(path, recipe))]
+        return [Sample(f"{path}[{i}]", a) for i, a in enumerate(arr)]
+    return [Sample(str(path), _image_pixels(path, recipe))]
 
 
 def open_image(path: Path):
@@ -308,13 +308,13 @@ def read_npy(path: Path) -> np.ndarray:
 def _npy_samples(path: Path) -> list[Sample]:
     arr = read_npy(path)
     if arr.dtype == np.uint8 and arr.shape == (28, 28):
-        return [Sample(path.name, arr)]
+        return [Sample(str(path), arr)]
     if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (28, 28):
-        return [Sample(f"{path.name}[{i}]", a) for i, a in enumerate(arr)]
+        return [Sample(f"{path}[{i}]", a) for i, a in enumerate(arr)]
     if arr.dtype == np.float32 and arr.ndim == 4 and arr.shape[1:] == (1, 28, 28):
         if not np.isfinite(arr).all():
             raise InvalidInputError(f"{path}: holds NaN or infinite values; expected finite normalized floats")
-        return [Sample(f"{path.name}[{i}]", a) for i, a in enumerate(arr)]
+        return [Sample(f"{path}[{i}]", a) for i, a in enumerate(arr)]
     raise InvalidInputError(
         f"{path}: array is {arr.dtype} {list(arr.shape)}; expected uint8 [28,28] or [N,28,28] pixels, "
         f"or normalized float32 [N,1,28,28]")

@@ -29,6 +29,7 @@ class Source:
     description: dict  # what it came from (manifest "source")
     default_out: Path
     data_dir: str | None = None  # where its data was found (recorded at training or export)
+    data_origin: str = "recorded with the model"
 
 
 def _state_dict_mismatch(model, state_dict: dict, limit: int = 3) -> str | None:
@@ -121,10 +122,15 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
     import torch
 
     from .model import load_checkpoint
-    from .usercode import ClassSource, load_class, user_normalization
+    from .usercode import DEFAULT_ORIGIN, ClassSource, load_class, user_normalization
 
     log = log or (lambda m: None)
     if isinstance(source, torch.nn.Module):
+        if dataset is not None:
+            from .data import dataset_spec
+
+            labels = labels or list(dataset_spec(dataset).labels)
+            recipe = recipe or dataset_spec(dataset).recipe
         module = source.eval().cpu()
         c = probe_module(module, type(source).__name__)
         meta = user_meta(labels, user_normalization(None, mean, std), recipe, dataset, c)
@@ -150,6 +156,7 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
                       str(data_dir) if data_dir else recorded)
 
     state = load_state_dict(data, path)  # the bytes read above: the script cannot have changed them
+    data_origin = "--data-dir"
     cls, origin = load_class(model_class)
     try:
         model = cls()
@@ -162,17 +169,36 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
     model.load_state_dict(state)
     model.eval()
     c = probe_module(model, f"--model-class {model_class}")
+    if origin.file is not None and (dataset is None or data_dir is None):  # what the script trains on
+        from .usercode import find_dataset
+
+        found = find_dataset(origin.file)
+        if found is not None and dataset in (None, found.dataset):
+            if dataset is None:
+                dataset = found.dataset
+                log(f"dataset from {found.origin}: {found.dataset}")
+            if data_dir is None and found.root is not None:
+                data_dir = str(found.root)
+                data_origin = f"from {found.origin}"
+    if dataset is not None:
+        from .data import dataset_spec
+
+        spec = dataset_spec(dataset)
+        labels = labels or list(spec.labels)
+        recipe = recipe or spec.recipe
     norm = user_normalization(origin if isinstance(origin, ClassSource) else None, mean, std)
     if mean is None and std is None:
-        if norm.origin[0].isalpha() and ":" in norm.origin and not norm.origin.startswith("default"):
-            log(f"normalization from {norm.origin}: mean {norm.mean:g}, std {norm.std:g}")
+        if norm.origin == DEFAULT_ORIGIN:
+            where = origin.file.name if origin.file else "the class's module"
+            log(f"normalization: pixels / 255 (ToTensor; no Normalize(...) in {where}); "
+                "pass --mean/--std if the model was trained otherwise")
         else:
-            log(f"normalization: {norm.origin}; pass --mean/--std if the model was trained otherwise")
+            log(f"normalization from {norm.origin}: mean {norm.mean:g}, std {norm.std:g}")
     meta = user_meta(labels, norm, recipe, dataset, c)
     meta["arch"] = cls.__name__
     described.update(kind="state_dict", model_class=model_class,
                      class_file=str(origin.file) if origin.file else None, class_sha256=origin.sha256)
-    return Source(model, meta, described, default_out, str(data_dir) if data_dir else None)
+    return Source(model, meta, described, default_out, str(data_dir) if data_dir else None, data_origin)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +296,7 @@ def data_for(src: Source, data_dir, log=None):
         return data_dir
     if Path(src.data_dir).is_dir():
         if log:
-            log(f"data: {src.data_dir} (recorded with the model)")
+            log(f"data: {src.data_dir} ({src.data_origin})")
         return src.data_dir
     if log:
         log(f"the model's recorded data folder {src.data_dir} is not here; looking for its dataset elsewhere")

@@ -244,7 +244,7 @@ class Normalization:
     origin: str  # "main.py:113", "--mean/--std", or the default's description
 
 
-DEFAULT_ORIGIN = "default: ToTensor scaling, pixels / 255 (no Normalize found)"
+DEFAULT_ORIGIN = "default: ToTensor's pixels / 255 (no Normalize(...) found)"
 
 
 def _literal_channel(node: ast.AST | None) -> float | None:
@@ -305,3 +305,53 @@ def user_normalization(class_source: ClassSource | None, mean: float | None, std
     if s <= 0:
         raise InvalidInputError(f"{name}:{calls[0][0]}: Normalize std {s:g}; expected > 0")
     return Normalization(m, s, f"{name}:{calls[0][0]}")
+
+
+# torchvision's dataset classes -> mnistkit's dataset names
+TORCHVISION_DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion-mnist", "KMNIST": "kmnist"}
+
+
+@dataclass
+class ScriptData:
+    dataset: str
+    root: Path | None  # the folder the script loads from, when it names one that exists here
+    origin: str  # "train.py:30"
+
+
+def find_dataset(path: Path) -> ScriptData | None:
+    """The dataset a script trains on, from its `datasets.MNIST("data", ...)`-style calls.
+
+    None when it names none, or several different ones (then nothing is guessed). A literal root
+    folder is resolved against the script's own folder, then the current one, as torchvision would
+    from either place.
+    """
+    try:
+        tree = ast.parse(path.read_bytes().decode("utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, SyntaxError):
+        return None
+    found: list[tuple[str, int, str | None]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        cls = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+        if cls not in TORCHVISION_DATASETS:
+            continue
+        root_node = node.args[0] if node.args else {k.arg: k.value for k in node.keywords}.get("root")
+        root = root_node.value if isinstance(root_node, ast.Constant) and isinstance(root_node.value, str) else None
+        found.append((TORCHVISION_DATASETS[cls], node.lineno, root))
+    if not found or len({name for name, _, _ in found}) != 1:
+        return None
+    name, line, _ = found[0]
+    root = None
+    for _, _, r in found:
+        if r is None:
+            continue
+        for base in (path.resolve().parent, Path.cwd()):
+            candidate = (base / r).expanduser()
+            if candidate.is_dir():
+                root = candidate
+                break
+        if root is not None:
+            break
+    return ScriptData(name, root, f"{path.name}:{line}")
