@@ -75,7 +75,7 @@ def detect_kind(path: str | os.PathLike) -> str:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
             raise ArtifactError(f"{path}: corrupt or truncated zip archive (checkpoint, TorchScript or .pt2)") from None
         if any("/code/" in n for n in names):
             return "torchscript"

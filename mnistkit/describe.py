@@ -73,7 +73,11 @@ def _onnx_details(path: Path) -> dict:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc, 200)})") from None
-    meta = sess.get_modelmeta()
+    try:
+        meta = sess.get_modelmeta()
+        meta.custom_metadata_map, [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
+    except (UnicodeDecodeError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: unreadable names or metadata ({first_line(exc, 120)})") from None
     return {
         "opset": None, "ir_version": None, "min_onnxruntime": None,
         "producer": meta.producer_name,

@@ -145,9 +145,13 @@ def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Check
         data = path.read_bytes()
     if not data:
         raise CheckpointError(f"{path}: empty file, expected a mnistkit checkpoint")
+    names: list[str] = []
     if data[:2] == b"PK" and zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = zf.namelist()
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
+            raise CheckpointError(f"{path}: corrupt or truncated PyTorch file ({first_line(exc, 120)})") from None
         if any("/code/" in n for n in names):
             raise CheckpointError(f"{path}: is a TorchScript archive, not a mnistkit checkpoint")
         if any(n.endswith("/archive_format") or "/models/" in n for n in names):

@@ -33,7 +33,12 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
             idx = [i for i, s in enumerate(samples) if s.form == form]
             if idx:
                 batch = np.stack([samples[i].array for i in idx])
-                for i, row in zip(idx, b.run(batch)):
+                out = b.run(batch)
+                if not isinstance(out, np.ndarray) or out.ndim != 2 or len(out) != len(batch):
+                    shape = list(out.shape) if isinstance(out, np.ndarray) else type(out).__name__
+                    raise InvalidInputError(f"{model}: the model's output is {shape} for a batch of {len(batch)}; "
+                                            "expected logits [N,C]")
+                for i, row in zip(idx, out):
                     results[i] = row
         logits = np.stack([results[i] for i in range(len(samples))])
         bad = [samples[i].name for i in np.flatnonzero(~np.isfinite(logits).all(axis=1))]

@@ -164,7 +164,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> byte
     try:
         with zf.open(info) as f:
             data = f.read(MAX_PICKLE_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
         raise ArtifactError(f"{label}: corrupt archive entry {info.filename} ({exc})") from None
     if len(data) > MAX_PICKLE_BYTES:
         raise ArtifactError(f"{label}: refuses to load: entry {info.filename} inflates past "
@@ -252,7 +252,7 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
         return
     try:
         zf = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise ArtifactError(f"{label}: corrupt or truncated zip archive ({exc})") from None
     with zf:
         infos = zf.infolist()

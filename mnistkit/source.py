@@ -286,6 +286,8 @@ def reference_for(model, model_class: str | None = None, labels=None, mean=None,
                           recipe or rec.recipe, dataset or rec.dataset, data_dir or rec.data_dir)
         if rec.model_class:
             src.meta["normalization_source"] = "the export's manifest"
+        if rec.data_dir and not data_dir:
+            src.data_origin = "recorded in the export's manifest"
         return src, rec.checkpoint, folder
     return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log), path, None
 

@@ -10,6 +10,7 @@ through real subprocesses.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 
@@ -63,7 +64,10 @@ def invoke(*args) -> tuple[int, str]:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     output = r.output + (r.stderr if r.stderr_bytes is not None else "")
-    assert r.exception is None or isinstance(r.exception, SystemExit), f"{args}: escaped {r.exception!r}"
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        import traceback
+
+        pytest.fail(f"{args}: escaped {''.join(traceback.format_exception(*r.exc_info))}")
     assert r.exit_code in (0, 1), f"{args} -> {r.exit_code}: {output}"
     assert "Traceback" not in output and "internal error" not in output, f"{args}: {output}"
     if r.exit_code == 1:
@@ -72,7 +76,11 @@ def invoke(*args) -> tuple[int, str]:
     return r.exit_code, r.stdout
 
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+# 40 examples per property in the suite (derandomized: the same files every run); MNISTKIT_FUZZ_EXAMPLES
+# raises it for a longer hunt. Hunts of 300-1,500 per property found four bugs, each fixed: zipfile's
+# ValueError on corrupt offsets, ONNX names/metadata that are not UTF-8, a graph that fails at run time,
+# symbolic inner dimensions; 1,500 per property then passed (2026-11-28).
+SETTINGS = settings(max_examples=int(os.environ.get("MNISTKIT_FUZZ_EXAMPLES", "40")), deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -96,7 +96,7 @@ def test_file_formats(tmp_path):
     for suffix in ("png", "jpg", "bmp"):
         im.save(tmp_path / f"d.{suffix}")
         (s,) = load_inputs(tmp_path / f"d.{suffix}", "digits")
-        assert s.array.shape == (28, 28) and s.form == "uint8" and s.name == f"d.{suffix}"
+        assert s.array.shape == (28, 28) and s.form == "uint8" and s.name == str(tmp_path / f"d.{suffix}")
     im.convert("P").save(tmp_path / "p.png")
     assert load_inputs(tmp_path / "p.png", "digits")[0].array.max() > 200
     arr = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)

@@ -111,23 +111,30 @@ class OnnxRuntimeBackend(Backend):
             self.notes.append(message + "; running on CPU (--allow-fallback)")
             self.device = "cpu"
 
-        inputs = self._sess.get_inputs()
+        try:  # ONNX Runtime decodes names and metadata as UTF-8 on access
+            inputs = self._sess.get_inputs()
+            props = self._sess.get_modelmeta().custom_metadata_map
+            outputs = self._sess.get_outputs()
+            output_types = {o.name: o.type for o in outputs}
+            shapes = [(i.name, i.type, list(i.shape)) for i in inputs]
+        except (UnicodeDecodeError, RuntimeError) as exc:
+            self._sess = None
+            raise ArtifactError(f"{self.path}: unreadable input/output names or metadata ({first_line(exc, 120)})") from None
         if len(inputs) != 1:
             raise ArtifactError(f"{self.path}: has {len(inputs)} inputs; expected one image input")
-        inp = inputs[0]
-        dtype = ORT_TYPES.get(inp.type)
+        in_name, in_type, in_shape = shapes[0]
+        dtype = ORT_TYPES.get(in_type)
         if dtype is None:
             raise ArtifactError(
-                f"{self.path}: input {inp.name!r} is {inp.type}; expected tensor(float) [N,1,28,28] "
+                f"{self.path}: input {in_name!r} is {in_type}; expected tensor(float) [N,1,28,28] "
                 f"or tensor(uint8) [N,28,28]")
-        meta = from_onnx_props(self._sess.get_modelmeta().custom_metadata_map)
-        output_types = {o.name: o.type for o in self._sess.get_outputs()}
-        info = onnx_io_info(self.path, meta, inp.name, dtype, list(inp.shape), list(output_types))
+        meta = from_onnx_props(props)
+        info = onnx_io_info(self.path, meta, in_name, dtype, in_shape, list(output_types))
         self._in = info.input_name
         self._outs = [info.output_name]
         self._fixed = info.fixed_batch
-        self._input_shape = [d if isinstance(d, int) and d > 0 else -1 for d in inp.shape]
-        self._reshape = info.input_form == "float" and len(inp.shape) != 4
+        self._input_shape = [d if isinstance(d, int) and d > 0 else -1 for d in in_shape]
+        self._reshape = info.input_form == "float" and len(in_shape) != 4
         self._run_fn = self._sess.run
         self._float_out = output_types[info.output_name] == "tensor(float)"
         if not info.described:
@@ -163,22 +170,35 @@ class OnnxRuntimeBackend(Backend):
                     flat = batch.ravel()
                     if not dot_ok(flat.dot(flat)) and not np.isfinite(flat).all():
                         raise InvalidInputError(NONFINITE)
-                    return c_run(outs, {name: batch}, None)[0]
+                    try:  # free when nothing is raised (Python 3.11's zero-cost exceptions)
+                        return c_run(outs, {name: batch}, None)[0]
+                    except Exception as exc:
+                        raise self._run_failed(exc, batch) from None
                 return general(batch)
         else:
             def run(batch):
                 if (type(batch) is ndarray and batch.dtype is dtype and batch.ndim == ndim
                         and batch.shape[1:] == tail and batch.shape[0] and batch.flags.c_contiguous):
-                    return c_run(outs, {name: batch}, None)[0]
+                    try:
+                        return c_run(outs, {name: batch}, None)[0]
+                    except Exception as exc:
+                        raise self._run_failed(exc, batch) from None
                 return general(batch)
         return run
+
+    def _run_failed(self, exc: Exception, batch: np.ndarray) -> ArtifactError:
+        """A model that loads but fails to run (a corrupt graph, a shape it cannot take): one line."""
+        return ArtifactError(f"{self.path}: ONNX Runtime failed running it on {batch.dtype} {list(batch.shape)}: "
+                             f"{first_line(exc, 240)}")
 
     def _c_run(self):
         """The C++ binding's run when this onnxruntime has it and it answers like the public one."""
         binding = getattr(getattr(self._sess, "_sess", None), "run", None)
         if binding is None:
             return lambda outs, feed, options: self._sess.run(outs, feed, options)
-        probe = np.zeros((1, *self._input_shape[1:]), np.uint8 if self._native == "uint8" else np.float32)
+        # the contract's shape: the graph's own dims may be symbolic (-1) where the contract has 28
+        probe = np.zeros((1, *(_PIXEL_TAIL if self._native == "uint8" else _FLOAT_TAIL)),
+                         np.uint8 if self._native == "uint8" else np.float32)
         try:
             same = np.array_equal(binding(self._outs, {self._in: probe}, None)[0],
                                   self._sess.run(self._outs, {self._in: probe})[0])
@@ -201,7 +221,12 @@ class OnnxRuntimeBackend(Backend):
         fixed = self._fixed
         if fixed is not None and len(x) != fixed:
             return self._infer_fixed(x, fixed)
-        out = self._run_fn(self._outs, {self._in: x})[0]
+        try:
+            out = self._run_fn(self._outs, {self._in: x})[0]
+        except Exception as exc:
+            raise self._run_failed(exc, x) from None
+        if not isinstance(out, np.ndarray):
+            raise ArtifactError(f"{self.path}: output {self._outs[0]!r} is a {type(out).__name__}, expected a tensor")
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def _infer_fixed(self, x: np.ndarray, fixed: int) -> np.ndarray:
@@ -213,7 +238,10 @@ class OnnxRuntimeBackend(Backend):
             if len(part) < fixed:
                 pad = np.zeros((fixed - len(part), *part.shape[1:]), part.dtype)
                 part = np.concatenate([part, pad])
-            chunks.append(self._run_fn(self._outs, {self._in: part})[0])
+            try:
+                chunks.append(self._run_fn(self._outs, {self._in: part})[0])
+            except Exception as exc:
+                raise self._run_failed(exc, part) from None
         return np.concatenate(chunks)[:n].astype(np.float32, copy=False)
 
     def _close(self) -> None:
