@@ -111,6 +111,8 @@ class Validation:
             s += (f" acc {c.accuracy:.4f} ({c.accuracy_delta * 100:+.2f} points, budget "
                   f"-{c.tolerance.max_accuracy_drop * 100:.2f})")
         s += f" on {self.images} {self.data}"
+        if self.data == "random images":  # never quietly: no accuracy was measured, only agreement
+            s += " (NO REAL TEST DATA FOUND: agreement with PyTorch only; pass --dataset/--data-dir)"
         if self.batch_sizes:
             s += f"; batch {'/'.join(map(str, self.batch_sizes))} ok"
         if not self.passed:

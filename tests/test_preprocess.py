@@ -104,7 +104,7 @@ def test_file_formats(tmp_path):
     np.save(tmp_path / "one.npy", arr[0])
     np.save(tmp_path / "f.npy", np.zeros((2, 1, 28, 28), np.float32))
     write_idx(tmp_path / "x-idx3-ubyte", arr)
-    assert [s.name for s in load_inputs(tmp_path / "a.npy", "digits")] == ["a.npy[0]", "a.npy[1]", "a.npy[2]"]
+    assert [s.name for s in load_inputs(tmp_path / "a.npy", "digits")] == [f"{tmp_path / 'a.npy'}[{i}]" for i in range(3)]
     assert load_inputs(tmp_path / "one.npy", "digits")[0].array.shape == (28, 28)
     assert load_inputs(tmp_path / "f.npy", "digits")[1].form == "float"
     idx = load_inputs(tmp_path / "x-idx3-ubyte", "digits")
