@@ -236,18 +236,22 @@ def test_fixed_batch_onnx_benches_at_every_batch_size_and_says_split(tmp_path):
     assert "split: 64 × batch 1" in (tmp_path / "b" / "report.md").read_text()
 
 
-def test_a_checkpoint_remembers_its_data_folder(tmp_path, tiny_data):
-    """Trained with --data-dir, exported with no data flags: validated on that real test split, int8 calibrated."""
+@pytest.mark.realdata
+def test_a_checkpoint_remembers_its_data_folder(tmp_path, mnist_sample_dir):
+    """Trained with --data-dir, exported with no data flags: validated on that real test split, int8 calibrated
+    on its training split, every format passing."""
     from mnistkit.exporter import FORMATS, export_model
     from mnistkit.train import TrainConfig, train
 
+    data = tmp_path / "my-digits"
+    shutil.copytree(mnist_sample_dir, data)
     ckpt = tmp_path / "c.pt"
-    train(TrainConfig(dataset="mnist", data_dir=str(tiny_data), epochs=2, out=str(ckpt), threads=2))
+    train(TrainConfig(dataset="mnist", data_dir=str(data), epochs=3, out=str(ckpt), threads=2))
     notes = []
     result = export_model(ckpt, "all", out_dir=tmp_path / "o", log=notes.append)
     assert result.passed and len(result.artifacts) == len(FORMATS)
-    assert {v.data for v in result.validation} == {"mnist test images"}
-    assert any(str(Path(tiny_data).resolve()) in n and "recorded with the model" in n for n in notes)
+    assert {(v.data, v.images) for v in result.validation} == {("mnist test images", 1000)}
+    assert any(str(data.resolve()) in n and "recorded with the model" in n for n in notes), notes
 
 
 def test_inspect_names_the_batch_axis_n(tiny_ckpt, tmp_path):
