@@ -42,17 +42,25 @@ def resolve_model(path) -> tuple[Path, dict]:
     if not p.exists():
         raise InvalidInputError(f"--model {path}: no app-ready model there (expected an app/ bundle, an export "
                                 f"folder from `mnistkit export --format all`, or model-app.onnx)")
+    from .artifacts import check_against_manifest, check_sha256
+
+    check_against_manifest(p)  # model-app.onnx in an export folder
+    labels_file = p.parent / "labels.json"
+    contract = None
+    if labels_file.exists():
+        from .fileio import read_json
+
+        _, contract = read_json(labels_file, "labels.json", "the app bundle's labels.json", ArtifactError)
+        if not isinstance(contract, dict):
+            raise ArtifactError(f"{labels_file}: not an app bundle's labels.json (expected a JSON object)")
+        if isinstance(contract.get("sha256"), str):  # app/model.onnx: labels.json records its sha256
+            check_sha256(p, contract["sha256"], labels_file)
     with OnnxRuntimeBackend(p) as b:
         info = b.info
     if info.input_form != "uint8":
         raise ArtifactError(f"--model {p}: takes {info.input_name!r} float32; the page needs the app-ready model "
                             f"(uint8 pixels in: model-app.onnx or app/model.onnx)")
-    labels_file = p.parent / "labels.json"
-    if labels_file.exists():
-        from .fileio import read_json
-
-        _, contract = read_json(labels_file, "labels.json", "the app bundle's labels.json", ArtifactError)
-    else:  # derive the contract from the model's own metadata
+    if contract is None:  # derive the contract from the model's own metadata
         contract = {"labels": info.labels, "preprocess": info.recipe, "dataset": info.metadata.get("dataset"),
                     "normalization": {"mean": [info.mean], "std": [info.std]}}
     return p, contract

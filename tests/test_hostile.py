@@ -531,3 +531,18 @@ def test_serve_demo_answers_malformed_paths_without_tracebacks(lab, capfd):
         server.server_close()
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "Traceback" not in captured.out
+
+
+def test_serve_demo_refuses_a_swapped_app_model(lab, tmp_path):
+    from mnistkit.errors import ArtifactError
+    from mnistkit.serve import resolve_model
+
+    folder = tmp_path / "export"
+    shutil.copytree(lab["export"], folder)
+    assert resolve_model(folder)[0] == folder / "app" / "model.onnx"
+    shutil.copy(folder / "model-int8-app.onnx", folder / "app" / "model.onnx")  # valid, but not the exported one
+    with pytest.raises(ArtifactError, match=r"app/model.onnx: sha256 .* does not match .*labels.json"):
+        resolve_model(folder / "app")
+    shutil.copy(folder / "model-int8-app.onnx", folder / "model-app.onnx")
+    with pytest.raises(ArtifactError, match=r"model-app.onnx: sha256 .* does not match .*manifest.json"):
+        resolve_model(folder / "model-app.onnx")
