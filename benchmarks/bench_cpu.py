@@ -15,7 +15,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from mnistkit.bench import BenchConfig, run_bench, write_outputs
+from mnistkit.bench import BenchConfig, run_bench
+from mnistkit.report import write_outputs
 from mnistkit.exporter import export_model
 from mnistkit.train import TrainConfig, train
 

@@ -73,7 +73,7 @@ def main() -> None:
     out = {"threads": args.threads, "min_time_s": args.min_time, "rows": rows, "environment": fingerprint()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"quantization-{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(f"| format | size | accuracy (Δ points) | top-1 vs fp32 | batch 1 p50 | batch 1024 p50 |")
+    print("| format | size | accuracy (Δ points) | top-1 vs fp32 | batch 1 p50 | batch 1024 p50 |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         drop = "" if r["accuracy_drop_points"] is None else f" ({-r['accuracy_drop_points']:+.2f})"

@@ -4,7 +4,7 @@
 (The module is `exporter.py`, not `export.py`, so importing it never shadows that function.)
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "export"]
 

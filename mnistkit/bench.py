@@ -25,9 +25,6 @@ failure becomes a row that says so.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -629,54 +626,3 @@ def _add_roofline(report: BenchReport) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Writing results
-
-
-CSV_FIELDS = ["artifact", "format", "bytes", "accuracy", "backend", "device", "provider", "mode", "batch_size",
-              "threads", "status",
-              "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms", "stdev_ms", "min_ms", "max_ms", "cv", "reps",
-              "throughput_per_s", "roofline_fraction", "overhead_p50", "overhead_p99", "load_ms", "first_ms",
-              "reason", "machine"]
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def machine_label(env: dict) -> str:
-    gpu = env.get("gpu")
-    base = f"{env.get('cpu', '?')} x{env.get('cores', '?')}"
-    return f"{base} + {gpu.split(',')[0]}" if gpu else base
-
-
-def fmt_num(x, digits=3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
-    return str(x)
-
-
-def write_outputs(report_json: dict, out_dir: Path, title: str = "mnistkit bench",
-                  create_parents: bool = False) -> dict[str, Path]:
-    """results.json, results.csv, report.md and PNG plots (when matplotlib is installed).
-
-    `create_parents` is for default folders (models/bench): a user's --out-dir must have a parent."""
-    from .fileio import atomic_write_bytes, check_writable_dir
-    from .report import markdown_report, plot_all
-
-    out_dir = Path(out_dir)
-    if create_parents:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    check_writable_dir(out_dir, "--out-dir")
-    files = {}
-    files["json"] = atomic_write_bytes(out_dir / "results.json", (json.dumps(report_json, indent=1) + "\n").encode())
-    files["csv"] = atomic_write_bytes(out_dir / "results.csv", to_csv(report_json["results"]).encode())
-    plots = plot_all([report_json], out_dir)
-    files.update(plots)
-    files["markdown"] = atomic_write_bytes(out_dir / "report.md", markdown_report([report_json], plots, title).encode())
-    return files

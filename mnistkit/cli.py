@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .backends import BACKENDS, DEVICES
 from .errors import MnistkitError
 from .exporter import DEFAULT_OPSET, FORMAT_CHOICES, OPSET_RANGE
@@ -483,7 +483,8 @@ def bench(models, model_class, labels, mean, std, backends, devices, batch_sizes
       mnistkit bench models/mlp-fashion-mnist/ --batch-sizes 1,64,1024 --threads 1,2
       mnistkit bench model.onnx --devices cuda --modes host,device --json
     """
-    from .bench import BenchConfig, check_complete, run_bench, write_outputs
+    from .bench import BenchConfig, check_complete, run_bench
+    from .report import write_outputs
     from .console import emit_json, note, out
     from .verify import default_devices
 

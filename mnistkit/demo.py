@@ -48,7 +48,8 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
 
     con.rule("[bold]5. bench (short: batch 1, 64, 1024; `mnistkit bench` for the full table)")
     from .backends import BACKENDS
-    from .bench import BenchConfig, run_bench, write_outputs
+    from .bench import BenchConfig, run_bench
+    from .report import write_outputs
     from .ui import BenchProgress, print_bench
 
     config = BenchConfig(batch_sizes=(1, 64, 1024), min_time=0.3, warmup=0.1,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
-import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,23 +61,12 @@ def probe_provider(provider: str) -> tuple[bool, str]:
     return active, " ".join((text + " " + cap.text).split())
 
 
-def _nvidia_smi() -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
 def run_checks() -> list[Check]:
     checks: list[Check] = []
     py = sys.version_info
     checks.append(Check("python", OK if py >= (3, 11) else FAIL, platform.python_version(),
                         "" if py >= (3, 11) else "use Python 3.11 or newer"))
-    from . import __version__
+    from ._version import __version__
 
     checks.append(Check("mnistkit", OK, __version__))
     for dist in ("numpy", "pillow", "click", "rich"):
@@ -154,7 +141,9 @@ def run_checks() -> list[Check]:
             v = _version(dist)
             checks.append(Check(dist, OK if v else WARN, v or "not installed", "" if v else "pip install 'mnistkit[torch]'"))
 
-    gpu = _nvidia_smi()
+    from .environment import gpu_description
+
+    gpu = gpu_description()
     checks.append(Check("GPU", INFO, gpu or "none found (nvidia-smi absent or silent)"))
 
     from .data import find_dataset

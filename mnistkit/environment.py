@@ -39,16 +39,25 @@ def usable_cores() -> int:
 
 
 def gpu_description() -> str | None:
-    from .doctor import _nvidia_smi
+    """`nvidia-smi`'s name and driver of each GPU, or None when it is absent or silent."""
+    import shutil
+    import subprocess
 
-    return _nvidia_smi()
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
 
 
 def library_versions(names=("numpy", "onnxruntime", "torch", "onnx", "onnxscript")) -> dict[str, str | None]:
     """mnistkit, Python and each named library's version (None when not installed)."""
     import importlib
 
-    from . import __version__
+    from ._version import __version__
 
     versions: dict[str, str | None] = {"mnistkit": __version__, "python": platform.python_version()}
     for name in names:
@@ -62,7 +71,7 @@ def library_versions(names=("numpy", "onnxruntime", "torch", "onnx", "onnxscript
 
 def fingerprint(extra: dict | None = None) -> dict:
     """CPU model, cores, GPU and driver, library versions, date: enough to compare results across machines."""
-    from . import __version__
+    from ._version import __version__
 
     versions = {"mnistkit": __version__, "python": platform.python_version()}
     for name in ("numpy", "onnxruntime", "torch", "onnx"):

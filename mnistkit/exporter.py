@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .artifacts import MANIFEST_FORMAT, METADATA_FILE, to_onnx_props
 from .compare import Comparison, compare, tolerance_for
 from .errors import ExportError, InvalidInputError, first_line, raise_if_signalled
@@ -82,6 +82,7 @@ FORMAT_CHOICES = (*FORMATS, "all")
 OPSET_RANGE = (17, 26)
 DEFAULT_OPSET = 18
 ONNX_CHECK_BATCHES = (1, 3, 64, 1000)  # the dynamic batch axis is proven at these sizes
+BATCH_CHECK_IMAGES = 64  # ... each over at least this many images
 VALIDATION_FALLBACK_IMAGES = 1000
 
 TORCHSCRIPT_NOTE = ("TorchScript is deprecated upstream in favour of torch.export (model.pt2); "
@@ -108,8 +109,10 @@ class Validation:
         tol = "n/a" if c.tolerance.max_abs is None else f"{c.tolerance.max_abs:.0e}"
         s = f"{mark} {self.format:<17} {self.file:<23} max_abs {c.max_abs:.2e} (tol {tol}) top-1 {c.top1_agreement:.2%}"
         if c.tolerance.max_accuracy_drop is not None and c.accuracy is not None:
+            enforced = c.n >= c.tolerance.accuracy_min_images
             s += (f" acc {c.accuracy:.4f} ({c.accuracy_delta * 100:+.2f} points, budget "
-                  f"-{c.tolerance.max_accuracy_drop * 100:.2f})")
+                  f"-{c.tolerance.max_accuracy_drop * 100:.2f}"
+                  + ("" if enforced else f", enforced from {c.tolerance.accuracy_min_images} images") + ")")
         s += f" on {self.images} {self.data}"
         if self.data == "random images":  # never quietly: no accuracy was measured, only agreement
             s += " (NO REAL TEST DATA FOUND: agreement with PyTorch only; pass --dataset/--data-dir)"
@@ -444,18 +447,23 @@ def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, da
             proven = []
             if fmt.kind == "onnx":  # the dynamic batch axis, at the sizes users hit
                 for b in ONNX_CHECK_BATCHES:
-                    idx = np.arange(b) % len(images)
-                    out = backend.run(images[idx])
+                    # at least BATCH_CHECK_IMAGES images, in calls of b: one image at batch 1 would make
+                    # dynamic int8's agreement a coin flip on a near-tie (seen on a weakly trained CNN)
+                    calls = max(1, -(-BATCH_CHECK_IMAGES // b))
+                    idx = np.arange(b * calls) % len(images)
+                    out = np.concatenate([backend.run(images[idx[i:i + b]]) for i in range(0, len(idx), b)])
                     expected = logits[idx]  # the same artifact, run in chunks of 1000
                     if out.shape != expected.shape:
                         raise ExportError(f"batch {b}: output {list(out.shape)}, expected {list(expected.shape)}")
                     # A graph must not depend on the batch (float, static int8 and fp16 match exactly,
                     # measured). Dynamic int8 takes activation scales from each call's whole batch: its
                     # logits move by ~0.1 with the batch and 99.5 % of top-1 answers stay; hold it to 95 %.
-                    same = ((out.argmax(1) == expected.argmax(1)).mean() >= 0.95 if fmt.transform == "int8-dynamic"
+                    agree = (out.argmax(1) == expected.argmax(1)).mean()
+                    same = (agree >= 0.95 if fmt.transform == "int8-dynamic"
                             else np.allclose(out, expected, atol=1e-4, rtol=0))
                     if not same:
-                        raise ExportError(f"batch {b}: outputs differ from the same model's at batch 1000")
+                        raise ExportError(f"batch {b}: outputs differ from the same model's at batch 1000 "
+                                          f"(top-1 agreement {agree:.1%} over {len(idx)} images)")
                     proven.append(b)
     except Exception as exc:  # a validation failure is a result, reported with all the others
         msg = first_line(exc)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 from pathlib import Path
 
 from .errors import InvalidInputError, MissingDependencyError
@@ -24,7 +28,6 @@ def load_results(paths) -> list[dict]:
 
 
 def merged_rows(reports: list[dict]) -> list[dict]:
-    from .bench import machine_label
 
     rows = []
     for rep in reports:
@@ -136,7 +139,6 @@ def _us(ms) -> str:
 
 def summary_table(rows: list[dict]) -> list[str]:
     """p50 latency (µs) per series and batch size, plus throughput at the largest batch."""
-    from .bench import fmt_num
 
     ok = [r for r in rows if r.get("status") == "ok"]
     if not ok:
@@ -189,7 +191,6 @@ def format_table(rows: list[dict]) -> list[str]:
 
 
 def markdown_report(reports: list[dict], plots: dict | None = None, title: str = "mnistkit bench") -> str:
-    from .bench import fmt_num, machine_label
 
     rows = merged_rows(reports)
     lines = [f"# {title}", ""]
@@ -254,7 +255,6 @@ def markdown_report(reports: list[dict], plots: dict | None = None, title: str =
 
 def build_report(paths, out_dir, create_parents: bool = False) -> dict:
     """Fold result files from several machines into one table and one set of plots."""
-    from .bench import to_csv
     from .fileio import atomic_write_bytes, check_writable_dir
 
     reports = load_results(paths)
@@ -271,3 +271,57 @@ def build_report(paths, out_dir, create_parents: bool = False) -> dict:
                                      "results.csv were written)")
     return {"files": {k: str(v) for k, v in files.items()}, "machines": len(reports),
             "rows": len(merged_rows(reports))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared by bench (its outputs) and report (several machines): bench imports these, never the reverse
+
+
+CSV_FIELDS = ["artifact", "format", "bytes", "accuracy", "backend", "device", "provider", "mode", "batch_size",
+              "threads", "status",
+              "p50_ms", "p90_ms", "p99_ms", "p999_ms", "mean_ms", "stdev_ms", "min_ms", "max_ms", "cv", "reps",
+              "throughput_per_s", "roofline_fraction", "overhead_p50", "overhead_p99", "load_ms", "first_ms",
+              "reason", "machine"]
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def machine_label(env: dict) -> str:
+    gpu = env.get("gpu")
+    base = f"{env.get('cpu', '?')} x{env.get('cores', '?')}"
+    return f"{base} + {gpu.split(',')[0]}" if gpu else base
+
+
+def fmt_num(x, digits=3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return str(x)
+
+
+def write_outputs(report_json: dict, out_dir: Path, title: str = "mnistkit bench",
+                  create_parents: bool = False) -> dict[str, Path]:
+    """results.json, results.csv, report.md and PNG plots (when matplotlib is installed).
+
+    `create_parents` is for default folders (models/bench): a user's --out-dir must have a parent."""
+    from .fileio import atomic_write_bytes, check_writable_dir
+
+    out_dir = Path(out_dir)
+    if create_parents:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out_dir, "--out-dir")
+    files = {}
+    files["json"] = atomic_write_bytes(out_dir / "results.json", (json.dumps(report_json, indent=1) + "\n").encode())
+    files["csv"] = atomic_write_bytes(out_dir / "results.csv", to_csv(report_json["results"]).encode())
+    plots = plot_all([report_json], out_dir)
+    files.update(plots)
+    files["markdown"] = atomic_write_bytes(out_dir / "report.md", markdown_report([report_json], plots, title).encode())
+    return files

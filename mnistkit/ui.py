@@ -147,7 +147,7 @@ def print_bench(obj: dict) -> None:
     """The bench results as a rich table."""
     from rich.table import Table
 
-    from .bench import fmt_num
+    from .report import fmt_num
 
     table = Table(title="latency per call (host-to-host unless marked), " + obj["environment"].get("cpu", ""),
                   title_justify="left")

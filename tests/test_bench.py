@@ -10,7 +10,8 @@ from mnistkit import bench as bench_mod
 from mnistkit.backends import BACKENDS, BackendSpec
 from mnistkit.backends.base import Backend
 from mnistkit.backends.onnxrt import OnnxRuntimeBackend
-from mnistkit.bench import BenchConfig, latency_stats, run_bench, time_calls, time_interleaved, write_outputs
+from mnistkit.bench import BenchConfig, latency_stats, run_bench, time_calls, time_interleaved
+from mnistkit.report import write_outputs
 from mnistkit.cli import cli
 
 
