@@ -214,6 +214,110 @@ def _raw_payloads(zf: zipfile.ZipFile, names: list[str], label: str) -> set[str]
     return raw
 
 
+# ---------------------------------------------------------------------------------------------
+# A torch.export program's JSON: three more ways torch would run code from the file
+#
+# torch.export.load resolves each node's "target" by getattr from the `torch` module (so
+# "torch.serialization.os.system" would reach os.system, called when the program runs), parses every
+# symbolic-shape expression with sympy.sympify (which evaluates the string), and `.module()` execs the
+# program's "guards_code". The gate admits only what torch.export itself writes for models of this kind.
+
+_SAFE_OPERATOR = {"getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "neg", "pos", "abs", "eq", "ne",
+                  "lt", "le", "gt", "ge", "and_", "or_", "not_", "pow"}
+_SAFE_MATH = {"ceil", "floor", "trunc", "sqrt", "log", "exp"}
+# torch functions that exported graphs call for symbolic shapes and runtime checks
+_SAFE_TORCH = {"sym_int", "sym_float", "sym_max", "sym_min", "sym_not", "sym_sqrt", "sym_ite", "sym_sum",
+               "_sym_sqrt", "_check", "_check_is_size", "_assert_async", "_assert_scalar"}
+# The names a sympy expression written by torch.export may use: sympy's constructors and assumptions,
+# torch's sympy functions (torch.utils._sympy.functions), and symbol names (s0, u3, ...).
+_SYMPY_NAMES = {
+    "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "Eq", "Ne", "Lt",
+    "Le", "Gt", "Ge", "And", "Or", "Not", "true", "false", "True", "False", "oo", "zoo", "nan", "Piecewise",
+    "floor", "ceiling", "sqrt", "log", "exp", "FloorDiv", "CeilDiv", "CleanDiv", "ModularIndexing", "Where",
+    "PythonMod", "IntTrueDiv", "FloatTrueDiv", "ToFloat", "TruncToInt", "TruncToFloat", "RoundToInt",
+    "RoundDecimal", "FloorToInt", "CeilToInt", "IsNonOverlappingAndDenseIndicator", "Identity", "OpaqueUnaryFn",
+    "BitwiseFn_bitwise_and", "BitwiseFn_bitwise_or", "PowByNatural", "FloatPow", "LShift", "RShift",
+    "positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite", "infinite", "zero",
+    "nonzero", "even", "odd", "prime", "composite", "rational", "commutative",
+}
+_SYMBOL_NAME = None
+_EXPR_TOKEN = None
+
+
+def _expr_ok(text: str) -> bool:
+    """A symbolic expression made only of sympy/torch names, symbol names, numbers and operators."""
+    import re
+
+    global _SYMBOL_NAME, _EXPR_TOKEN
+    if _EXPR_TOKEN is None:
+        _SYMBOL_NAME = re.compile(r"[a-z]{1,3}\d+\Z")
+        _EXPR_TOKEN = re.compile(r"\s+|'[A-Za-z0-9_]+'|\d+(?:\.\d+)?(?:e[-+]?\d+)?|[A-Za-z_][A-Za-z0-9_]*|[-+*/%(),=<>!&|~^]")
+    if "__" in text or len(text) > 10_000:
+        return False
+    pos = 0
+    while pos < len(text):
+        m = _EXPR_TOKEN.match(text, pos)
+        if m is None:
+            return False
+        tok = m.group()
+        if tok[0].isalpha() or tok[0] == "_":
+            if tok not in _SYMPY_NAMES and not _SYMBOL_NAME.match(tok):
+                return False
+        pos = m.end()
+    return True
+
+
+def _target_ok(target: str) -> bool:
+    if "__" in target:
+        return False
+    head, _, rest = target.partition(".")
+    if head == "torch":
+        return rest.startswith("ops.") or rest in _SAFE_TORCH
+    if head == "_operator":
+        return rest in _SAFE_OPERATOR
+    if head == "math":
+        return rest in _SAFE_MATH
+    return False
+
+
+def _check_program_json(data: bytes, label: str, entry: str) -> None:
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return  # torch cannot read it either, and reports it in its own words
+    stack = [doc]
+    seen = 0
+    while stack:
+        obj = stack.pop()
+        seen += 1
+        if seen > 5_000_000:
+            raise ArtifactError(f"{label}: refuses to load: {entry} is too large a program")
+        if isinstance(obj, list):
+            stack.extend(obj)
+            continue
+        if not isinstance(obj, dict):
+            continue
+        for key, value in obj.items():
+            if key == "target" and isinstance(value, str) and not _target_ok(value):
+                raise ArtifactError(f"{label}: refuses to load: {entry} calls {value} (an exported program may "
+                                    "call torch operators only)")
+            if key == "expr_str" and isinstance(value, str) and not _expr_ok(value):
+                raise ArtifactError(f"{label}: refuses to load: {entry} holds a shape expression that is not "
+                                    f"plain arithmetic ({value[:60]!r}); torch would evaluate it")
+            if key == "range_constraints" and isinstance(value, dict):
+                bad = next((k for k in value if not _expr_ok(str(k))), None)
+                if bad is not None:
+                    raise ArtifactError(f"{label}: refuses to load: {entry} holds a shape symbol that is not "
+                                        f"plain arithmetic ({str(bad)[:60]!r})")
+            if key == "guards_code" and value:
+                raise ArtifactError(f"{label}: refuses to load: {entry} carries guard code "
+                                    f"({len(value) if isinstance(value, list) else 1} line(s)) that torch would "
+                                    "execute; mnistkit loads programs without it (as torch.export writes them "
+                                    "for a dynamic batch)")
+            if isinstance(value, (dict, list)):
+                stack.append(value)
+
+
 def check_archive(path, label: str | None = None, allowed: frozenset[str] | None = None, _depth: int = 0,
                   _data: bytes | None = None) -> None:
     """Refuse a torch archive (checkpoint, TorchScript, .pt2, legacy torch.save file) that would run code.
@@ -266,6 +370,9 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
             if "aotinductor" in parts or name.endswith((".so", ".dll", ".dylib", ".cpp", ".o")):
                 raise ArtifactError(f"{label}: refuses to load: {inner} is compiled code (AOTInductor "
                                     "package); only torch.export programs without native code are loaded")
+            if is_pt2 and "models" in parts[:-1] and name.endswith(".json"):
+                _check_program_json(_read_member(zf, info, label), label, inner)
+                continue
             pickled = name.endswith((".pkl", ".debug_pkl"))
             if is_pt2 and "data" in parts[:-1] and not name.endswith(".json") and name not in raw \
                     and ".data" not in parts:

@@ -146,3 +146,29 @@ def truncated(src: Path, dst: Path, fraction: float = 0.5) -> Path:
 def garbage(dst: Path, n: int = 4096, seed: int = 0, head: bytes = b"") -> Path:
     dst.write_bytes(head + np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes())
     return dst
+
+
+def evil_pt2_program(good_pt2: Path, dst: Path, marker: Path, how: str) -> Path:
+    """A torch.export archive whose program JSON makes torch run code: `guards` (exec'd by .module()),
+    `expr` (a shape expression sympy evaluates at load) or `target` (a node calling os.system)."""
+    import json
+
+    command = f"__import__('os').system('touch {marker}')"
+
+    def rewrite(name):
+        if "/models/" not in name or not name.endswith(".json"):
+            return None
+        with zipfile.ZipFile(good_pt2) as z:
+            doc = json.loads(z.read(name))
+        if how == "guards":
+            doc["guards_code"] = [command]
+        elif how == "expr":
+            text = json.dumps(doc)
+            text = text.replace("Symbol('s", "(" + command.replace("'", "\\u0027") + ") or Symbol('s", 1)
+            doc = json.loads(text)
+        elif how == "target":
+            text = json.dumps(doc).replace("torch.ops.aten.relu.default", "torch.serialization.os.system")
+            doc = json.loads(text)
+        return json.dumps(doc).encode()
+
+    return replace_members(good_pt2, dst, rewrite)

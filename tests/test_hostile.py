@@ -546,3 +546,40 @@ def test_serve_demo_refuses_a_swapped_app_model(lab, tmp_path):
     shutil.copy(folder / "model-int8-app.onnx", folder / "model-app.onnx")
     with pytest.raises(ArtifactError, match=r"model-app.onnx: sha256 .* does not match .*manifest.json"):
         resolve_model(folder / "model-app.onnx")
+
+
+@pytest.mark.parametrize("how, fragment", [("guards", "carries guard code"), ("expr", "not plain arithmetic"),
+                                           ("target", "calls torch.serialization.os.system")])
+def test_program_json_that_would_run_code_is_refused(lab, tmp_path, how, fragment):
+    """torch.export.load evaluates shape expressions with sympy and .module() execs guard code: both ran
+    `touch MARKER` in torch 2.14 (checked by test_the_program_attacks_are_real); the gate refuses them."""
+    evil = hostile.evil_pt2_program(lab["export"] / "model.pt2", tmp_path / f"{how}.pt2", lab["marker"], how)
+    assert_refused(run("predict", evil, lab["image"], cwd=tmp_path), "refuses to load", fragment)
+    assert_refused(run("inspect", evil, cwd=tmp_path), "refuses to load")
+    assert_refused(run("verify", lab["ckpt"], evil, "--data-dir", lab["data"], cwd=tmp_path), "FAILED", fragment)
+
+
+def test_the_program_attacks_are_real(lab, tmp_path):
+    for how in ("guards", "expr"):
+        marker = tmp_path / f"RAN-{how}"
+        evil = hostile.evil_pt2_program(lab["export"] / "model.pt2", tmp_path / f"{how}.pt2", marker, how)
+        code = ("import torch, logging; logging.raiseExceptions=False\n"
+                f"try: torch.export.load({str(evil)!r}).module()(torch.zeros(2, 1, 28, 28))\nexcept Exception: pass")
+        subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+        assert marker.exists(), f"torch no longer runs the {how} attack: revisit safeload's program checks"
+
+
+def test_program_checks_admit_what_torch_export_writes_and_nothing_else():
+    from mnistkit.safeload import _expr_ok, _target_ok
+
+    for ok in ("Symbol('s77', positive=True, integer=True)", "s0 + 2*s1", "Max(1, s0)", "FloorDiv(s0, 2) - 1",
+               "Eq(Mod(s0, 4), 0)", "1.5e-3*s2"):
+        assert _expr_ok(ok), ok
+    for bad in ("__import__('os').system('x')", "Symbol('s1').func", "open('f')", "s0.__class__", "lambda: 1",
+                "Symbol('a b')", "exec('1')", "[s0 for s0 in ()]"):
+        assert not _expr_ok(bad), bad
+    for ok in ("torch.ops.aten.linear.default", "_operator.getitem", "torch.sym_max", "math.ceil"):
+        assert _target_ok(ok), ok
+    for bad in ("torch.serialization.os.system", "builtins.eval", "torch.ops.__class__", "_operator.attrgetter",
+                "#custom", "os.system", "torch.load"):
+        assert not _target_ok(bad), bad
