@@ -307,10 +307,9 @@ class BareSession:
         if fixed is None or len(x) == fixed:
             feed = {self.input: x}
             return lambda: run(outs, feed)
-        pad = (-len(x)) % fixed
-        if pad:
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-        feeds = [{self.input: x[i:i + fixed]} for i in range(0, len(x), fixed)]
+        from .backends.onnxrt import fixed_batches
+
+        feeds = [{self.input: part} for part in fixed_batches(x, fixed)]
 
         def split_call():
             return [run(outs, feed)[0] for feed in feeds]
@@ -622,7 +621,3 @@ def _add_roofline(report: BenchReport) -> None:
         rl = report.baselines["matmul"].get(row.get("threads"))
         if row.get("status") == "ok" and fl and rl and row["device"] == "cpu" and "roofline_fraction" not in row:
             row["roofline_fraction"] = row["batch_size"] / (row["p50_ms"] / 1e3) * fl / (rl["gflops"] * 1e9)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing results

@@ -34,19 +34,15 @@ class MnistkitGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         from .console import error_line
-        from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated
+        from .errors import EXIT_FAILED, Terminated
 
         try:
             return super().invoke(ctx)
         except MnistkitError as exc:
             error_line(str(exc))
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            error_line("interrupted (SIGINT)")
-            ctx.exit(EXIT_SIGINT)
-        except Terminated:
-            error_line("terminated (SIGTERM)")
-            ctx.exit(EXIT_SIGTERM)
+        except (KeyboardInterrupt, Terminated) as exc:  # here, or click would say "Aborted!" and exit 1
+            ctx.exit(_signal_line(exc))
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except BrokenPipeError:  # stdout closed early (`mnistkit ... | head`): nothing left to say
@@ -60,6 +56,16 @@ class MnistkitGroup(click.Group):
             error_line(f"internal error: {exc.__class__.__name__}: {first_line(exc)} (a bug in mnistkit; "
                        "MNISTKIT_DEBUG=1 shows the traceback)")
             ctx.exit(EXIT_FAILED)
+
+
+def _signal_line(exc: BaseException) -> int:
+    """Say which signal stopped the command; return its exit code (130 SIGINT, 143 SIGTERM)."""
+    from .console import error_line
+    from .errors import EXIT_SIGINT, EXIT_SIGTERM
+
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    error_line("interrupted (SIGINT)" if interrupted else "terminated (SIGTERM)")
+    return EXIT_SIGINT if interrupted else EXIT_SIGTERM
 
 
 def _silence_stdout() -> None:
@@ -622,20 +628,12 @@ def main() -> None:
     logging.raiseExceptions = False
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, _on_sigint)
-    from .errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+    from .errors import Terminated
 
     try:
         cli(prog_name="mnistkit")
-    except KeyboardInterrupt:  # outside a command (while parsing, importing)
-        from .console import error_line
-
-        error_line("interrupted (SIGINT)")
-        sys.exit(EXIT_SIGINT)
-    except Terminated:
-        from .console import error_line
-
-        error_line("terminated (SIGTERM)")
-        sys.exit(EXIT_SIGTERM)
+    except (KeyboardInterrupt, Terminated) as exc:  # outside a command (while parsing, importing)
+        sys.exit(_signal_line(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

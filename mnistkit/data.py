@@ -115,15 +115,15 @@ def max_idx_bytes() -> int:
         raise DataError(f"MNISTKIT_MAX_IDX_BYTES={env!r}: expected a number of bytes") from None
 
 
-def _read_exact(stream, n: int, into: bytearray | None = None) -> bytes:
+def _read_exact(stream, n: int) -> bytearray:
     """Up to n bytes (fewer only at the end of the data), read in chunks."""
-    out = bytearray() if into is None else into
+    out = bytearray()
     while len(out) < n:
         block = stream.read(min(_CHUNK, n - len(out)))
         if not block:
             break
         out += block
-    return bytes(out) if into is None else out
+    return out
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -153,8 +153,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                     return _parse_idx(path, stream, None)
             return _parse_idx(path, f, os.fstat(f.fileno()).st_size)
         except (OSError, EOFError, zlib.error) as exc:
-            if isinstance(exc, DataError):
-                raise
             raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
 
 
@@ -189,8 +187,7 @@ def _parse_idx(path: Path, stream, size: int | None) -> np.ndarray:
     if size is not None and size != expected:  # an uncompressed file says its length up front
         what = "truncated" if size < expected else "has trailing bytes"
         raise DataError(f"{path}: {what}: {size} bytes, expected {expected} for {shape} {dtype.name} values")
-    body = bytearray()
-    _read_exact(stream, payload, body)
+    body = _read_exact(stream, payload)
     if len(body) < payload:
         raise DataError(f"{path}: truncated: {header + len(body)} bytes, expected {expected} for {shape} "
                         f"{dtype.name} values")

@@ -73,19 +73,18 @@ def _onnx_details(path: Path) -> dict:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc, 200)})") from None
-    try:
+    try:  # ONNX Runtime decodes names and metadata as UTF-8 on access
         meta = sess.get_modelmeta()
-        meta.custom_metadata_map, [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
+        return {
+            "opset": None, "ir_version": None, "min_onnxruntime": None,
+            "producer": meta.producer_name,
+            "inputs": [{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()],
+            "outputs": [{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()],
+            "metadata": from_onnx_props(meta.custom_metadata_map),
+            "note": "install onnx (mnistkit[torch]) for opset, IR version and operators",
+        }
     except (UnicodeDecodeError, RuntimeError) as exc:
         raise ArtifactError(f"{path}: unreadable names or metadata ({first_line(exc, 120)})") from None
-    return {
-        "opset": None, "ir_version": None, "min_onnxruntime": None,
-        "producer": meta.producer_name,
-        "inputs": [{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()],
-        "outputs": [{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()],
-        "metadata": from_onnx_props(meta.custom_metadata_map),
-        "note": "install onnx (mnistkit[torch]) for opset, IR version and operators",
-    }
 
 
 def describe(path) -> dict:

@@ -5,6 +5,8 @@ Every message says what was found, what was expected and, where it helps, what t
 
 from __future__ import annotations
 
+import re
+
 
 class MnistkitError(Exception):
     """Base class of every error mnistkit raises on purpose (exit code 1 in the CLI)."""
@@ -55,7 +57,7 @@ class BenchError(MnistkitError):
 class TrainingInterrupted(MnistkitError):
     """Training was interrupted (Ctrl-C); the last completed epoch's checkpoint is intact."""
 
-    exit_code = 130
+    exit_code = 130  # EXIT_SIGINT
 
 
 class Terminated(BaseException):
@@ -86,16 +88,11 @@ def raise_if_signalled() -> None:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
 
-_ANSI = None
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 
 def strip_ansi(text: str) -> str:
     """Remove terminal escape sequences (torch's exporter colours its messages)."""
-    global _ANSI
-    if _ANSI is None:
-        import re
-
-        _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
     return _ANSI.sub("", text)
 
 

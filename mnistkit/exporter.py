@@ -507,13 +507,12 @@ def check_export_target(out_dir: Path) -> dict | None:
     elif not out_dir.parent.exists():
         raise InvalidInputError(f"--out-dir {out_dir}: parent directory {out_dir.parent} does not exist")
     check_writable_dir(out_dir.parent, f"the folder holding --out-dir {out_dir.name} (the export is built there)")
-    from .fileio import read_json
+    from .artifacts import read_manifest
 
     try:
-        _, previous = read_json(out_dir / "manifest.json", "manifest.json", "a manifest")
-    except InvalidInputError:
+        return read_manifest(out_dir)
+    except InvalidInputError:  # none, or not ours: nothing to carry over
         return None
-    return previous if isinstance(previous, dict) and previous.get("format") == MANIFEST_FORMAT else None
 
 
 def _same_model(previous: dict, src: Source) -> bool:
@@ -713,6 +712,7 @@ def export_model(
     bundle = None
     try:
         for name in names:
+            raise_if_signalled()  # a library may have swallowed the signal's exception
             fmt = FORMATS[name]
             tmp = staging / fmt.file
             try:
@@ -740,8 +740,7 @@ def export_model(
                     tmp.unlink(missing_ok=True)  # a failing artifact never appears under its final name
                     continue
             entries.append(entry)
-            raise_if_signalled()  # a library may have swallowed the signal's exception
-        raise_if_signalled()
+        raise_if_signalled()  # past here only mnistkit's own file operations run: a signal raises at once
         for leftover in staging.glob(".base-*"):
             leftover.unlink()
         kept = _carry_over(previous, out_dir, staging, src, {e["format"] for e in entries}, log)
@@ -754,9 +753,8 @@ def export_model(
             if app_entry is not None and (set(FORMATS) <= set(names) or had_bundle):
                 _write_app_bundle(staging, staging / app_entry["file"], src, app_entry)
                 bundle = out_dir / "app"
-            raise_if_signalled()  # the commit point: after it, out_dir is the new export
-            replace_dir(staging, out_dir)
-        entries = kept + entries if kept else entries
+            replace_dir(staging, out_dir)  # the commit point: after it, out_dir is the new export
+        entries = kept + entries
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -126,6 +126,40 @@ BARE_STATE_DICT_HINT = (
 )
 
 
+def load_torch_bytes(data: bytes, path: Path, what: str = "mnistkit checkpoint"):
+    """torch.load(weights_only=True) on a file's bytes, after the loading gate (mnistkit.safeload).
+
+    One CheckpointError line for a hostile, truncated or foreign file; `what` names what was expected.
+    """
+    import io
+
+    from .errors import ArtifactError
+    from .safeload import check_archive
+
+    try:  # the loading gate first: one clear line naming the entry and the global it asks for
+        check_archive(None, str(path), _data=data)
+    except ArtifactError as exc:
+        raise CheckpointError(str(exc)) from None
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = first_line(exc)
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects that a safe (weights_only) load refuses; "
+                f"not a {what}"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch file ({first[:120]})") from None
+    except Exception as exc:  # torch.load raises many types on bad bytes (KeyError, RuntimeError, ...)
+        first = first_line(exc)
+        looks_zip = data[:2] == b"PK"  # a torch.save zip whose end (central directory) is missing
+        if looks_zip or isinstance(exc, (RuntimeError, EOFError)):
+            raise CheckpointError(f"{path}: corrupt or truncated PyTorch file ({first[:120]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch file ({type(exc).__name__}: {first[:100]})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Checkpoint:
     """Load a mnistkit checkpoint with torch.load(weights_only=True): no pickled code runs.
 
@@ -156,31 +190,7 @@ def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Check
             raise CheckpointError(f"{path}: is a TorchScript archive, not a mnistkit checkpoint")
         if any(n.endswith("/archive_format") or "/models/" in n for n in names):
             raise CheckpointError(f"{path}: is a torch.export program (.pt2), not a mnistkit checkpoint")
-    from .errors import ArtifactError
-    from .safeload import check_archive
-
-    try:  # the loading gate first: one clear line naming the entry and the global it asks for
-        check_archive(None, str(path), _data=data)
-    except ArtifactError as exc:
-        raise CheckpointError(str(exc)) from None
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
-            warnings.simplefilter("ignore")
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = first_line(exc)
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
-            raise CheckpointError(
-                f"{path}: holds pickled Python objects that a safe (weights_only) load refuses; "
-                f"not a mnistkit checkpoint"
-            ) from None
-        raise CheckpointError(f"{path}: not a PyTorch file ({first[:120]})") from None
-    except Exception as exc:  # torch.load raises many types on bad bytes (KeyError, RuntimeError, ...)
-        first = first_line(exc)
-        looks_zip = data[:2] == b"PK"  # a torch.save zip whose end (central directory) is missing
-        if looks_zip or isinstance(exc, (RuntimeError, EOFError)):
-            raise CheckpointError(f"{path}: corrupt or truncated PyTorch file ({first[:120]})") from None
-        raise CheckpointError(f"{path}: not a PyTorch file ({type(exc).__name__}: {first[:100]})") from None
+    obj = load_torch_bytes(data, path)
     if isinstance(obj, dict) and "mnistkit" in obj and "state_dict" in obj:
         meta = obj["mnistkit"]
         if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:

@@ -260,7 +260,6 @@ def open_image(path: Path):
                 side = max(img.size)
                 if side > WORK_SIDE:
                     img = img.reduce(math.ceil(side / WORK_SIDE))
-                img.load()
                 return img, mode
             except BaseException:
                 img.close()
@@ -294,13 +293,14 @@ def read_npy(path: Path) -> np.ndarray:
                 raise ValueError(f"unsupported .npy version {version}")
             shape, _fortran, dtype = read_header[version](f, max_header_size=10000)
             body = os.fstat(f.fileno()).st_size - f.tell()
-        if dtype.hasobject:
-            raise ValueError("holds Python objects (pickles are never loaded)")
-        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if declared != body:
-            raise ValueError(f"header declares {dtype} {list(shape)} ({declared} bytes) but the file holds "
-                             f"{body} bytes of data")
-        return np.load(path, allow_pickle=False)
+            if dtype.hasobject:
+                raise ValueError("holds Python objects (pickles are never loaded)")
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared != body:
+                raise ValueError(f"header declares {dtype} {list(shape)} ({declared} bytes) but the file holds "
+                                 f"{body} bytes of data")
+            f.seek(0)
+            return npy_format.read_array(f, allow_pickle=False)
     except (ValueError, OSError, EOFError, MemoryError, SyntaxError, TypeError) as exc:
         raise InvalidInputError(f"{path}: not a readable .npy array ({first_line(exc, 160)})") from None
 

@@ -113,14 +113,12 @@ class _Inert:
 
 
 class _Simulator(pickle.Unpickler):
-    def __init__(self, stream, allowed: frozenset[str], seen: list[str]):
+    def __init__(self, stream, allowed: frozenset[str]):
         super().__init__(stream)
         self.allowed = allowed
-        self.seen = seen
 
     def find_class(self, module, name):
         full = f"{module}.{name}"
-        self.seen.append(full)
         if full in self.allowed or full.startswith(ALLOWED_PREFIXES):
             return type("Inert", (_Inert,), {})  # a class, so NEWOBJ's cls.__new__ works too
         raise RefusedGlobal(full)
@@ -134,27 +132,25 @@ class _Simulator(pickle.Unpickler):
 LEGACY_PICKLES = 5
 
 
-def check_pickle(data: bytes, allowed: frozenset[str] | None = None, max_pickles: int = 1) -> list[str]:
+def check_pickle(data: bytes, allowed: frozenset[str] | None = None, max_pickles: int = 1) -> None:
     """Simulate unpickling `data`: up to `max_pickles` concatenated pickles, as torch would read them.
 
-    Returns the globals it names; raises RefusedGlobal on the first one outside the allowlist and
-    ValueError when the bytes are not a well-formed pickle (torch would fail on them too).
+    Raises RefusedGlobal on the first global outside the allowlist and ValueError when the bytes are
+    not a well-formed pickle (torch would fail on them too).
     """
     allowed = allowed_globals() if allowed is None else allowed
     stream = io.BytesIO(data)
-    seen: list[str] = []
     for _ in range(max_pickles):
         if stream.tell() >= len(data):
             break
         try:
-            _Simulator(stream, allowed, seen).load()
+            _Simulator(stream, allowed).load()
         except RefusedGlobal:
             raise
         except RecursionError:
             raise ValueError("nested too deeply") from None
         except Exception as exc:  # malformed bytes: UnpicklingError, EOFError, struct errors, ...
             raise ValueError(f"{exc.__class__.__name__}: {exc}"[:160]) from None
-    return seen
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
@@ -181,20 +177,21 @@ class RefusedArtifact(ArtifactError):
         self.label, self.entry, self.global_name = label, entry, name
 
 
-def _refuse(label: str, entry: str, name: str):
-    return RefusedArtifact(label, entry, name)
-
-
-def _check_pickle_entry(data: bytes, label: str, entry: str, allowed, max_pickles: int = 1) -> None:
+def _check_pickle_entry(data: bytes, label: str, entry: str, allowed, max_pickles: int = 1,
+                        complete: bool = True) -> None:
+    """`complete`: False when `data` is only the first MAX_PICKLE_BYTES of what torch would read."""
     try:
         check_pickle(data, allowed, max_pickles)
     except RefusedGlobal as exc:
-        raise _refuse(label, entry, exc.name) from None
+        raise RefusedArtifact(label, entry, exc.name) from None
     except ValueError:
         # Malformed bytes. The real unpickler walks the same opcodes (inert placeholders never fail
         # where real objects would succeed), so it stops at the same place having met only allowed
-        # globals: safe to let torch report the corruption in its own words.
-        pass
+        # globals: safe to let torch report the corruption in its own words. Unless the bytes were
+        # cut short here: then what follows was never checked.
+        if not complete:
+            raise ArtifactError(f"{label}: refuses to load: its pickles run past "
+                                f"{MAX_PICKLE_BYTES >> 20} MiB") from None
 
 
 def _raw_payloads(zf: zipfile.ZipFile, names: list[str], label: str) -> set[str]:
@@ -328,32 +325,22 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
     """
     label = label or str(path)
     allowed = allowed_globals() if allowed is None else allowed
-    source = io.BytesIO(_data) if _data is not None else path
-    try:
-        if _data is not None:
-            is_zip = _data[:2] == b"PK"
-        else:
-            with open(path, "rb") as f:
-                is_zip = f.read(2) == b"PK"
-    except OSError as exc:
-        raise ArtifactError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    if not is_zip:  # legacy torch.save: five small pickles, then raw storage bytes
-        if _data is not None:
-            data, whole = _data[:MAX_PICKLE_BYTES], len(_data) <= MAX_PICKLE_BYTES
-        else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_PICKLE_BYTES + 1)
-            whole = len(data) <= MAX_PICKLE_BYTES
-            data = data[:MAX_PICKLE_BYTES]
+    head = _data
+    if head is None:
         try:
-            check_pickle(data, allowed, LEGACY_PICKLES)
-        except RefusedGlobal as exc:
-            raise _refuse(label, "the pickle", exc.name) from None
-        except ValueError:
-            if not whole:  # the pickles run past what was checked: cannot be proven safe
-                raise ArtifactError(f"{label}: refuses to load: its pickles run past "
-                                    f"{MAX_PICKLE_BYTES >> 20} MiB") from None
+            with open(path, "rb") as f:
+                head = f.read(2)
+                if head != b"PK":  # a legacy file: only its leading pickles are read, once
+                    head += f.read(MAX_PICKLE_BYTES - 1)
+                    complete = not f.read(1)
+        except OSError as exc:
+            raise ArtifactError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    else:
+        complete = len(head) <= MAX_PICKLE_BYTES
+    if head[:2] != b"PK":  # legacy torch.save: five small pickles, then raw storage bytes
+        _check_pickle_entry(head[:MAX_PICKLE_BYTES], label, "the pickle", allowed, LEGACY_PICKLES, complete)
         return
+    source = io.BytesIO(_data) if _data is not None else path
     try:
         zf = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -386,6 +373,6 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
                 try:
                     check_archive(None, label, allowed, _depth + 1, data)
                 except RefusedArtifact as exc:  # name the entry of the outer archive, as torch sees it
-                    raise _refuse(label, inner, exc.global_name) from None
+                    raise RefusedArtifact(label, inner, exc.global_name) from None
                 continue
             _check_pickle_entry(data, label, inner, allowed, 1 if name.endswith("pkl") else LEGACY_PICKLES)

@@ -10,14 +10,13 @@ sha256 of the checkpoint and of the class file, normalization and where it came 
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .artifacts import DEFAULT_LABELS
-from .errors import ArtifactError, CheckpointError, InvalidInputError, first_line
+from .errors import CheckpointError, InvalidInputError, first_line
+from .fileio import sha256_file
 
 EXAMPLE_BATCH = 2  # >= 2: a batch-1 example can bake the batch size into the graph
 
@@ -97,23 +96,24 @@ def load_state_dict(data: bytes, path: Path) -> dict:
     """A state_dict (or a mnistkit checkpoint's) from bytes, through the loading gate and weights_only."""
     import torch
 
-    from .safeload import check_archive
+    from .model import load_torch_bytes
 
-    try:
-        check_archive(None, str(path), _data=data)
-    except ArtifactError as exc:
-        raise CheckpointError(str(exc)) from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable state_dict ({first_line(exc, 160)})") from None
+    state = load_torch_bytes(data, path, "state_dict")
     if isinstance(state, dict) and "mnistkit" in state and "state_dict" in state:
         state = state["state_dict"]  # a mnistkit checkpoint exported through a user's class
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found a {type(state).__name__}")
     return state
+
+
+def _dataset_defaults(dataset, labels, recipe):
+    """A known dataset supplies the labels and preprocessing recipe not given otherwise."""
+    if dataset is None:
+        return labels, recipe
+    from .data import dataset_spec
+
+    spec = dataset_spec(dataset)
+    return labels or list(spec.labels), recipe or spec.recipe
 
 
 def load_source(source, model_class=None, labels=None, mean=None, std=None, recipe=None, dataset=None,
@@ -122,15 +122,11 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
     import torch
 
     from .model import load_checkpoint
-    from .usercode import DEFAULT_ORIGIN, ClassSource, load_class, user_normalization
+    from .usercode import DEFAULT_ORIGIN, load_class, user_normalization
 
     log = log or (lambda m: None)
     if isinstance(source, torch.nn.Module):
-        if dataset is not None:
-            from .data import dataset_spec
-
-            labels = labels or list(dataset_spec(dataset).labels)
-            recipe = recipe or dataset_spec(dataset).recipe
+        labels, recipe = _dataset_defaults(dataset, labels, recipe)
         module = source.eval().cpu()
         c = probe_module(module, type(source).__name__)
         meta = user_meta(labels, user_normalization(None, mean, std), recipe, dataset, c)
@@ -180,13 +176,8 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
             if data_dir is None and found.root is not None:
                 data_dir = str(found.root)
                 data_origin = f"from {found.origin}"
-    if dataset is not None:
-        from .data import dataset_spec
-
-        spec = dataset_spec(dataset)
-        labels = labels or list(spec.labels)
-        recipe = recipe or spec.recipe
-    norm = user_normalization(origin if isinstance(origin, ClassSource) else None, mean, std)
+    labels, recipe = _dataset_defaults(dataset, labels, recipe)
+    norm = user_normalization(origin, mean, std)
     if mean is None and std is None:
         if norm.origin == DEFAULT_ORIGIN:
             where = origin.file.name if origin.file else "the class's module"
@@ -235,7 +226,7 @@ def recorded_source(folder: Path, manifest: dict) -> Recorded:
     if found is None:
         raise InvalidInputError(f"{folder}: its source {src.get('path')} is gone (moved or deleted since export); "
                                 f"{hint}")
-    sha = hashlib.sha256(found.read_bytes()).hexdigest()
+    sha = sha256_file(found)
     if sha != src.get("sha256"):
         raise InvalidInputError(f"{folder}: its source {found} changed since export (sha256 {sha[:16]}…, recorded "
                                 f"{str(src.get('sha256'))[:16]}…); re-export it, or {hint}")
@@ -245,7 +236,7 @@ def recorded_source(folder: Path, manifest: dict) -> Recorded:
         if class_file:
             if not Path(class_file).is_file():
                 raise InvalidInputError(f"{folder}: the class file {class_file} is gone since export; {hint}")
-            csha = hashlib.sha256(Path(class_file).read_bytes()).hexdigest()
+            csha = sha256_file(class_file)
             if csha != src.get("class_sha256"):
                 raise InvalidInputError(f"{folder}: {class_file} changed since export (sha256 {csha[:16]}…, recorded "
                                         f"{str(src.get('class_sha256'))[:16]}…); re-export, or {hint}")

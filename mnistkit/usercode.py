@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
-import hashlib
 import importlib
 import importlib.util
 import symtable
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidInputError, first_line
+from .fileio import sha256_file
 
 # Expression nodes a "simple constant" may contain: no calls, no comprehensions, no lambdas.
 _STATIC_NODES = (ast.Constant, ast.Name, ast.Load, ast.Attribute, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare,
@@ -118,7 +118,8 @@ def load_class(spec: str) -> tuple[type, ClassSource]:
         path = Path(where)
         if not path.is_file():
             raise InvalidInputError(f"--model-class {spec!r}: {path} is not a file")
-        return _class_from_file(path, name, spec), ClassSource(spec, path.resolve(), _sha(path))
+        sha = sha256_file(path)
+        return _class_from_file(path, name, spec, sha), ClassSource(spec, path.resolve(), sha)
     # an installed package: a library, imported as Python imports it (its prints go to stderr)
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -130,11 +131,7 @@ def load_class(spec: str) -> tuple[type, ClassSource]:
     if not isinstance(cls, type):
         raise InvalidInputError(f"--model-class {spec!r}: {where} defines no class {name!r}")
     origin = getattr(module, "__file__", None)
-    return cls, ClassSource(spec, Path(origin).resolve() if origin else None, _sha(Path(origin)) if origin else None)
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return cls, ClassSource(spec, Path(origin).resolve() if origin else None, sha256_file(origin) if origin else None)
 
 
 def _read_source(path: Path, spec: str) -> tuple[str, ast.Module]:
@@ -148,7 +145,7 @@ def _read_source(path: Path, spec: str) -> tuple[str, ast.Module]:
         raise InvalidInputError(f"--model-class {spec!r}: {path}:{exc.lineno}: syntax error ({exc.msg})") from None
 
 
-def _class_from_file(path: Path, name: str, spec: str) -> type:
+def _class_from_file(path: Path, name: str, spec: str, sha: str) -> type:
     text, tree = _read_source(path, spec)
     definers: dict[str, ast.stmt] = {}  # name -> the static statement that defines it
     runtime: dict[str, ast.stmt] = {}  # name -> a statement that binds it by running code
@@ -210,7 +207,7 @@ def _class_from_file(path: Path, name: str, spec: str) -> type:
     keep = [s for s in tree.body if any(definers.get(n) is s for n in needed)
             or (isinstance(s, ast.ImportFrom) and s.module == "__future__")]
     code = compile(ast.Module(body=keep, type_ignores=[]), str(path), "exec")
-    mod_name = f"_mnistkit_user_{path.stem}_{_sha(path)[:8]}"
+    mod_name = f"_mnistkit_user_{path.stem}_{sha[:8]}"
     module = types.ModuleType(mod_name)
     module.__file__ = str(path.resolve())
     sys.modules[mod_name] = module

@@ -231,18 +231,13 @@ class OnnxRuntimeBackend(Backend):
 
     def _infer_fixed(self, x: np.ndarray, fixed: int) -> np.ndarray:
         """A model with a fixed batch dimension: run it chunk by chunk (padding the last)."""
-        n = len(x)
         chunks = []
-        for i in range(0, n, fixed):
-            part = x[i:i + fixed]
-            if len(part) < fixed:
-                pad = np.zeros((fixed - len(part), *part.shape[1:]), part.dtype)
-                part = np.concatenate([part, pad])
+        for part in fixed_batches(x, fixed):
             try:
                 chunks.append(self._run_fn(self._outs, {self._in: part})[0])
             except Exception as exc:
                 raise self._run_failed(exc, part) from None
-        return np.concatenate(chunks)[:n].astype(np.float32, copy=False)
+        return np.concatenate(chunks)[:len(x)].astype(np.float32, copy=False)
 
     def _close(self) -> None:
         self._sess = None
@@ -271,3 +266,12 @@ class OnnxRuntimeBackend(Backend):
 
         call._keepalive = (x_dev, io)  # the bound buffers must outlive the closure's use
         return call, sync
+
+
+def fixed_batches(x: np.ndarray, fixed: int) -> list[np.ndarray]:
+    """`x` split into batches of a fixed-batch model's size, the last padded with zeros (the backend and
+    bench's bare-session baseline split the same way)."""
+    pad = (-len(x)) % fixed
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    return [x[i:i + fixed] for i in range(0, len(x), fixed)]
