@@ -18,7 +18,8 @@ from pathlib import Path
 from mnistkit.environment import fingerprint
 from mnistkit.exporter import export_model
 from mnistkit.train import TrainConfig, train
-from mnistkit.verify import default_devices, verify
+from mnistkit.backends import default_devices
+from mnistkit.verify import verify
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

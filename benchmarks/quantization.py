@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from mnistkit.backends import create_backend
-from mnistkit.backends.base import pixels_to_float
+from mnistkit.pixels import pixels_to_float
 from mnistkit.bench import latency_stats, time_interleaved
 from mnistkit.data import load_split
 from mnistkit.environment import fingerprint
-from mnistkit.exporter import FORMATS, export_model
+from mnistkit.exporter import export_model
+from mnistkit.formats import FORMATS
 from mnistkit.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArtifactError
-
-KINDS = ("checkpoint", "onnx", "torchscript", "exported-program")
+from .fileio import check_input_file
+from .formats import KINDS, format_for
+from .formats.spec import METADATA_FILE, from_onnx_props, to_onnx_props  # noqa: F401  (the metadata encoding)
+from .pixels import FLOAT_FORM, UINT8_FORM
 
 MANIFEST_FORMAT = "mnistkit-manifest"
-METADATA_FILE = "mnistkit.json"  # name of the metadata entry inside TorchScript / .pt2 archives
+MAX_METADATA_BYTES = 1 << 20  # mnistkit's own metadata is ~1 KB; a member claiming more is refused
 
-# The two input contracts every backend accepts (see backends/base.py).
-FLOAT_FORM = "float"  # normalized float32 [N,1,28,28]
-UINT8_FORM = "uint8"  # raw pixels uint8 [N,28,28], 0-255, the dataset's polarity
 
 DEFAULT_LABELS = [str(d) for d in range(10)]
 # The tutorial's ToTensor scaling: pixels / 255, no mean/std. Used for models that do not say.
@@ -53,43 +52,28 @@ class ModelInfo:
 
     @property
     def format(self) -> str:
-        """The export format recorded in the artifact (onnx, onnx-app, ...), else its kind."""
-        if self.kind == "checkpoint":
-            return "checkpoint"
-        return self.metadata.get("format") or self.kind
+        """The format it is judged as: the one it records (onnx-app, onnx-int8, ...), else its kind."""
+        return format_for(self.kind, self.metadata.get("format") if self.kind != "checkpoint" else None)
 
 
 def detect_kind(path: str | os.PathLike) -> str:
     """Return one of KINDS by looking at the file's contents. Raises ArtifactError."""
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: no such file")
-    if path.is_dir():
-        raise ArtifactError(f"{path}: is a directory, expected a model file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ArtifactError(f"{path}: empty file, expected a model (checkpoint, .onnx, .ts or .pt2)")
+    check_input_file(path, "a model file (checkpoint, .onnx, .ts or .pt2)", ArtifactError)
     with open(path, "rb") as f:
         head = f.read(8)
+    members = None
     if head[:2] == b"PK":
         try:
             with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
+                members = zf.namelist()
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
             raise ArtifactError(f"{path}: corrupt or truncated zip archive (checkpoint, TorchScript or .pt2)") from None
-        if any("/code/" in n for n in names):
-            return "torchscript"
-        if any(n.endswith("/archive_format") or "/models/" in n for n in names):
-            return "exported-program"
-        if any(n.endswith("data.pkl") for n in names):
-            return "checkpoint"
+    for kind in KINDS.values():
+        if kind.sniff(head, members):
+            return kind.name
+    if members is not None:
         raise ArtifactError(f"{path}: a zip archive that is neither a checkpoint, TorchScript nor .pt2")
-    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
-        return "checkpoint"
-    # ONNX ModelProto: writers emit ir_version (field 1, varint: tag 0x08) first; other fields
-    # (producer_name 0x12, graph 0x3a, opset_import 0x42) can lead when ir_version is absent.
-    if head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x3a", b"\x42"):
-        return "onnx"
     raise ArtifactError(
         f"{path}: not a model file this toolkit knows (expected a mnistkit checkpoint, ONNX, "
         f"TorchScript or .pt2; first bytes {head[:4].hex()})"
@@ -128,24 +112,6 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
         output_name=str(outputs[0]),
         metadata=meta,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# ONNX metadata_props: flat string -> string. Non-string values are JSON-encoded.
-
-
-def to_onnx_props(meta: dict) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items() if v is not None}
-
-
-def from_onnx_props(props: dict[str, str]) -> dict:
-    out = {}
-    for k, v in props.items():
-        try:
-            out[k] = json.loads(v)
-        except (TypeError, ValueError):
-            out[k] = v
-    return out
 
 
 def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, input_shape: list,
@@ -255,21 +221,48 @@ def check_against_manifest(path: str | os.PathLike) -> None:
             check_sha256(path, entry["sha256"], manifest_path)
 
 
-def recorded_format(path: str | os.PathLike, kind: str) -> str:
-    """The export format an artifact records (onnx-int8, ...), read without a full runtime; else its kind."""
+def archive_metadata(path: str | os.PathLike) -> dict | None:
+    """The mnistkit metadata of a TorchScript / .pt2 archive (its extra/mnistkit.json member), read
+    without torch; None when it has none. Raises ArtifactError on an oversized or malformed member."""
     path = Path(path)
     try:
-        if kind == "onnx":
-            import onnxruntime as ort
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if name.endswith(f"/extra/{METADATA_FILE}") or name == f"extra/{METADATA_FILE}":
+                    if info.file_size > MAX_METADATA_BYTES:
+                        raise ArtifactError(f"{path}: metadata entry {name} claims {info.file_size} bytes; "
+                                            f"expected at most {MAX_METADATA_BYTES}")
+                    meta = json.loads(zf.read(info))
+                    if not isinstance(meta, dict):
+                        raise ArtifactError(f"{path}: metadata entry {name} is not a JSON object")
+                    return meta
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ArtifactError(f"{path}: unreadable metadata ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+    return None
 
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            return sess.get_modelmeta().custom_metadata_map.get("format") or kind
-        if kind in ("torchscript", "exported-program"):
-            with zipfile.ZipFile(path) as zf:
-                info = next((i for i in zf.infolist() if i.filename.endswith(f"extra/{METADATA_FILE}")), None)
-                if info is None or info.file_size > 1 << 20:
-                    return kind
-                return json.loads(zf.read(info)).get("format") or kind
-    except Exception:  # unreadable files are reported by the backend that tries to load them
-        return kind
-    return kind
+
+def onnx_metadata(path: str | os.PathLike) -> dict:
+    """An ONNX file's metadata_props, decoded, read with onnx's protobuf parser (no runtime session,
+    no graph initialisation, external data left unread). Needs the `onnx` package."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a readable ONNX model ({str(exc)[:120]})") from None
+    return from_onnx_props({p.key: p.value for p in model.metadata_props})
+
+
+def recorded_format(path: str | os.PathLike, kind: str) -> str:
+    """The format an artifact is judged as (formats.format_for), read without a runtime."""
+    try:
+        if kind == "onnx":
+            recorded = onnx_metadata(path).get("format")
+        elif kind in ("torchscript", "exported-program"):
+            recorded = (archive_metadata(path) or {}).get("format")
+        else:
+            recorded = None
+    except (ArtifactError, ImportError):  # unreadable files are reported by the backend that loads them
+        recorded = None
+    return format_for(kind, recorded if isinstance(recorded, str) else None)

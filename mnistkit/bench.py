@@ -33,17 +33,24 @@ from typing import Callable
 
 import numpy as np
 
-from .artifacts import detect_kind, read_manifest
-from .backends import BACKENDS, backends_for, create_backend
-from .backends.base import pixels_to_float
-from .compare import compare, tolerance_for
+from .backends import BACKENDS, ROOFLINE_PROBE, create_backend, load_target, reference_backend
+from .compare import compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
+from .formats import KINDS, tolerance_for
+from .pixels import native_batch
+from .plan import Case, Target, cases, check_choices, expand
 
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
+DEFAULT_BENCH_DIR = "models/bench"
 CV_WARN = 0.25  # stdev/mean above this flags the row: at ~10 us a call, scheduler noise alone gives ~0.1
 PARITY_IMAGES = 256
 MLP_FLOP_PER_IMAGE = 484_608  # 2 x (784*256 + 256*128 + 128*64 + 64*10)
-MATMUL_SHAPE = (1024, 784, 256)
+MODES = ("host", "device")
+
+
+def default_backends() -> tuple[str, ...]:
+    """Every backend except the slow ones (onnx.reference runs operators in Python)."""
+    return tuple(name for name, spec in BACKENDS.items() if not spec.slow)
 
 
 @dataclass
@@ -67,12 +74,10 @@ class BenchConfig:
             raise InvalidInputError(f"--threads {self.threads}: expected integers >= 1")
         if self.min_time <= 0 or self.warmup < 0:
             raise InvalidInputError("--min-time must be > 0 and --warmup >= 0")
-        for b in self.backends or ():
-            if b not in BACKENDS:
-                raise InvalidInputError(f"--backends: unknown backend {b!r}; expected from {', '.join(BACKENDS)}")
+        check_choices(self.backends, self.devices)
         for m in self.modes:
-            if m not in ("host", "device"):
-                raise InvalidInputError(f"--modes: unknown mode {m!r}; expected host or device")
+            if m not in MODES:
+                raise InvalidInputError(f"--modes: unknown mode {m!r}; expected from {', '.join(MODES)}")
 
 
 @dataclass
@@ -160,164 +165,6 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: float, min_time:
 
 
 # ---------------------------------------------------------------------------------------------
-# What to benchmark
-
-
-@dataclass
-class Target:
-    path: Path
-    kind: str
-    checkpoint: Path | None  # the reference for parity and the PyTorch eager row
-
-
-def resolve_targets(models) -> tuple[list[Target], Path | None]:
-    """MODEL arguments -> (artifact files, what names the PyTorch reference: a checkpoint or an export folder).
-
-    Export folders are expanded through their manifest, every file checked against its sha256.
-    """
-    from .artifacts import manifest_artifacts
-
-    targets: list[Target] = []
-    reference: Path | None = None
-    for m in models:
-        p = Path(m)
-        if p.is_dir() or p.name == "manifest.json":
-            folder = p if p.is_dir() else p.parent
-            manifest = read_manifest(p)
-            if reference is None and (manifest.get("source") or {}).get("kind") in ("checkpoint", "state_dict"):
-                reference = folder
-            for f in manifest_artifacts(p):
-                targets.append(Target(f, detect_kind(f), None))
-        else:
-            kind = detect_kind(p)
-            if kind == "checkpoint" and (reference is None or reference.is_dir()):
-                reference = p
-            targets.append(Target(p, kind, None))
-    return targets, reference
-
-
-def flops_per_image(onnx_path: Path) -> int | None:
-    """Multiply-add FLOP per image of an ONNX graph's Gemm/MatMul/Conv nodes (shape inference at N=1)."""
-    try:
-        import onnx
-        from onnx import shape_inference
-    except ImportError:
-        return None
-    try:  # a FLOP count is a nicety: a file ONNX cannot read is reported by the backend that loads it
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception:
-        return None
-    for inp in model.graph.input:
-        dims = inp.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = 1
-    try:
-        model = shape_inference.infer_shapes(model)
-    except Exception:
-        return None
-    shapes = {}
-    for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
-        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
-    inits = {i.name: list(i.dims) for i in model.graph.initializer}
-    total = 0
-    for node in model.graph.node:
-        if node.op_type in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
-            ins = [i for i in node.input if i in inits]
-            out = shapes.get(node.output[0])
-            if ins and out:
-                w = inits[ins[0]]
-                k = w[1] if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute) else w[0]
-                total += 2 * int(np.prod(out)) * k
-        elif node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
-            weight = next((inits[i] for i in node.input[1:2] if i in inits), None)
-            out = shapes.get(node.output[0])
-            if weight and out:
-                total += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
-    return total or None
-
-
-# ---------------------------------------------------------------------------------------------
-# Baselines
-
-
-class MatMulProbe:
-    """ONNX Runtime's own MatMul, 1024x784 by a constant 784x256 (the MLP's first layer at batch 1024),
-    with mnistkit's session options and threads: the machine's attainable fp32 rate for this model."""
-
-    def __init__(self, threads: int | None):
-        from onnx import TensorProto, helper, numpy_helper  # ImportError: no roofline without onnx
-        import onnxruntime as ort
-
-        from .backends.onnxrt import default_threads, session_options
-
-        m, k, n = MATMUL_SHAPE
-        rng = np.random.default_rng(0)
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["a", "b"], ["c"])], "roofline",
-            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
-            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
-            [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "b")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        model.ir_version = 8
-        self.threads = threads or default_threads()
-        self.flop = 2 * m * k * n
-        sess = ort.InferenceSession(model.SerializeToString(), session_options(self.threads),
-                                    providers=["CPUExecutionProvider"])
-        feed = {"a": rng.standard_normal((m, k)).astype(np.float32)}
-        self.call = lambda: sess.run(None, feed)
-
-    def describe(self, p50_seconds: float) -> dict:
-        return {"threads": self.threads, "shape": list(MATMUL_SHAPE), "p50_ms": p50_seconds * 1e3,
-                "gflops": self.flop / p50_seconds / 1e9}
-
-
-def matmul_roofline(threads: int | None, min_time: float = 0.5) -> dict | None:
-    """The MatMul rate measured on its own (for rows that are not timed beside it)."""
-    try:
-        probe = MatMulProbe(threads)
-    except ImportError:
-        return None
-    return probe.describe(float(np.median(time_calls(probe.call, 0.2, min_time, 20, 100_000))))
-
-
-class BareSession:
-    """The bare `InferenceSession.run` on the same file with mnistkit's session options."""
-
-    def __init__(self, path: Path, threads: int | None):
-        import onnxruntime as ort
-
-        from .backends.onnxrt import default_threads, session_options
-
-        self.threads = threads or default_threads()
-        self.sess = ort.InferenceSession(str(path), session_options(self.threads), providers=["CPUExecutionProvider"])
-        inp = self.sess.get_inputs()[0]
-        self.input = inp.name
-        self.shape = [d if isinstance(d, int) and d > 0 else -1 for d in inp.shape]
-        self.fixed = self.shape[0] if self.shape and self.shape[0] > 0 else None
-        outs = [o.name for o in self.sess.get_outputs()]
-        self.outputs = ["logits"] if "logits" in outs else outs[:1]
-
-    def call_for(self, x: np.ndarray) -> Callable[[], object]:
-        """A call as a user of the bare session would write it: reshaped to the model's input rank and, for a
-        fixed-batch model, split into batches of its size (the last padded) exactly as the backend does."""
-        run, outs = self.sess.run, self.outputs
-        if len(self.shape) != x.ndim:
-            x = x.reshape([len(x), *self.shape[1:]])
-        fixed = self.fixed
-        if fixed is None or len(x) == fixed:
-            feed = {self.input: x}
-            return lambda: run(outs, feed)
-        from .backends.onnxrt import fixed_batches
-
-        feeds = [{self.input: part} for part in fixed_batches(x, fixed)]
-
-        def split_call():
-            return [run(outs, feed)[0] for feed in feeds]
-
-        return split_call
-
-
-# ---------------------------------------------------------------------------------------------
 # The harness
 
 
@@ -335,10 +182,7 @@ class BenchReport:
 
 def _native_batch(info, images: np.ndarray, batch: int) -> np.ndarray:
     idx = np.arange(batch) % len(images)
-    pixels = np.ascontiguousarray(images[idx])
-    if info.input_form == "uint8":
-        return pixels
-    return pixels_to_float(pixels, info.mean, info.std)
+    return native_batch(np.ascontiguousarray(images[idx]), info.input_form, info.mean, info.std)
 
 
 def _row(target: Target, fmt: str, backend: str, device: str, provider, mode: str, batch: int, threads,
@@ -364,6 +208,59 @@ def _samples_field(seconds: np.ndarray) -> list[float]:
     return [round(float(x), 6) for x in ms]
 
 
+@dataclass(frozen=True)
+class BenchCase:
+    """One timed configuration: an artifact on a backend and device, in a mode, at a thread count."""
+
+    case: Case
+    mode: str
+    threads: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.case.backend}/{self.case.device} {self.case.target.path.name}"
+
+
+def plan_bench(targets: list[Target], config: BenchConfig) -> list[BenchCase]:
+    """The planner's (artifact x backend x device) cases x modes x threads; runtimes whose worker threads
+    spin go first (torch's OpenMP workers linger after torch cases and would share the cores)."""
+    planned, _ = cases(targets, config.backends, config.devices)
+    out = [BenchCase(c, mode, threads) for c in planned for mode in config.modes for threads in config.threads]
+    out.sort(key=lambda bc: not BACKENDS[bc.case.backend].spinning_threads)
+    return out
+
+
+@dataclass
+class _Run:
+    """What every case of one bench run shares."""
+
+    config: BenchConfig
+    report: BenchReport
+    images: np.ndarray
+    reference: np.ndarray | None
+    source: object  # the reference's source.Source, or None
+    checkpoint: Path | None
+    progress: Callable[[str, int, int], None] | None
+    total: int
+    done: int = 0
+    probes: dict = field(default_factory=dict)
+
+    def step(self, label: str, n: int = 1) -> None:
+        self.done = min(self.total, self.done + n)
+        if self.progress:
+            self.progress(label, self.done, self.total)
+
+    def failed(self, bc: BenchCase, status: str, reason: str, fmt: str | None = None, provider=None,
+               threads=None, skip: set | None = None) -> None:
+        """Rows saying why a case was not timed, at each batch size not already timed."""
+        c = bc.case
+        for b in self.config.batch_sizes:
+            if skip and b in skip:
+                continue
+            self.report.results.append(_row(c.target, fmt or c.target.kind, c.backend, c.device, provider, bc.mode, b,
+                                            threads if threads is not None else bc.threads, status, reason=reason))
+
+
 def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset: str | None = None,
               progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] | None = None,
               extra_env: dict | None = None, model_class: str | None = None, labels=None, mean=None,
@@ -374,55 +271,27 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
     source an export folder's manifest records (checked by sha256).
     """
     from .environment import fingerprint
-    from .exporter import validation_images
 
     config = config or BenchConfig()
     config.validate()
     log = log or (lambda m: None)
-    targets, ref_arg = resolve_targets(models)
+    targets, ref_arg = expand(models)
     if not targets:
         raise InvalidInputError("nothing to benchmark: pass a checkpoint, an export folder or artifacts")
     if model_class is not None and (ref_arg is None or ref_arg.is_dir()):
         raise InvalidInputError("--model-class names the class of a state_dict: pass that file among MODEL")
-
-    # reference logits for the parity gate (real test images where available)
-    ref_meta: dict = {}
-    reference = src = checkpoint = None
+    src = checkpoint = None
     if ref_arg is not None:
         from .source import data_for, reference_for
+        from .plan import target
 
         src, checkpoint, _ = reference_for(ref_arg, model_class if ref_arg.is_file() else None, labels, mean, std,
                                            log=log)
-        ref_meta = src.meta
         data_dir = data_for(src, data_dir, log)
         if not any(t.path.resolve() == checkpoint.resolve() for t in targets):
-            targets.insert(0, Target(checkpoint, "checkpoint", None))
-    for t in targets:
-        t.checkpoint = checkpoint
-    images, _, data_desc = validation_images({"dataset": dataset or ref_meta.get("dataset")}, data_dir,
-                                             PARITY_IMAGES, None)
-    if checkpoint is not None:
-        with create_backend(checkpoint, "pytorch", "cpu", kind="checkpoint", source=src) as ref:
-            reference = ref.run(images)
-
-    # the cases
-    cases = []
-    for t in targets:
-        for name in backends_for(t.kind):
-            if config.backends and name not in config.backends:
-                continue
-            for device in config.devices:
-                if device not in BACKENDS[name].devices:
-                    continue
-                for mode in config.modes:
-                    for threads in config.threads:
-                        cases.append((t, name, device, mode, threads))
-    # ONNX Runtime cases first: torch's OpenMP workers linger after torch cases and would share the
-    # cores with ORT's spinning threads
-    cases.sort(key=lambda c: c[1] != "onnxruntime")
-    total = sum(len(config.batch_sizes) for _ in cases)
-    done = 0
-    baselines: dict = {"matmul": {}, "flop_per_image": None}
+            targets.insert(0, target(checkpoint))
+    images, reference, data_desc = _parity_data(src, dataset, data_dir)
+    planned = plan_bench(targets, config)
     report = BenchReport({}, {
         "batch_sizes": list(config.batch_sizes), "threads": list(config.threads), "devices": list(config.devices),
         "modes": list(config.modes), "warmup_s": config.warmup, "min_time_s": config.min_time,
@@ -430,155 +299,189 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
         "timed": {"host": "backend.run(numpy) -> numpy, copies included, native input form",
                   "device": "inputs/outputs resident on the device, synchronized per call",
                   "device+graph": "CUDA graph replay of the forward pass (PyTorch)"},
-    }, baselines)
-
+    }, {"matmul": {}, "flop_per_image": _flop_per_image(targets, src)})
     if config.baselines and "cpu" in config.devices:  # before anything else runs on the cores
         for threads in config.threads:
-            rl = matmul_roofline(threads, min_time=min(0.5, config.min_time))
+            rl = _matmul_alone(threads, min_time=min(0.5, config.min_time))
             if rl:
-                baselines["matmul"][rl["threads"]] = rl
-    onnx_files = [t.path for t in targets if t.kind == "onnx"]
-    if onnx_files:
-        fl = flops_per_image(onnx_files[0])
-        baselines["flop_per_image"] = fl
-    elif ref_meta.get("arch") == "mlp":
-        baselines["flop_per_image"] = MLP_FLOP_PER_IMAGE
-
-    probes: dict[int, MatMulProbe] = {}
-    for (t, name, device, mode, threads) in cases:
-        label = f"{name}/{device} {t.path.name}"
-        is_reference = checkpoint is not None and t.path.resolve() == checkpoint.resolve()
-        options = {"source": src} if name == "pytorch" and is_reference else {}
-        try:
-            t0 = time.perf_counter()
-            backend = create_backend(t.path, name, device, kind=t.kind, threads=threads, **options)
-            backend.load()
-            load_ms = (time.perf_counter() - t0) * 1e3
-        except (BackendUnavailableError, Exception) as exc:  # a row that says so, then the next case
-            reason = first_line(exc)
-            status = "unavailable" if isinstance(exc, BackendUnavailableError) else "error"
-            for b in config.batch_sizes:
-                report.results.append(_row(t, t.kind, name, device, None, mode, b, threads, status, reason=reason))
-                done += 1
-                if progress:
-                    progress(label, done, total)
-            continue
-        try:
-            done = _bench_case(report, config, t, name, device, mode, threads, backend, load_ms, images, reference,
-                               probes, label, done, total, progress)
-        except Exception as exc:  # a case that breaks mid-way is a row that says why, never a traceback
-            reason = first_line(exc)
-            timed = {r["batch_size"] for r in report.results if r["artifact"] == str(t.path) and r["backend"] == name
-                     and r["device"] == device and r["mode"] == mode}
-            for b in config.batch_sizes:
-                if b not in timed:
-                    report.results.append(_row(t, t.kind, name, device, None, mode, b, threads, "error",
-                                               reason=reason))
-            done = min(total, done + len(config.batch_sizes))
-            if progress:
-                progress(label, done, total)
+                report.baselines["matmul"][rl["threads"]] = rl
+    run = _Run(config, report, images, reference, src, checkpoint, progress,
+               len(planned) * len(config.batch_sizes))
+    for bc in planned:
+        _run_case(run, bc)
     _add_roofline(report)
     report.environment = fingerprint({"threads_requested": list(config.threads), **(extra_env or {})})
     return report
 
 
-def _bench_case(report, config, t, name, device, mode, threads, backend, load_ms, images, reference, probes,
-                label, done, total, progress) -> int:
-    """Parity-check, then time one (artifact, backend, device, mode, threads) at every batch size.
+def _parity_data(src, dataset, data_dir):
+    """(images, reference logits or None, description) for the parity gate: real test images where
+    available, the reference's logits on them when a reference is known."""
+    from .data import validation_images
 
-    Returns the updated count of finished steps for the progress bar."""
+    images, _, data_desc = validation_images(dataset or (src.meta.get("dataset") if src else None), data_dir,
+                                             PARITY_IMAGES, None)
+    if src is None:
+        return images, None, data_desc
+    with reference_backend(src) as ref:
+        return images, ref.run(images), data_desc
+
+
+def _flop_per_image(targets: list[Target], src) -> int | None:
+    """FLOP per image from the first file whose kind can count them, else the seed MLP's known count."""
+    for t in targets:
+        count = KINDS[t.kind].flops
+        if count is not None:
+            return load_target(count)(t.path)
+    return MLP_FLOP_PER_IMAGE if src is not None and src.meta.get("arch") == "mlp" else None
+
+
+def _matmul_alone(threads: int | None, min_time: float = 0.5) -> dict | None:
+    """The roofline probe's rate measured on its own (for rows that are not timed beside it)."""
+    try:
+        probe = load_target(ROOFLINE_PROBE)(threads)
+    except ImportError:
+        return None
+    return probe.describe(float(np.median(time_calls(probe.call, 0.2, min_time, 20, 100_000))))
+
+
+def _run_case(run: _Run, bc: BenchCase) -> None:
+    c = bc.case
+    spec = BACKENDS[c.backend]
+    is_reference = run.checkpoint is not None and c.target.path.resolve() == run.checkpoint.resolve()
+    options = {"source": run.source} if spec.reference and is_reference else {}
+    try:
+        t0 = time.perf_counter()
+        backend = create_backend(c.target.path, c.backend, c.device, kind=c.target.kind, threads=bc.threads, **options)
+        backend.load()
+        load_ms = (time.perf_counter() - t0) * 1e3
+    except Exception as exc:  # a row that says so, then the next case
+        status = "unavailable" if isinstance(exc, BackendUnavailableError) else "error"
+        run.failed(bc, status, first_line(exc))
+        run.step(bc.label, len(run.config.batch_sizes))
+        return
+    try:
+        _bench_case(run, bc, backend, load_ms)
+    except Exception as exc:  # a case that breaks mid-way is a row that says why, never a traceback
+        timed = {r["batch_size"] for r in run.report.results if r["artifact"] == str(c.target.path)
+                 and r["backend"] == c.backend and r["device"] == c.device and r["mode"] == bc.mode}
+        run.failed(bc, "error", first_line(exc), skip=timed)
+        run.step(bc.label, len(run.config.batch_sizes))
+
+
+def _parity_gate(run: _Run, bc: BenchCase, fmt: str, device: str, out: np.ndarray):
+    """The comparison that admits a case to timing: against the reference, else (no reference known)
+    against an independent implementation that opens the file; None when there is neither."""
+    if run.reference is not None:
+        return compare(run.reference, out, tolerance_for(fmt, device))
+    for name, spec in BACKENDS.items():
+        if spec.independent and bc.case.target.kind in spec.opens:
+            try:
+                with create_backend(bc.case.target.path, name, "cpu") as independent:
+                    return compare(independent.run(run.images[:64]), out[:64], tolerance_for(fmt, device))
+            except UnsupportedModelError:  # e.g. QDQ operators onnx.reference does not implement
+                continue
+    return None
+
+
+def _bench_case(run: _Run, bc: BenchCase, backend, load_ms: float) -> None:
+    """Parity-check, then time one case at every batch size."""
+    config, t = run.config, bc.case.target
+    name, mode = bc.case.backend, bc.mode
+    spec = BACKENDS[name]
     with backend:
         info = backend.info
         fmt = info.format
         eff_threads = backend.threads
-        # parity gate
         t1 = time.perf_counter()
-        out = backend.run(_native_batch(info, images, len(images)))
+        out = backend.run(_native_batch(info, run.images, len(run.images)))
         first_ms = (time.perf_counter() - t1) * 1e3
-        gate = None
-        if reference is not None:
-            gate = compare(reference, out, tolerance_for(fmt, device))
-        elif t.kind == "onnx":
-            try:
-                with create_backend(t.path, "onnx-reference", "cpu") as independent:
-                    gate = compare(independent.run(images[:64]), out[:64], tolerance_for(fmt, device))
-            except UnsupportedModelError:  # e.g. QDQ operators onnx.reference does not implement
-                gate = None
+        gate = _parity_gate(run, bc, fmt, backend.device, out)
         if gate is None or not gate:
             why = ("no reference to check parity against (pass the checkpoint too)" if gate is None
                    else "parity failed: " + "; ".join(gate.failures))
-            for b in config.batch_sizes:
-                report.results.append(_row(t, fmt, name, backend.device, backend.provider, mode, b, eff_threads,
-                                           "parity-failed", reason=why))
-                done += 1
-                if progress:
-                    progress(label, done, total)
-            return done
+            run.failed(bc, "parity-failed", why, fmt, backend.provider, eff_threads)
+            run.step(bc.label, len(config.batch_sizes))
+            return
         bare = probe = None
-        if config.baselines and name == "onnxruntime" and backend.device == "cpu" and mode == "host":
-            bare = BareSession(t.path, eff_threads)
+        if config.baselines and spec.bare_baseline and backend.device == "cpu" and mode == "host":
+            bare = load_target(spec.bare_baseline)(t.path, eff_threads)
             try:
-                probe = probes.setdefault(eff_threads, MatMulProbe(eff_threads))
+                probe = run.probes.setdefault(eff_threads, load_target(ROOFLINE_PROBE)(eff_threads))
             except ImportError:
                 probe = None
         for b in config.batch_sizes:
-            x = _native_batch(info, images, b)
-            warnings_: list[str] = []
+            x = _native_batch(info, run.images, b)
             extra: dict = {"load_ms": load_ms, "first_ms": first_ms, "bytes": t.path.stat().st_size,
                            "accuracy": info.metadata.get("test_accuracy"),
                            "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement}}
             if info.fixed_batch and b != info.fixed_batch:  # a fixed-batch model runs a batch as several calls
                 extra["split"] = f"{math.ceil(b / info.fixed_batch)} × batch {info.fixed_batch}"
             modes_here = [mode]
-            if mode == "device" and device == "cuda" and name in ("pytorch", "torchscript"):
+            if mode == "device" and backend.device == "cuda" and spec.cuda_graphs:
                 modes_here.append("device+graph")
             for m in modes_here:
-                if m == "host":
-                    call, sync = (lambda run=backend.run, x=x: run(x)), None
-                else:
-                    call, sync = backend.device_resident(x, cuda_graph=True) if m == "device+graph" \
-                        else backend.device_resident(x)
-                if bare is not None and m == "host":
-                    # mnistkit, the bare session and the MatMul probe in alternating blocks: on a
-                    # shared machine the 2-thread rate drifts by 20 % between minutes, so each
-                    # ratio is taken against baselines timed in the same seconds
-                    calls = [call, bare.call_for(x)] + ([probe.call] if probe else [])
-                    timed = time_interleaved(calls, config.warmup, config.min_time, config.min_reps)
-                    ours, theirs = timed[0], timed[1]
-                    s_ours, s_bare = latency_stats(ours), latency_stats(theirs)
-                    extra_b = {"overhead_p50": s_ours.p50 / s_bare.p50, "overhead_p99": s_ours.p99 / s_bare.p99}
-                    fractions = {}
-                    if probe is not None and report.baselines.get("flop_per_image"):
-                        mm = probe.describe(float(np.median(timed[2])))
-                        per_image = report.baselines["flop_per_image"]
-                        fractions = {"ours": b * per_image / (s_ours.p50 / 1e3) / (mm["gflops"] * 1e9),
-                                     "bare": b * per_image / (s_bare.p50 / 1e3) / (mm["gflops"] * 1e9)}
-                        extra_b.update(roofline_fraction=fractions["ours"], matmul_gflops=mm["gflops"])
-                    bare_row = _row(t, fmt, "onnxruntime-bare", "cpu", "CPUExecutionProvider", m, b, eff_threads,
-                                    "ok", baseline=True, bytes=extra["bytes"], accuracy=extra["accuracy"],
-                                    **({"split": extra["split"]} if "split" in extra else {}),
-                                    **_stats_fields(s_bare, b))
-                    if fractions:
-                        bare_row.update(roofline_fraction=fractions["bare"], matmul_gflops=extra_b["matmul_gflops"])
-                    if b in config.keep_samples_at:
-                        bare_row["samples_ms"] = _samples_field(theirs)
-                    seconds = ours
-                else:
-                    seconds = time_calls(call, config.warmup, config.min_time, config.min_reps, config.max_reps, sync)
-                    s_ours, extra_b, bare_row = latency_stats(seconds), {}, None
-                if s_ours.cv > CV_WARN:
-                    warnings_.append(f"high variance: CV {s_ours.cv:.2f} > {CV_WARN} (noisy machine?)")
-                row = _row(t, fmt, name, backend.device, backend.provider, m, b, eff_threads, "ok",
-                           **extra, **extra_b, **_stats_fields(s_ours, b), warnings=list(warnings_))
-                if b in config.keep_samples_at:
-                    row["samples_ms"] = _samples_field(seconds)
-                report.results.append(row)
-                if bare_row is not None:
-                    report.results.append(bare_row)
-            done += 1
-            if progress:
-                progress(label, done, total)
-    return done
+                _time_mode(run, bc, backend, fmt, eff_threads, m, b, x, extra, bare if m == "host" else None, probe)
+            run.step(bc.label)
+
+
+def _time_mode(run: _Run, bc: BenchCase, backend, fmt, eff_threads, m: str, b: int, x, extra: dict, bare, probe):
+    """Time one mode at one batch size; append its row (and the bare baseline's, when timed beside it)."""
+    config, report, t, name = run.config, run.report, bc.case.target, bc.case.backend
+    if m == "host":
+        call, sync = (lambda run_=backend.run, x=x: run_(x)), None
+    elif m == "device+graph":
+        call, sync = backend.device_resident(x, cuda_graph=True)
+    else:
+        call, sync = backend.device_resident(x)
+    bare_row = None
+    extra_b: dict = {}
+    if bare is not None:
+        # mnistkit, the bare session and the MatMul probe in alternating blocks: on a shared machine
+        # the 2-thread rate drifts by 20 % between minutes, so each ratio is taken against baselines
+        # timed in the same seconds
+        calls = [call, bare.call_for(x)] + ([probe.call] if probe else [])
+        timed = time_interleaved(calls, config.warmup, config.min_time, config.min_reps)
+        seconds, theirs = timed[0], timed[1]
+        s_ours, s_bare = latency_stats(seconds), latency_stats(theirs)
+        extra_b = {"overhead_p50": s_ours.p50 / s_bare.p50, "overhead_p99": s_ours.p99 / s_bare.p99}
+        fractions = {}
+        per_image = report.baselines.get("flop_per_image")
+        if probe is not None and per_image:
+            mm = probe.describe(float(np.median(timed[2])))
+            fractions = {"ours": b * per_image / (s_ours.p50 / 1e3) / (mm["gflops"] * 1e9),
+                         "bare": b * per_image / (s_bare.p50 / 1e3) / (mm["gflops"] * 1e9)}
+            extra_b.update(roofline_fraction=fractions["ours"], matmul_gflops=mm["gflops"])
+        bare_row = _row(t, fmt, f"{name}-bare", "cpu", backend.provider, m, b, eff_threads, "ok", baseline=True,
+                        bytes=extra["bytes"], accuracy=extra["accuracy"],
+                        **({"split": extra["split"]} if "split" in extra else {}), **_stats_fields(s_bare, b))
+        if fractions:
+            bare_row.update(roofline_fraction=fractions["bare"], matmul_gflops=extra_b["matmul_gflops"])
+        if b in config.keep_samples_at:
+            bare_row["samples_ms"] = _samples_field(theirs)
+    else:
+        seconds = time_calls(call, config.warmup, config.min_time, config.min_reps, config.max_reps, sync)
+        s_ours = latency_stats(seconds)
+    warnings_ = [f"high variance: CV {s_ours.cv:.2f} > {CV_WARN} (noisy machine?)"] if s_ours.cv > CV_WARN else []
+    row = _row(t, fmt, name, backend.device, backend.provider, m, b, eff_threads, "ok",
+               **extra, **extra_b, **_stats_fields(s_ours, b), warnings=warnings_)
+    if b in config.keep_samples_at:
+        row["samples_ms"] = _samples_field(seconds)
+    report.results.append(row)
+    if bare_row is not None:
+        report.results.append(bare_row)
+
+
+def run_and_write(models, config: BenchConfig, out_dir: Path, create_parents: bool = False, **kwargs) -> dict:
+    """run_bench, then results.json/.csv, report.md and the plots into `out_dir`; the report's JSON with
+    the files written. When nothing could be timed, says why (BenchError) and writes nothing."""
+    from .report import write_outputs
+
+    obj = run_bench(models, config, **kwargs).to_json()
+    if not any(r.get("status") == "ok" for r in obj["results"]):
+        check_complete(obj["results"])
+    files = write_outputs(obj, Path(out_dir), create_parents=create_parents)
+    return {**obj, "files": {k: str(v) for k, v in files.items()}}
 
 
 def untimed(results: list[dict]) -> list[str]:

@@ -8,7 +8,6 @@ so `mnistkit --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -17,9 +16,10 @@ from pathlib import Path
 import click
 
 from ._version import __version__
-from .backends import BACKENDS, DEVICES
+from .backends import BACKENDS
 from .errors import MnistkitError
-from .exporter import DEFAULT_OPSET, FORMAT_CHOICES, OPSET_RANGE
+from .bench import DEFAULT_BATCH_SIZES, DEFAULT_BENCH_DIR
+from .formats import DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, DEVICES, FORMAT_CHOICES, OPSET_RANGE
 from .tables import LOSSES, MODEL_NAMES, OPTIMIZERS, TRAIN_DEVICES
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # checked against data.DATASETS in tests
@@ -196,9 +196,20 @@ def _csv(kind):
     return callback
 
 
+def _formats(ctx, param, value):
+    """--format through the format table's one parser."""
+    from .errors import InvalidInputError
+    from .formats import parse_formats
+
+    try:
+        return parse_formats(value)
+    except InvalidInputError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--format", "formats", multiple=True, callback=_csv(FORMAT_CHOICES), default=("onnx",),
+@click.option("--format", "formats", multiple=True, callback=_formats, default=("onnx",),
               show_default=True, help=f"One or more of {', '.join(FORMAT_CHOICES)} (repeat or comma-separate).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Folder for the artifacts [default: models/<checkpoint stem>/].")
@@ -212,7 +223,8 @@ def _csv(kind):
               help="Dataset the model was trained on (with --model-class): labels, recipe, validation images.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Where the validation test images (and int8 calibration images) are.")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=0.3, show_default=True,
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=DEFAULT_ACCURACY_BUDGET * 100,
+              show_default=True,
               help="Accuracy gate of the int8/fp16 formats, in points, vs the float model on the test split.")
 @json_option
 def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels, mean, std, recipe, dataset,
@@ -235,7 +247,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
 
     require("torch")
     from .console import emit_json, note
-    from .exporter import export_failures, export_model
+    from .exporter import export_model
     from .ui import print_export
 
     result = export_model(
@@ -244,7 +256,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
         data_dir=data_dir, log=None if as_json else note, raise_on_failure=False,
         max_accuracy_drop=max_accuracy_drop,
     )
-    failures = export_failures(result)
+    failures = result.failures()
     if as_json:
         emit_json(result.to_json())
     else:
@@ -281,7 +293,7 @@ def predict(model, inputs, backend, device, allow_fallback, top_k, threads, as_j
       mnistkit predict models/mlp-fashion-mnist/model.onnx shoe.png shirt.jpg
       mnistkit predict model.onnx digit.png --device cuda --json
     """
-    from .console import emit_json, out, warn
+    from .console import emit_json, warn
     from .predict import predict as run_predict
 
     result = run_predict(model, inputs, backend, device, top_k, allow_fallback, threads)
@@ -289,16 +301,10 @@ def predict(model, inputs, backend, device, allow_fallback, top_k, threads, as_j
         warn(n)
     if as_json:
         emit_json(result)
-        return
-    from rich.table import Table
+    else:
+        from .ui import print_predict
 
-    table = Table(title=f"{result['model']} · {result['backend']} · {result['provider']}", title_justify="left")
-    table.add_column("input")
-    table.add_column("label", style="bold")
-    table.add_column(f"top-{top_k}")
-    for p in result["predictions"]:
-        table.add_row(p["input"], p["label"], "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top_k"]))
-    out().print(table)
+        print_predict(result, top_k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,26 +384,16 @@ def inspect(file, as_json):
     Example:
       mnistkit inspect models/mlp-fashion-mnist/model.onnx
     """
-    from .console import emit_json, out
+    from .console import emit_json
     from .describe import describe
 
     info = describe(file)
     if as_json:
         emit_json(info)
-        return
-    from rich.table import Table
+    else:
+        from .ui import print_inspect
 
-    table = Table(show_header=False, title=f"{file} ({info['kind']})", title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    skip = {"metadata", "artifacts", "kind", "path"}
-    for key, value in info.items():
-        if key in skip:
-            continue
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
-    for a in info.get("artifacts", []):
-        table.add_row(f"artifact {a['file']}", f"{a['format']}, {a['bytes']} bytes, sha256 {a['sha256'][:16]}…")
-    out().print(table)
+        print_inspect(file, info)
 
 
 @cli.command()
@@ -410,20 +406,16 @@ def doctor(as_json):
     Example:
       mnistkit doctor
     """
-    from .console import emit_json, out
+    from .console import emit_json
     from .doctor import doctor as run_doctor
 
     report = run_doctor()
     if as_json:
         emit_json(report)
     else:
-        from rich.table import Table
+        from .ui import print_doctor
 
-        style = {"ok": "[green]ok[/]", "info": "[blue]info[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
-        table = Table("check", "status", "detail", "fix")
-        for c in report["checks"]:
-            table.add_row(c["name"], style[c["status"]], c["detail"], c["fix"])
-        out().print(table)
+        print_doctor(report)
     if not report["ok"]:
         raise click.exceptions.Exit(1)
 
@@ -452,7 +444,7 @@ def _ints(ctx, param, value):
                    "onnx-reference].")
 @click.option("--devices", callback=_csv(DEVICES), default=None,
               help="Comma-separated cpu,cuda [default: cpu, plus cuda where a GPU is usable].")
-@click.option("--batch-sizes", callback=_ints, default="1,4,16,64,256,1024", show_default=True)
+@click.option("--batch-sizes", callback=_ints, default=",".join(map(str, DEFAULT_BATCH_SIZES)), show_default=True)
 @click.option("--threads", callback=_ints, default=None, help="Comma-separated intra-op thread counts [default: all cores].")
 @click.option("--modes", callback=_csv(("host", "device")), default="host", show_default=True,
               help="host: numpy in/out, copies included; device: inputs resident on the device (IO binding, "
@@ -464,7 +456,7 @@ def _ints(ctx, param, value):
 @click.option("--no-baselines", is_flag=True, help="Skip the bare-session and MatMul-roofline baselines.")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None, help="Images for the parity check.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None)
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="models/bench", show_default=True,
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=DEFAULT_BENCH_DIR, show_default=True,
               help="Where results.json, results.csv, report.md and the PNG plots go.")
 @click.option("--allow-missing", is_flag=True,
               help="Exit 0 even when a requested runtime or device is not available here (its rows say so).")
@@ -489,33 +481,24 @@ def bench(models, model_class, labels, mean, std, backends, devices, batch_sizes
       mnistkit bench models/mlp-fashion-mnist/ --batch-sizes 1,64,1024 --threads 1,2
       mnistkit bench model.onnx --devices cuda --modes host,device --json
     """
-    from .bench import BenchConfig, check_complete, run_bench
-    from .report import write_outputs
-    from .console import emit_json, note, out
-    from .verify import default_devices
+    from .backends import default_devices
+    from .bench import BenchConfig, check_complete, default_backends, run_and_write
+    from .console import emit_json, note
+    from .ui import BenchProgress, print_bench
 
     config = BenchConfig(
-        batch_sizes=batch_sizes, threads=threads or (None,),
-        backends=tuple(backends) if backends else tuple(b for b, s in BACKENDS.items() if not s.slow),
-        devices=tuple(devices) if devices else tuple(default_devices()), modes=tuple(modes), warmup=warmup,
-        min_time=min_time, min_reps=min_reps, baselines=not no_baselines)
-    from .ui import BenchProgress
-
+        batch_sizes=batch_sizes, threads=threads or (None,), backends=tuple(backends or default_backends()),
+        devices=tuple(devices or default_devices()), modes=tuple(modes), warmup=warmup, min_time=min_time,
+        min_reps=min_reps, baselines=not no_baselines)
     with BenchProgress(enabled=not as_json) as progress:
-        report = run_bench(models, config, data_dir=data_dir, dataset=dataset, progress=progress.update,
-                           log=None if as_json else note, model_class=model_class,
-                           labels=labels.split(",") if labels else None, mean=mean, std=std)
-    obj = report.to_json()
-    if not any(r.get("status") == "ok" for r in obj["results"]):
-        check_complete(obj["results"])  # nothing timed: say why, write nothing
-    files = write_outputs(obj, Path(out_dir), create_parents=out_dir == "models/bench")
+        obj = run_and_write(models, config, Path(out_dir), create_parents=out_dir == DEFAULT_BENCH_DIR,
+                            data_dir=data_dir, dataset=dataset, progress=progress.update,
+                            log=None if as_json else note, model_class=model_class,
+                            labels=labels.split(",") if labels else None, mean=mean, std=std)
     if as_json:
-        emit_json({**obj, "files": {k: str(v) for k, v in files.items()}})
+        emit_json(obj)
     else:
-        from .ui import print_bench
-
         print_bench(obj)
-        out().print(f"wrote {', '.join(str(p) for p in files.values())}")
     check_complete(obj["results"], allow_missing)
 
 
@@ -547,13 +530,6 @@ def report(results, out_dir, as_json):
 # serve-demo
 
 
-def _default_app_model() -> str:
-    for candidate in sorted(Path("models").glob("**/app/model.onnx"), key=lambda p: -p.stat().st_mtime):
-        return str(candidate.parent)
-    raise click.UsageError("no app-ready model under models/: run `mnistkit demo` (or export --format all) "
-                           "or pass --model")
-
-
 @cli.command("serve-demo")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--model", type=click.Path(path_type=str), default=None,
@@ -568,7 +544,9 @@ def serve_demo(port, model):
     from .console import note, out
     from .serve import make_server
 
-    server = make_server(model or _default_app_model(), port)
+    from .serve import default_app_model
+
+    server = make_server(model or default_app_model(), port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     out().print(f"serving the demo page at [bold]{url}[/bold] with {server.RequestHandlerClass.keywords['model']} "
                 "(Ctrl-C stops)")

@@ -1,5 +1,8 @@
 """Comparing a runtime's logits with the reference's: values, not booleans. Torch-free.
 
+The tolerances themselves, each with how it was measured, are rows of the format table
+(mnistkit/formats): `formats.tolerance_for(format, device)`.
+
 A Comparison is truthy only when it passes; NaN anywhere fails; it carries every statistic and the
 smallest tolerance that would have passed, so a failure says by how much.
 """
@@ -29,53 +32,6 @@ class Tolerance:
     # below this many images one flipped answer moves accuracy by > 0.02 points: the accuracy budget is
     # then reported but not enforced (verify runs slow backends on 500 images)
     accuracy_min_images: int = 5000
-
-
-# The tolerance table: (format, device) -> Tolerance. `format` is the export format recorded in
-# the artifact ("onnx", "onnx-app", ...) or the artifact kind for files from elsewhere.
-# Measured with benchmarks/parity.py over the full Fashion-MNIST test split (results in
-# benchmarks/results/parity-cpu.json): ONNX Runtime differs from PyTorch eager by at most 1.9e-5 on
-# the MLP trained 10 epochs (larger weights, larger logits) and 4.8e-6 on the CNN: it fuses
-# Gemm+Relu and sums in another order. TorchScript and torch.export run the same ATen kernels and
-# match exactly. 1e-4 is 5x the worst seen, and a real fault (a wrong normalization moves logits by
-# > 0.1) cannot hide under it.
-FP32_CPU = Tolerance(1e-4, 1.0, why="fp32 on CPU: worst seen 1.9e-5 (summation order); 5x margin")
-# CUDA: TF32 is pinned off in mnistkit's torch backends, but cuBLAS/cuDNN pick other reduction orders
-# and ONNX Runtime's CUDA provider may use TF32 kernels: ~1e-3 is the documented gap. Top-1 may flip on
-# near-ties, so agreement is 99.9 %.
-FP32_CUDA = Tolerance(2e-3, 0.999, why="CUDA: reduction order and possible TF32 in ORT's kernels")
-
-# Quantized and half-precision artifacts are judged by what matters: top-1 agreement with the float
-# model and the accuracy delta on the test split (the budget, 0.3 points by default, is the export's
-# --max-accuracy-drop). Measured on the Fashion-MNIST MLP (benchmarks/results/quantization-*.json):
-# static int8 max_abs 1.9 with 98.9-99.5 % top-1 agreement; dynamic int8 0.16 and 99.6-99.8 %; fp16 5e-3
-# and 99.98 % on ONNX Runtime, 4.1e-2 on onnx.reference (numpy's float16 matmuls round more). Accuracy
-# moved by -0.15 to +0.04 points.
-INT8 = Tolerance(None, 0.98, max_accuracy_drop=0.003, why="int8: logits move (~1); top-1 and accuracy decide")
-FP16 = Tolerance(1e-1, 0.995, max_accuracy_drop=0.003, why="fp16: worst seen 4.1e-2 (onnx.reference); 2.5x margin")
-
-TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    ("checkpoint", "cpu"): Tolerance(1e-5, 1.0, why="PyTorch vs itself: same kernels"),
-    ("checkpoint", "cuda"): FP32_CUDA,
-    ("onnx", "cpu"): FP32_CPU,
-    ("onnx", "cuda"): FP32_CUDA,
-    ("onnx-app", "cpu"): FP32_CPU,
-    ("onnx-app", "cuda"): FP32_CUDA,
-    ("torchscript", "cpu"): FP32_CPU,
-    ("torchscript", "cuda"): FP32_CUDA,
-    ("exported-program", "cpu"): FP32_CPU,
-    ("exported-program", "cuda"): FP32_CUDA,
-    **{(fmt, dev): INT8 for fmt in ("onnx-int8", "onnx-int8-app", "onnx-int8-dynamic") for dev in ("cpu", "cuda")},
-    **{(fmt, dev): FP16 for fmt in ("onnx-fp16", "onnx-fp16-app") for dev in ("cpu", "cuda")},
-}
-
-
-def tolerance_for(fmt: str, device: str) -> Tolerance:
-    key = (fmt, device)
-    if key in TOLERANCES:
-        return TOLERANCES[key]
-    # unknown formats (foreign ONNX from elsewhere, new formats) fall back to their device's fp32 row
-    return FP32_CUDA if device == "cuda" else FP32_CPU
 
 
 @dataclass

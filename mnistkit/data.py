@@ -299,6 +299,30 @@ def load_split(
     return Split(images, labels, folder)
 
 
+VALIDATION_FALLBACK_IMAGES = 1000
+
+
+def validation_images(dataset: str | None, data_dir=None, limit: int | None = None, log=None):
+    """(uint8 images, labels or None, description) to check artifacts against their reference: the
+    dataset's real test split when it is on this machine (never downloaded for this), else seeded random
+    images (labels None) and a note saying so. Export validation and bench's parity gate both use it."""
+    if dataset in DATASETS:
+        try:
+            split = load_split(dataset, "test", data_dir, download=False)
+            n = len(split) if limit is None else min(limit, len(split))
+            return split.images[:n], split.labels[:n], f"{dataset} test images"
+        except DataError as exc:
+            if data_dir is not None:
+                raise
+            if log:
+                log(f"validating on random images: {exc}")
+    elif log:
+        log("validating on random images: the model names no dataset (pass --dataset/--data-dir)")
+    rng = np.random.default_rng(0)
+    n = VALIDATION_FALLBACK_IMAGES if limit is None else min(limit, VALIDATION_FALLBACK_IMAGES)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), None, "random images"
+
+
 def _not_found_message(spec: DatasetSpec) -> str:
     hint = "pass --data-dir DIR with the four IDX files"
     if spec.name != "fashion-mnist":

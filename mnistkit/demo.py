@@ -10,7 +10,7 @@ from .console import note, out
 def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     from .data import resolve_demo_dataset
     from .errors import ExportError, ParityError
-    from .exporter import export_failures, export_model
+    from .exporter import export_model
     from .train import TrainConfig, train
     from .ui import TrainProgress, print_export, print_verify
     from .verify import verify
@@ -37,8 +37,8 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     export_dir = out_dir / f"mlp-{dataset}"
     exported = export_model(ckpt, "all", out_dir=export_dir, log=note, raise_on_failure=False)
     print_export(exported)
-    if export_failures(exported):
-        raise ExportError(export_failures(exported))
+    if exported.failures():
+        raise ExportError(exported.failures())
 
     con.rule("[bold]4. verify (every backend x device x artifact vs PyTorch)")
     report = verify(ckpt, [export_dir], log=note)
@@ -47,17 +47,13 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
         raise ParityError(report.verdict())
 
     con.rule("[bold]5. bench (short: batch 1, 64, 1024; `mnistkit bench` for the full table)")
-    from .backends import BACKENDS
-    from .bench import BenchConfig, run_bench
-    from .report import write_outputs
+    from .bench import BenchConfig, default_backends, run_and_write
     from .ui import BenchProgress, print_bench
 
-    config = BenchConfig(batch_sizes=(1, 64, 1024), min_time=0.3, warmup=0.1,
-                         backends=tuple(b for b, spec in BACKENDS.items() if not spec.slow))
+    config = BenchConfig(batch_sizes=(1, 64, 1024), min_time=0.3, warmup=0.1, backends=default_backends())
     with BenchProgress() as progress:
-        bench = run_bench([export_dir], config, progress=progress.update).to_json()
+        bench = run_and_write([export_dir], config, out_dir / "bench", create_parents=True, progress=progress.update)
     print_bench(bench)
-    files = write_outputs(bench, out_dir / "bench", create_parents=True)
-    con.print(f"bench results and plots: {files['markdown'].parent}/")
+    con.print(f"bench results and plots: {out_dir / 'bench'}/")
     con.print(f"\n[bold]done.[/bold] Try: mnistkit predict {export_dir / 'model.onnx'} IMAGE.png · "
               f"mnistkit serve-demo --model {export_dir / 'app'}")

@@ -6,32 +6,12 @@ details come from the onnx package when installed, else from an ONNX Runtime ses
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 
-from .artifacts import (METADATA_FILE, check_against_manifest, detect_kind, from_onnx_props, manifest_artifacts,
+from .artifacts import (archive_metadata, check_against_manifest, detect_kind, from_onnx_props, manifest_artifacts,
                         read_manifest)
 from .errors import ArtifactError, first_line
 from .fileio import sha256_file
-
-
-MAX_METADATA_BYTES = 1 << 20  # mnistkit's own metadata is ~1 KB; a member claiming more is refused
-
-
-def _zip_metadata(path: Path) -> dict | None:
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            name = info.filename
-            if name.endswith(f"/extra/{METADATA_FILE}") or name == f"extra/{METADATA_FILE}":
-                if info.file_size > MAX_METADATA_BYTES:
-                    raise ArtifactError(f"{path}: metadata entry {name} claims {info.file_size} bytes; "
-                                        f"expected at most {MAX_METADATA_BYTES}")
-                meta = json.loads(zf.read(name))
-                if not isinstance(meta, dict):
-                    raise ArtifactError(f"{path}: metadata entry {name} is not a JSON object")
-                return meta
-    return None
 
 
 def _onnx_details(path: Path) -> dict:
@@ -106,10 +86,7 @@ def describe(path) -> dict:
         from .safeload import check_archive
 
         check_archive(path)  # say so if torch would be asked to run code from it
-        try:
-            info["metadata"] = _zip_metadata(path) or {}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
-            raise ArtifactError(f"{path}: unreadable {kind} archive ({exc})") from None
+        info["metadata"] = archive_metadata(path) or {}
         if kind == "torchscript":
             info["note"] = "TorchScript is deprecated upstream in favour of torch.export"
     else:

@@ -12,6 +12,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .environment import distribution_version
+
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 PROBE_MODEL = Path(__file__).parent / "assets" / "probe.onnx"  # Identity, opset 13, IR 7
 
@@ -22,13 +24,6 @@ class Check:
     status: str
     detail: str
     fix: str = ""
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return None
 
 
 def onnxruntime_distributions() -> list[str]:
@@ -70,7 +65,7 @@ def run_checks() -> list[Check]:
 
     checks.append(Check("mnistkit", OK, __version__))
     for dist in ("numpy", "pillow", "click", "rich"):
-        v = _version(dist)
+        v = distribution_version(dist)
         checks.append(Check(dist, OK if v else FAIL, v or "not installed", "" if v else f"pip install {dist}"))
 
     # ONNX Runtime: flavours, providers listed, providers that really load
@@ -138,7 +133,7 @@ def run_checks() -> list[Check]:
                                 "ORT's preload_dlls() finds CUDA libraries through torch's wheels only when the "
                                 "majors match: install matching versions"))
         for dist in ("torchvision", "onnx", "onnxscript"):
-            v = _version(dist)
+            v = distribution_version(dist)
             checks.append(Check(dist, OK if v else WARN, v or "not installed", "" if v else "pip install 'mnistkit[torch]'"))
 
     from .environment import gpu_description

@@ -53,16 +53,31 @@ def gpu_description() -> str | None:
     return out.stdout.strip() or None
 
 
-def library_versions(names=("numpy", "onnxruntime", "torch", "onnx", "onnxscript")) -> dict[str, str | None]:
-    """mnistkit, Python and each named library's version (None when not installed)."""
+def distribution_version(dist: str) -> str | None:
+    """An installed distribution's version by its pip name (onnxruntime-gpu, torch), None when absent."""
+    import importlib.metadata as md
+
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def library_versions(names=("numpy", "onnxruntime", "torch", "onnx", "onnxscript"),
+                     loaded_only: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """mnistkit, Python and each named library's version (None when not installed). Libraries in
+    `loaded_only` are reported only when this process already imported them (torch costs ~0.9 GB)."""
     import importlib
 
     from ._version import __version__
 
     versions: dict[str, str | None] = {"mnistkit": __version__, "python": platform.python_version()}
     for name in names:
+        mod = sys.modules.get(name)
+        if mod is None and name in loaded_only:
+            continue
         try:
-            mod = sys.modules.get(name) or importlib.import_module(name)
+            mod = mod or importlib.import_module(name)
             versions[name] = str(getattr(mod, "__version__", None))
         except ImportError:
             versions[name] = None
@@ -71,15 +86,7 @@ def library_versions(names=("numpy", "onnxruntime", "torch", "onnx", "onnxscript
 
 def fingerprint(extra: dict | None = None) -> dict:
     """CPU model, cores, GPU and driver, library versions, date: enough to compare results across machines."""
-    from ._version import __version__
-
-    versions = {"mnistkit": __version__, "python": platform.python_version()}
-    for name in ("numpy", "onnxruntime", "torch", "onnx"):
-        mod = sys.modules.get(name)
-        if mod is None and name in ("numpy", "onnxruntime"):
-            mod = __import__(name)
-        if mod is not None:
-            versions[name] = str(getattr(mod, "__version__", "?"))
+    versions = library_versions(("numpy", "onnxruntime", "torch", "onnx"), loaded_only=("torch", "onnx"))
     env = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),

@@ -18,6 +18,12 @@ class InvalidInputError(MnistkitError):
     """A value, file or array given by the user is not what was expected."""
 
 
+class UsageError(InvalidInputError):
+    """The command line lacks something it needs (exit 2, like click's usage errors)."""
+
+    exit_code = 2
+
+
 class DataError(InvalidInputError):
     """A dataset file or folder is missing, unreadable or malformed."""
 

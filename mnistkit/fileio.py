@@ -78,6 +78,22 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
 MAX_JSON_BYTES = 64 << 20  # manifests and bench results are KBs to a few MBs
 
 
+def check_input_file(path: Path, expected: str, error=InvalidInputError) -> int:
+    """A file given as input must exist, be a file and not be empty; returns its size. One `error` line
+    naming the file and what was expected otherwise."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc}); expected {expected}") from None
+    if path.is_dir():
+        raise error(f"{path}: is a directory, expected {expected}")
+    if st.st_size == 0:
+        raise error(f"{path}: empty file, expected {expected}")
+    return st.st_size
+
+
 def read_json(path: str | os.PathLike, default_name: str, expected: str, error=InvalidInputError):
     """Read a JSON file (or DIR/default_name); one-line `error` naming the file and what was expected."""
     path = Path(path)

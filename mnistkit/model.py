@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, InvalidInputError, first_line
-from .fileio import atomic_path, sha256_file  # noqa: F401  (re-exported)
+from .fileio import atomic_path, check_input_file, sha256_file  # noqa: F401  (re-exported)
 
 CHECKPOINT_FORMAT = "mnistkit-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -170,12 +170,7 @@ def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Check
 
     path = Path(path)
     if data is None:
-        if not path.exists():
-            raise CheckpointError(f"{path}: no such file")
-        if path.is_dir():
-            raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
-        if path.stat().st_size == 0:
-            raise CheckpointError(f"{path}: empty file, expected a mnistkit checkpoint")
+        check_input_file(path, "a mnistkit checkpoint", CheckpointError)
         data = path.read_bytes()
     if not data:
         raise CheckpointError(f"{path}: empty file, expected a mnistkit checkpoint")

@@ -24,8 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInputError, first_line
+from .fileio import check_input_file
 
-RECIPES = ("digits", "objects")
+# The preprocessing recipes by name, each with what it does (the app bundle's README quotes it).
+RECIPES = {
+    "digits": "grayscale; invert dark-on-light images; crop to the ink; fit a 20x20 box keeping the "
+              "aspect ratio; place in 28x28 by centre of mass (the MNIST recipe)",
+    "objects": "grayscale; invert light-background images; crop to the object; fit the longest edge "
+               "to 28; centre (the Fashion-MNIST recipe)",
+}
 MIN_SIDE = 8  # smaller images hold too little to classify
 INK_THRESHOLD = 0.15  # of the image's maximum after inversion: anti-aliasing below this is not ink
 
@@ -210,12 +217,7 @@ def load_inputs(path: str | os.PathLike, recipe: str) -> list[Sample]:
     from .errors import DataError
 
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InvalidInputError(f"{path}: is a directory; expected an image, .npy or IDX file")
-    if path.stat().st_size == 0:
-        raise InvalidInputError(f"{path}: empty file; expected an image (PNG, JPEG, BMP), .npy or IDX file")
+    check_input_file(path, "an image (PNG, JPEG, BMP), .npy or IDX file")
     with open(path, "rb") as f:
         head = f.read(6)
     if head.startswith(b"\x93NUMPY"):

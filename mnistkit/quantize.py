@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError, first_line
+from .pixels import native_batch
 
 CALIBRATION_IMAGES = 512  # "a few hundred": more changed nothing measurable on the MLP (benchmarks/README.md)
 CALIBRATION_SEED = 0
@@ -55,12 +56,6 @@ def calibration_data(dataset: str, data_dir=None, n: int = CALIBRATION_IMAGES, s
     cal, sel = order[:n], order[n:n + selection]
     return CalibrationData(split.images[cal], split.images[sel], split.labels[sel], seed,
                            f"{dataset} training split")
-
-
-def _native(images: np.ndarray, input_form: str, mean: float, std: float) -> np.ndarray:
-    from .backends.base import pixels_to_float
-
-    return images if input_form == "uint8" else pixels_to_float(images, mean, std)
 
 
 class _Reader:
@@ -112,7 +107,7 @@ def quantize_static_qdq(float_path: Path, out_path: Path, calib: CalibrationData
 
     from .capture import captured_output
 
-    data = _native(calib.images, input_form, mean, std)
+    data = native_batch(calib.images, input_form, mean, std)
     scores: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="mnistkit-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"

@@ -13,7 +13,7 @@ import threading
 from functools import partial
 from pathlib import Path
 
-from .errors import ArtifactError, InvalidInputError
+from .errors import ArtifactError, InvalidInputError, UsageError
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "examples" / "web"
 VENDOR_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
@@ -28,6 +28,15 @@ def web_dir() -> Path:
         raise InvalidInputError(f"{WEB_DIR / 'vendor'} lacks {', '.join(missing)}: run `make setup` "
                                 f"(or `npm install && npm run vendor` in {WEB_DIR})")
     return WEB_DIR
+
+
+def default_app_model(root: Path = Path("models")) -> Path:
+    """The newest app bundle under `root` (what `serve-demo` serves without --model)."""
+    found = sorted(root.glob("**/app/model.onnx"), key=lambda p: -p.stat().st_mtime)
+    if not found:
+        raise UsageError(f"no app-ready model under {root}/: run `mnistkit demo` (or export --format all) "
+                         "or pass --model")
+    return found[0].parent
 
 
 def resolve_model(path) -> tuple[Path, dict]:

@@ -16,9 +16,9 @@ from typing import Any
 
 from .artifacts import DEFAULT_LABELS
 from .errors import CheckpointError, InvalidInputError, first_line
-from .fileio import sha256_file
+from .fileio import check_input_file, sha256_file
+from .formats.spec import EXAMPLE_BATCH
 
-EXAMPLE_BATCH = 2  # >= 2: a batch-1 example can bake the batch size into the graph
 
 
 @dataclass
@@ -82,10 +82,7 @@ def probe_module(module, where: str) -> int:
 
 def _read_once(path: Path) -> tuple[bytes, str]:
     """The file's bytes and their sha256, read before any user code can touch the file."""
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, expected a checkpoint or state_dict file")
+    check_input_file(path, "a checkpoint or state_dict file", CheckpointError)
     data = path.read_bytes()
     if not data:
         raise CheckpointError(f"{path}: empty file, expected a checkpoint or state_dict")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .data import dataset_spec, load_split
 from .environment import library_versions
-from .errors import BackendUnavailableError, InvalidInputError, TrainingInterrupted
+from .errors import InvalidInputError, TrainingInterrupted
 from .model import MODELS, build_model, save_checkpoint
 from .tables import LOSSES, OPTIMIZERS, TRAIN_DEVICES as DEVICES
 
@@ -106,17 +106,10 @@ class Callback:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA" if torch.version.cuda is None
-                   else "no usable CUDA GPU was found")
-            raise BackendUnavailableError(
-                f"--device cuda: {why} (torch {torch.__version__}); use --device cpu or auto"
-            )
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """--device auto|cpu|cuda (one resolution for training and the torch backends)."""
+    from .backends.torch_common import torch_device
+
+    return torch_device(device, auto=True)
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
@@ -147,11 +140,13 @@ def compute_loss(name: str, logits: torch.Tensor, targets: torch.Tensor) -> torc
 
 
 class Normalizer:
-    """uint8 [B,28,28] -> normalized float32 [B,1,28,28] in two fused in-place ops."""
+    """uint8 [B,28,28] -> normalized float32 [B,1,28,28] in two fused in-place ops (pixels.scale_shift)."""
 
     def __init__(self, mean: float, std: float):
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = -mean / std
+        from .pixels import scale_shift
+
+        scale, shift = scale_shift(mean, std)
+        self.scale, self.shift = float(scale), float(shift)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels.unsqueeze(1).to(torch.float32).mul_(self.scale).add_(self.shift)

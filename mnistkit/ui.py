@@ -75,11 +75,34 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
+def validation_line(v) -> str:
+    """One export validation (validate.Validation) as its ✓/✗ line."""
+    mark = "✓" if v.passed else "✗"
+    if v.comparison is None:
+        return f"{mark} {v.format:<17} {v.file:<23} {v.error}"
+    c = v.comparison
+    tol = "n/a" if c.tolerance.max_abs is None else f"{c.tolerance.max_abs:.0e}"
+    s = f"{mark} {v.format:<17} {v.file:<23} max_abs {c.max_abs:.2e} (tol {tol}) top-1 {c.top1_agreement:.2%}"
+    if c.tolerance.max_accuracy_drop is not None and c.accuracy is not None:
+        enforced = c.n >= c.tolerance.accuracy_min_images
+        s += (f" acc {c.accuracy:.4f} ({c.accuracy_delta * 100:+.2f} points, budget "
+              f"-{c.tolerance.max_accuracy_drop * 100:.2f}"
+              + ("" if enforced else f", enforced from {c.tolerance.accuracy_min_images} images") + ")")
+    s += f" on {v.images} {v.data}"
+    if v.data == "random images":  # never quietly: no accuracy was measured, only agreement
+        s += " (NO REAL TEST DATA FOUND: agreement with PyTorch only; pass --dataset/--data-dir)"
+    if v.batch_sizes:
+        s += f"; batch {'/'.join(map(str, v.batch_sizes))} ok"
+    if not v.passed:
+        s += " — " + "; ".join(c.failures + ([v.error] if v.error else []))
+    return s
+
+
 def print_export(result) -> None:
     """The export's ✓/✗ validation lines and what was written."""
     con = out()
     for v in result.validation:
-        con.print(("[green]" if v.passed else "[red]") + _esc(v.line()) + "[/]")
+        con.print(("[green]" if v.passed else "[red]") + _esc(validation_line(v)) + "[/]")
     for a in result.artifacts:
         extra = (f", opset {a['opset']}, IR {a['ir_version']}, onnxruntime >= {a['min_onnxruntime']}"
                  if "opset" in a else "")
@@ -172,3 +195,49 @@ def print_bench(obj: dict) -> None:
     for t, rl in obj["baselines"].get("matmul", {}).items():
         out().print(f"MatMul roofline ({t} threads): {rl['gflops']:.0f} GFLOP/s; "
                     f"model: {obj['baselines'].get('flop_per_image') or '?'} FLOP/image")
+    if obj.get("files"):
+        out().print(f"wrote {', '.join(str(p) for p in obj['files'].values())}")
+
+
+def print_predict(result: dict, top_k: int) -> None:
+    """predict's labels and top-k probabilities, one row per input."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} · {result['backend']} · {result['provider']}", title_justify="left")
+    table.add_column("input")
+    table.add_column("label", style="bold")
+    table.add_column(f"top-{top_k}")
+    for p in result["predictions"]:
+        table.add_row(_esc(p["input"]), _esc(p["label"]),
+                      "  ".join(f"{_esc(t['label'])} {t['probability']:.3f}" for t in p["top_k"]))
+    out().print(table)
+
+
+def print_inspect(file: str, info: dict) -> None:
+    """inspect's description of a file or export folder, one row per fact."""
+    import json
+
+    from rich.table import Table
+
+    table = Table(show_header=False, title=_esc(f"{file} ({info['kind']})"), title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    skip = {"metadata", "artifacts", "kind", "path"}
+    for key, value in info.items():
+        if key in skip:
+            continue
+        table.add_row(key, _esc(value if isinstance(value, str) else json.dumps(value)))
+    for a in info.get("artifacts", []):
+        table.add_row(_esc(f"artifact {a['file']}"), _esc(f"{a['format']}, {a['bytes']} bytes, sha256 {a['sha256'][:16]}…"))
+    out().print(table)
+
+
+def print_doctor(report: dict) -> None:
+    """doctor's checks with their status and fixes."""
+    from rich.table import Table
+
+    style = {"ok": "[green]ok[/]", "info": "[blue]info[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+    table = Table("check", "status", "detail", "fix")
+    for c in report["checks"]:
+        table.add_row(c["name"], style[c["status"]], _esc(c["detail"]), _esc(c["fix"]))
+    out().print(table)

@@ -17,10 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from .artifacts import detect_kind, manifest_artifacts, recorded_format
-from .backends import BACKENDS, backends_for, create_backend
-from .compare import Comparison, compare, tolerance_for
-from .errors import ArtifactError, BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
+from .backends import BACKENDS, create_backend, default_devices, reference_backend
+from .compare import Comparison, compare
+from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
+from .formats import tolerance_for
+from .plan import Case, cases, check_choices, expand, target
 
 # onnx.reference executes operators in Python: the first 500 images keep it to seconds on the MLP.
 SLOW_BACKEND_LIMIT = 500
@@ -108,26 +109,6 @@ def _images_fingerprint(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
 
 
-def default_devices() -> list[str]:
-    """cpu, plus cuda where torch sees a GPU."""
-    from .backends import cuda_available_for_torch
-
-    return ["cpu", "cuda"] if cuda_available_for_torch() else ["cpu"]
-
-
-def expand_artifacts(paths) -> list[Path]:
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir() or p.name == "manifest.json":
-            out.extend(manifest_artifacts(p))
-        else:
-            if not p.exists():
-                raise ArtifactError(f"{p}: no such file")
-            out.append(p)
-    return list(dict.fromkeys(out))
-
-
 def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str | None = None,
            data_dir=None, limit: int | None = None, save_outputs=None, load_outputs=None,
            allow_fallback: bool = False, log: Callable[[str], None] | None = None,
@@ -145,90 +126,77 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     log = log or (lambda m: None)
     if limit is not None and limit < 1:
         raise InvalidInputError(f"--limit {limit}: expected >= 1")
-    for b in backends or ():
-        if b not in BACKENDS:
-            raise InvalidInputError(f"--backends: unknown backend {b!r}; expected from {', '.join(BACKENDS)}")
+    check_choices(backends, devices)
     explicit_devices = devices is not None
     devices = list(devices) if devices else default_devices()
-    for d in devices:
-        if d not in ("cpu", "cuda"):
-            raise InvalidInputError(f"--devices: unknown device {d!r}; expected cpu or cuda")
 
     src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log)
     if folder is not None and not artifacts:
         artifacts = [folder]
-    paths = expand_artifacts(artifacts)  # bad paths fail before any data is loaded
+    targets, _ = expand(artifacts)  # bad paths fail before any data is loaded
     dataset = dataset or src.meta.get("dataset") or "mnist"
     data_dir = data_for(src, data_dir, log)
     split = load_split(dataset, "test", data_dir, log=log)
     n = len(split) if limit is None else min(limit, len(split))
     images, labels_arr = split.images[:n], split.labels[:n]
 
-    with create_backend(ref_path, "pytorch", "cpu", kind="checkpoint", source=src) as ref_backend:
+    with reference_backend(src) as ref_backend:
         reference = ref_backend.run_chunked(images, CHUNK)
-        ref_info = {"backend": "pytorch", "device": "cpu", "provider": ref_backend.provider,
+        ref_info = {"backend": ref_backend.name, "device": "cpu", "provider": ref_backend.provider,
                     "accuracy": float((reference.argmax(1) == labels_arr).mean()),
                     "threads": ref_backend.threads, "source": src.description}
     report = VerifyReport(str(ref_path), dataset, n, ref_info)
 
     with tempfile.TemporaryDirectory(prefix="mnistkit-verify-") as tmp:
         if not artifacts:
-            from .exporter import export_model
-
-            log("no artifacts given: exporting every format to a temporary folder first")
-            exported = export_model(src.module, "all", out_dir=tmp, validate=False, data_dir=data_dir,
-                                    raise_on_failure=False, labels=src.meta["labels"],
-                                    mean=src.meta["normalization"]["mean"][0], std=src.meta["normalization"]["std"][0],
-                                    recipe=src.meta["preprocess"], dataset=src.meta.get("dataset"))
-            paths = [Path(tmp) / a["file"] for a in exported.artifacts]
-        paths = [Path(ref_path), *paths]
-        labels = labels_arr
-
+            targets = _export_everything(src, tmp, data_dir, log)
+        ref_target = target(ref_path)
+        planned, not_run = cases([ref_target], backends, devices)
+        planned = [c for c in planned if not (BACKENDS[c.backend].reference and c.device == "cpu")]  # itself
+        more, why = cases([t for t in targets if t.path != ref_target.path], backends, devices)  # given twice
+        report.not_run.extend(r for r in not_run if "--backends" not in r)
+        report.not_run.extend(why)
         saved: dict[str, np.ndarray] = {}
-        for path in paths:
-            kind = detect_kind(path)
-            recorded = recorded_format(path, kind)
-            for name in backends_for(kind):
-                if backends and name not in backends:
-                    if path != Path(ref_path):
-                            report.not_run.append(f"{path.name} ({kind}) runs on {', '.join(backends_for(kind))}, "
-                                              f"not on --backends {','.join(backends)}")
-                    continue
-                spec = BACKENDS[name]
-                for device in devices:
-                    if device not in spec.devices:
-                        report.not_run.append(f"{name} does not run on {device}")
-                        continue
-                    if path == Path(ref_path) and name == "pytorch" and device == "cpu":
-                        continue  # the reference itself
-                    m = min(n, SLOW_BACKEND_LIMIT) if spec.slow else n
-                    pair = _run_pair(path, kind, recorded, name, device, images[:m], labels[:m], reference[:m],
-                                     allow_fallback, explicit_devices,
-                                     src if path == Path(ref_path) else None)
-                    if pair is None:
-                        continue
-                    report.pairs.append(pair)
-                    if on_pair:
-                        on_pair(pair)
-                    if save_outputs and pair.comparison is not None:
-                        saved[f"{len(report.pairs) - 1}"] = pair.logits
+        for case in planned + more:
+            m = min(n, SLOW_BACKEND_LIMIT) if BACKENDS[case.backend].slow else n
+            pair = _run_pair(case, images[:m], labels_arr[:m], reference[:m], allow_fallback, explicit_devices,
+                             src if case.target is ref_target else None)
+            if pair is None:
+                continue
+            report.pairs.append(pair)
+            if on_pair:
+                on_pair(pair)
+            if save_outputs and pair.comparison is not None:
+                saved[f"{len(report.pairs) - 1}"] = pair.logits
     if save_outputs:
         _save_outputs(save_outputs, report, reference, images, saved)
     if load_outputs:
-        for pair in _load_outputs(load_outputs, reference, images, labels):
+        for pair in _load_outputs(load_outputs, reference, images, labels_arr):
             report.pairs.append(pair)
             if on_pair:
                 on_pair(pair)
     return report
 
 
-def _run_pair(path, kind, fmt, name, device, images, labels, reference, allow_fallback, explicit_devices,
-              source=None):
+def _export_everything(src, folder, data_dir, log):
+    """Every format of `src`, unvalidated, into a temporary folder (verify validates them itself)."""
+    from .exporter import export_model
+
+    log("no artifacts given: exporting every format to a temporary folder first")
+    norm = src.meta["normalization"]
+    exported = export_model(src.module, "all", out_dir=folder, validate=False, data_dir=data_dir,
+                            raise_on_failure=False, labels=src.meta["labels"], mean=norm["mean"][0],
+                            std=norm["std"][0], recipe=src.meta["preprocess"], dataset=src.meta.get("dataset"))
+    return [target(Path(folder) / a["file"]) for a in exported.artifacts]
+
+
+def _run_pair(case: Case, images, labels, reference, allow_fallback, explicit_devices, source=None):
+    path, fmt, name, device = case.target.path, case.target.format, case.backend, case.device
     options = {"allow_fallback": True} if allow_fallback else {}
     if source is not None:
         options["source"] = source
     try:
-        with create_backend(path, name, device, kind=kind, **options) as b:
+        with create_backend(path, name, device, kind=case.target.kind, **options) as b:
             fmt = b.info.format
             logits = b.run_chunked(images, CHUNK)
             provider = b.provider
@@ -240,8 +208,7 @@ def _run_pair(path, kind, fmt, name, device, images, labels, reference, allow_fa
             return None  # cuda was only implied ("auto"); its absence is not a failure
         return PairResult(str(path), fmt, name, device, None, len(images), None, error=str(exc))
     except Exception as exc:  # a failing pair is a result, listed with all the others
-        msg = first_line(exc)
-        return PairResult(str(path), fmt, name, device, None, len(images), None, error=msg[:300])
+        return PairResult(str(path), fmt, name, device, None, len(images), None, error=first_line(exc)[:300])
     comparison = compare(reference, logits, tolerance_for(fmt, device), labels)
     return PairResult(str(path), fmt, name, actual_device, provider, len(images), comparison, logits=logits)
 

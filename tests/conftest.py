@@ -150,3 +150,16 @@ def digits_export(tmp_path_factory, digits_ckpt, mnist_sample_dir) -> Path:
     out = tmp_path_factory.mktemp("digits-export")
     export_model(digits_ckpt, "all", out_dir=out, data_dir=mnist_sample_dir)
     return out
+
+
+def swap_writer(monkeypatch, name: str, writer) -> None:
+    """Replace one format's writer by a function for a test (rows are frozen and name their writers as
+    "module:function": the function is put in this module and the row replaced)."""
+    import dataclasses
+    import sys
+
+    from mnistkit.formats import FORMATS
+
+    monkeypatch.setattr(sys.modules[__name__], f"_writer_{name.replace('-', '_')}", writer, raising=False)
+    target = f"{__name__}:_writer_{name.replace('-', '_')}"
+    monkeypatch.setitem(FORMATS, name, dataclasses.replace(FORMATS[name], writer=target))

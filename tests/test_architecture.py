@@ -69,3 +69,45 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The package's layers, bottom to top (the README's architecture section says the same in prose). A module
+# imports only from its own layer or below; within a layer the graph is acyclic (test above).
+LAYERS = [
+    ("foundation", {"_version", "errors", "capture", "console", "fileio", "environment", "tables", "onnx_compat",
+                    "pixels", "compare"}),
+    ("inputs", {"data", "preprocess", "safeload", "usercode", "model"}),
+    ("format table", {"formats", "formats.spec", "formats.kinds"}),
+    ("artifacts", {"artifacts"}),
+    ("runtimes", {"backends", "backends.base", "backends.onnxrt", "backends.onnxref", "backends.torch_common",
+                  "backends.pytorch", "backends.torchscript", "backends.exported_program"}),
+    ("sources and writers", {"source", "quantize", "formats.onnx", "formats.torch_archives", "describe"}),
+    ("stages", {"plan", "validate", "exportdir", "train", "predict", "report", "doctor"}),
+    ("commands", {"exporter", "verify", "bench"}),
+    ("presentation", {"ui", "demo", "serve"}),
+    ("shell", {"cli", "__main__", ""}),  # "" is the package itself (mnistkit.export)
+]
+
+
+def layer_of() -> dict[str, int]:
+    return {("mnistkit." + m).rstrip("."): i for i, (_, mods) in enumerate(LAYERS) for m in mods}
+
+
+def test_every_module_has_a_layer():
+    graph = import_graph()
+    missing = sorted(set(graph) - set(layer_of()))
+    assert not missing, f"modules without a layer in LAYERS: {missing}"
+    stale = sorted(set(layer_of()) - set(graph))
+    assert not stale, f"LAYERS names modules that do not exist: {stale}"
+
+
+def test_no_upward_import():
+    graph, layer = import_graph(), layer_of()
+    upward = [f"{m} ({LAYERS[layer[m]][0]}) imports {t} ({LAYERS[layer[t]][0]})"
+              for m, targets in graph.items() for t in targets if layer[t] > layer[m]]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_import():
+    layer = {"a": 0, "b": 1}
+    assert [m for m, ts in {"a": {"b"}, "b": set()}.items() for t in ts if layer[t] > layer[m]] == ["a"]

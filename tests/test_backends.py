@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mnistkit.artifacts import detect_kind
-from mnistkit.backends import BACKENDS, DEFAULT_BACKEND, backends_for, create_backend
-from mnistkit.backends.base import float_to_pixels, pixels_to_float
+from mnistkit.backends import BACKENDS, backends_for, create_backend
+from mnistkit.formats import KINDS
+from mnistkit.pixels import float_to_pixels, pixels_to_float
 from mnistkit.errors import ArtifactError, BackendUnavailableError, InvalidInputError
 
 # (backend, artifact file in the export folder or "checkpoint") - the matrix the meta-test checks
@@ -36,8 +37,8 @@ def test_every_registered_backend_is_in_the_contract_matrix():
 
 
 def test_registry_defaults_open_their_kind():
-    for kind, name in DEFAULT_BACKEND.items():
-        assert kind in BACKENDS[name].opens and name in backends_for(kind)
+    for kind, spec in KINDS.items():
+        assert kind in BACKENDS[spec.default_backend].opens and spec.default_backend in backends_for(kind)
 
 
 def _path(tiny_export, tiny_ckpt, artifact):
@@ -122,9 +123,20 @@ def test_eight_threads_get_what_serial_calls_get(name, artifact, tiny_export, ti
 
 
 def test_pixel_float_round_trip_is_exact():
-    pixels = np.arange(256, dtype=np.uint8).repeat(4)[: 28 * 28 * 1].reshape(1, 28, 28)
-    for mean, std in [(0.1307, 0.3081), (0.2860, 0.3530), (0.0, 1.0)]:
+    pixels = np.resize(np.arange(256, dtype=np.uint8), (2, 28, 28))
+    assert set(np.unique(pixels)) == set(range(256))  # every pixel value, 0-255
+    for mean, std in [(0.1307, 0.3081), (0.2860, 0.3530), (0.0, 1.0), (0.5, 0.5), (0.1918, 0.3483)]:
         np.testing.assert_array_equal(float_to_pixels(pixels_to_float(pixels, mean, std), mean, std), pixels)
+
+
+def test_the_app_graph_normalizes_like_every_backend():
+    """The app-ready ONNX's normalization (formats.onnx.app_model) is pixels.scale_shift's arithmetic."""
+    from mnistkit.formats.onnx import app_model
+
+    pixels = np.resize(np.arange(256, dtype=np.uint8), (3, 28, 28))
+    graph = app_model(torch.nn.Flatten(), 0.2860, 0.3530)
+    logits, _ = graph(torch.from_numpy(pixels))
+    np.testing.assert_array_equal(logits.numpy(), pixels_to_float(pixels, 0.2860, 0.3530).reshape(3, -1))
 
 
 def test_normalization_matches_the_trainer():

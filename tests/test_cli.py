@@ -1,10 +1,12 @@
 """CLI behaviour common to every command: help, usage errors, user errors, --json."""
 
 import json
+import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -61,7 +63,7 @@ def test_usage_errors_exit_2(args):
 def test_user_error_exits_1_with_one_line_and_no_traceback(tmp_path):
     r = run("train", "--data-dir", tmp_path / "absent", "--epochs", "1")
     assert r.exit_code == 1
-    assert "Traceback" not in r.output
+    assert "internal error" not in r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "no such directory" in lines[0]
 
@@ -121,3 +123,37 @@ def test_core_commands_work_without_torch(tiny_export, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["labels"] == list("0123456789")
+
+
+def json_commands() -> set[str]:
+    return {name for name, cmd in cli.commands.items() if any(p.name == "as_json" for p in cmd.params)}
+
+
+def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data):
+    """Each command with --json, run as a real process: stdout parses as one JSON object, whatever the
+    libraries (torch.onnx, onnxruntime, preload_dlls) print on the way."""
+    from PIL import Image
+
+    ckpt, out, bench = tmp_path / "m.pt", tmp_path / "export", tmp_path / "bench"
+    img = tmp_path / "x.png"
+    Image.fromarray((np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)).save(img)
+    data = ["--data-dir", tiny_data]
+    runs = {
+        "train": ["train", *data, "--epochs", "1", "--out", ckpt, "--threads", "2"],
+        "export": ["export", ckpt, "--format", "onnx,onnx-app", "--out-dir", out, *data],
+        "predict": ["predict", out / "model.onnx", img],
+        "inspect": ["inspect", out],
+        "verify": ["verify", ckpt, out, *data, "--limit", "64"],
+        "bench": ["bench", out / "model.onnx", ckpt, "--batch-sizes", "1", "--min-time", "0.05", "--warmup", "0",
+                  "--min-reps", "2", "--backends", "onnxruntime", "--no-baselines", "--out-dir", bench, *data],
+        "report": ["report", bench / "results.json", "--out-dir", tmp_path / "report"],
+        "doctor": ["doctor"],
+    }
+    assert set(runs) == json_commands(), "a command with --json is missing here"
+    env = {**os.environ, "NO_COLOR": "1"}
+    for name, args in runs.items():  # in order: each uses what the one before wrote
+        r = subprocess.run([sys.executable, "-m", "mnistkit", *map(str, args), "--json"], capture_output=True,
+                           text=True, env=env, timeout=300)
+        assert r.returncode in ((0, 1) if name == "doctor" else (0,)), f"{name}: {r.stderr[-500:]}"
+        obj = json.loads(r.stdout)  # exactly one object: json.loads refuses anything before or after it
+        assert isinstance(obj, dict) and obj, f"{name}: {r.stdout[:200]}"

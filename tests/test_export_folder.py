@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistkit import exporter
+from conftest import swap_writer
 from mnistkit.errors import ExportError, InvalidInputError
-from mnistkit.exporter import FORMATS, export_model
+from mnistkit.exporter import export_model
+from mnistkit.formats import exportable
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -72,7 +73,7 @@ def test_same_model_keeps_its_other_formats(full_export, tiny_ckpt):
     before = snapshot(full_export)
     export_model(tiny_ckpt, "onnx", out_dir=full_export, validate=False)
     manifest = assert_one_model(full_export, sha(tiny_ckpt))
-    assert {a["format"] for a in manifest["artifacts"]} == set(FORMATS)
+    assert {a["format"] for a in manifest["artifacts"]} == set(exportable())
     after = snapshot(full_export)
     assert {k: v for k, v in after.items() if k != "model.onnx" and k != "manifest.json"} == \
         {k: v for k, v in before.items() if k != "model.onnx" and k != "manifest.json"}
@@ -82,7 +83,7 @@ def test_partial_failure_gives_the_new_model_only(full_export, tiny_cnn_ckpt, mo
     def broken(src, fmt, tmp, ctx):
         raise ExportError("this format cannot be made here")
 
-    monkeypatch.setitem(exporter.WRITERS, "torchscript", broken)
+    swap_writer(monkeypatch, "torchscript", broken)
     result = export_model(tiny_cnn_ckpt, "onnx,torchscript,exported-program", out_dir=full_export, validate=False,
                           raise_on_failure=False)
     assert not result.passed
@@ -97,7 +98,7 @@ def test_total_failure_leaves_the_old_folder_untouched(full_export, tiny_cnn_ckp
         raise ExportError("nothing can be made")
 
     for name in ("onnx", "torchscript"):
-        monkeypatch.setitem(exporter.WRITERS, name, broken)
+        swap_writer(monkeypatch, name, broken)
     with pytest.raises(ExportError):
         export_model(tiny_cnn_ckpt, "onnx,torchscript", out_dir=full_export, validate=False)
     assert snapshot(full_export) == before

@@ -9,10 +9,11 @@ from click.testing import CliRunner
 
 from mnistkit import quantize
 from mnistkit.cli import cli
-from mnistkit.exporter import FORMATS, export_model
+from mnistkit.exporter import export_model
+from mnistkit.formats import FORMATS
 from mnistkit.fileio import sha256_file
 
-DERIVED = [name for name, f in FORMATS.items() if f.transform]
+DERIVED = [name for name, f in FORMATS.items() if f.base]
 
 
 def ops(path):

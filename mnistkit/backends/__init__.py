@@ -6,12 +6,13 @@ neither torch nor onnxruntime. A new runtime is one new file plus one entry here
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import check_against_manifest, detect_kind
+from ..formats import DEVICES, KINDS  # noqa: F401  (DEVICES: the registry's device names)
+from ..formats.spec import resolve
 from ..errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
 
 
@@ -24,29 +25,38 @@ class BackendSpec:
     requires: tuple[str, ...]  # importable packages it needs
     description: str
     slow: bool = False  # verify runs slow backends on a subset (see verify.SLOW_BACKEND_LIMIT)
-    reference: bool = False  # the backend other results are compared with
+    # Capabilities, as data: verify and bench read these flags and never test a backend's name.
+    reference: bool = False  # the backend other results are compared with (it runs the Source itself)
+    independent: bool = False  # an independent implementation: bench's parity gate when no reference is known
+    bare_baseline: str | None = None  # "module:Class" timing the bare runtime on the same file (overhead ratio)
+    cuda_graphs: bool = False  # bench can time its forward pass as a CUDA-graph replay
+    spinning_threads: bool = False  # its worker threads spin between calls: bench times it before the
+    # others (torch's OpenMP workers linger after torch cases and would share the cores with them)
 
 
 BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec
     for spec in (
         BackendSpec("pytorch", "mnistkit.backends.pytorch:PyTorchBackend", ("checkpoint",), ("cpu", "cuda"),
-                    ("torch",), "PyTorch eager on a mnistkit checkpoint (the reference)", reference=True),
+                    ("torch",), "PyTorch eager on a mnistkit checkpoint (the reference)", reference=True,
+                    cuda_graphs=True),
         BackendSpec("torchscript", "mnistkit.backends.torchscript:TorchScriptBackend", ("torchscript",),
-                    ("cpu", "cuda"), ("torch",), "TorchScript (.ts), deprecated upstream in favour of torch.export"),
+                    ("cpu", "cuda"), ("torch",), "TorchScript (.ts), deprecated upstream in favour of torch.export",
+                    cuda_graphs=True),
         BackendSpec("exported-program", "mnistkit.backends.exported_program:ExportedProgramBackend",
                     ("exported-program",), ("cpu", "cuda"), ("torch",), "torch.export ExportedProgram (.pt2)"),
         BackendSpec("onnxruntime", "mnistkit.backends.onnxrt:OnnxRuntimeBackend", ("onnx",), ("cpu", "cuda"),
-                    ("onnxruntime",), "ONNX Runtime, CPU or CUDA execution provider (never a silent fallback)"),
+                    ("onnxruntime",), "ONNX Runtime, CPU or CUDA execution provider (never a silent fallback)",
+                    bare_baseline="mnistkit.backends.onnxrt:BareSession", spinning_threads=True),
         BackendSpec("onnx-reference", "mnistkit.backends.onnxref:OnnxReferenceBackend", ("onnx",), ("cpu",),
-                    ("onnx",), "onnx.reference: slow, independent implementation for cross-checks", slow=True),
+                    ("onnx",), "onnx.reference: slow, independent implementation for cross-checks", slow=True,
+                    independent=True),
     )
 }
 
-# The backend each artifact kind runs on when none is named.
-DEFAULT_BACKEND = {"checkpoint": "pytorch", "torchscript": "torchscript",
-                   "exported-program": "exported-program", "onnx": "onnxruntime"}
-DEVICES = ("cpu", "cuda")
+REFERENCE = next(name for name, spec in BACKENDS.items() if spec.reference)
+# The machine's attainable fp32 rate for the MLP, timed beside each row of a runtime with a bare baseline.
+ROOFLINE_PROBE = "mnistkit.backends.onnxrt:MatMulProbe"
 
 
 def backend_spec(name: str) -> BackendSpec:
@@ -63,8 +73,12 @@ def backend_class(name: str):
             extra = "torch" if package in ("torch", "onnx") else "all"
             raise MissingDependencyError(
                 f"backend {name!r} needs {package}, which is not installed; pip install 'mnistkit[{extra}]'")
-    module, cls = spec.target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    return load_target(spec.target)
+
+
+def load_target(target: str):
+    """The object a "module:Name" string names (imported on first use)."""
+    return resolve(target)
 
 
 def backends_for(kind: str) -> list[str]:
@@ -79,7 +93,7 @@ def create_backend(path, backend: str | None = None, device: str = "cpu", kind: 
     path = Path(path)
     kind = kind or detect_kind(path)
     check_against_manifest(path)
-    name = backend or DEFAULT_BACKEND[kind]
+    name = backend or KINDS[kind].default_backend
     spec = backend_spec(name)
     if kind not in spec.opens:
         raise InvalidInputError(
@@ -90,9 +104,21 @@ def create_backend(path, backend: str | None = None, device: str = "cpu", kind: 
     return backend_class(name)(path, device=device, **options)
 
 
+def reference_backend(source, device: str = "cpu", threads: int | None = None):
+    """The reference backend running a source.Source (a checkpoint, a user's class + weights, or a live
+    nn.Module) directly: reference logits are computed one way everywhere."""
+    where = source.description.get("path") or source.description.get("kind") or "module"
+    return backend_class(REFERENCE)(Path(where), device=device, threads=threads, source=source)
+
+
 def cuda_available_for_torch() -> bool:
     try:
         import torch
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def default_devices() -> list[str]:
+    """cpu, plus cuda where torch sees a GPU."""
+    return ["cpu", "cuda"] if cuda_available_for_torch() else ["cpu"]

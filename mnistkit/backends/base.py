@@ -20,8 +20,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..artifacts import FLOAT_FORM, UINT8_FORM, ModelInfo
+from ..artifacts import ModelInfo
 from ..errors import InvalidInputError
+from ..pixels import FLOAT_FORM, UINT8_FORM, float_to_pixels, pixels_to_float
 
 _F32 = np.dtype(np.float32)
 _U8 = np.dtype(np.uint8)
@@ -51,22 +52,6 @@ def describe_array(x) -> str:
 
 EXPECTED = "uint8 pixels [N,28,28] or normalized float32 [N,1,28,28]"
 NONFINITE = "input holds NaN or infinite values; expected finite normalized floats"
-
-
-def pixels_to_float(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """uint8 [N,28,28] -> normalized float32 [N,1,28,28]: (p/255 - mean)/std, as p*a + b in float32."""
-    scale = np.float32(1.0 / (255.0 * std))
-    shift = np.float32(-mean / std)
-    out = pixels.astype(np.float32)
-    out *= scale
-    out += shift
-    return out.reshape(len(pixels), 1, 28, 28)
-
-
-def float_to_pixels(x: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Normalized float32 [N,1,28,28] -> uint8 [N,28,28] (exact inverse on inputs made from pixels)."""
-    pixels = np.rint((x.reshape(len(x), 28, 28).astype(np.float64) * std + mean) * 255.0)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 class Backend:

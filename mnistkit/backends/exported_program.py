@@ -16,7 +16,7 @@ class ExportedProgramBackend(TorchBackend):
     def _load_module(self):
         torch = self._torch
         program, info = self._load_archive(
-            lambda path, extra: torch.export.load(path, extra_files=extra), "torch.export program")
+            torch.export.load, "torch.export program")
         module = program.module()
         if self._dev.type != "cpu":
             module = module.to(self._dev)

@@ -10,13 +10,18 @@ from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, 
 from .base import Backend
 
 
-def torch_device(device: str):
+def torch_device(device: str, auto: bool = False):
+    """The torch.device for "cpu", "cuda" or (with `auto`, training's default) "auto": CUDA when usable.
+    CUDA that cannot run is one BackendUnavailableError line saying why."""
     import torch
 
+    if device == "auto" and auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
         if not torch.cuda.is_available():
-            why = "this torch build has no CUDA" if torch.version.cuda is None else "no usable CUDA GPU found"
-            raise BackendUnavailableError(f"--device cuda: {why} (torch {torch.__version__}); use --device cpu")
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no usable CUDA GPU was found"
+            raise BackendUnavailableError(f"--device cuda: {why} (torch {torch.__version__}); use --device cpu"
+                                          + (" or auto" if auto else ""))
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -56,28 +61,23 @@ class TorchBackend(Backend):
         raise NotImplementedError
 
     def _load_archive(self, loader, what: str):
-        """(object, ModelInfo) from a TorchScript or .pt2 archive whose metadata is in extra/mnistkit.json."""
-        import json
+        """(object, ModelInfo) from a TorchScript or .pt2 archive; its metadata is in extra/mnistkit.json."""
         import warnings
 
-        from ..artifacts import METADATA_FILE, info_from_metadata
+        from ..artifacts import archive_metadata, info_from_metadata
         from ..capture import captured_output
         from ..safeload import check_archive
 
         check_archive(self.path)  # no pickle inside may name anything but tensors and plain data
-        extra = {METADATA_FILE: ""}
+        meta = archive_metadata(self.path)
         try:
             # torch.jit's FutureWarnings are said once, at export; torch's loggers print straight to
             # stderr (a malformed archive even made one raise inside logging): keep it for the message
             with warnings.catch_warnings(), captured_output():
                 warnings.simplefilter("ignore")
-                obj = loader(str(self.path), extra)
+                obj = loader(str(self.path))
         except Exception as exc:
             raise ArtifactError(f"{self.path}: not a loadable {what} ({first_line(exc, 200)})") from None
-        try:
-            meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else None
-        except ValueError as exc:
-            raise ArtifactError(f"{self.path}: malformed {METADATA_FILE} metadata ({first_line(exc, 120)})") from None
         return obj, info_from_metadata(self.path, self.name, meta)
 
     def _forward(self, x):

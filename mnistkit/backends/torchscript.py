@@ -11,6 +11,6 @@ class TorchScriptBackend(TorchBackend):
     def _load_module(self):
         torch = self._torch
         module, info = self._load_archive(
-            lambda path, extra: torch.jit.load(path, map_location=self._dev, _extra_files=extra),
+            lambda path: torch.jit.load(path, map_location=self._dev),
             "TorchScript archive")
         return module.eval(), info

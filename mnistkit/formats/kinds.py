@@ -1,0 +1,27 @@
+"""How each kind of model file is recognised: by its first bytes and, for zip archives, its member names,
+never by its suffix. Pure functions over bytes (the format table's KINDS rows point here)."""
+
+from __future__ import annotations
+
+
+def onnx(head: bytes, members: list[str] | None) -> bool:
+    """An ONNX ModelProto: writers emit ir_version (field 1, varint: tag 0x08) first; other fields
+    (producer_name 0x12, graph 0x3a, opset_import 0x42) can lead when ir_version is absent."""
+    return members is None and head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x3a", b"\x42")
+
+
+def torchscript(head: bytes, members: list[str] | None) -> bool:
+    return members is not None and any("/code/" in n for n in members)
+
+
+def exported_program(head: bytes, members: list[str] | None) -> bool:
+    return members is not None and not torchscript(head, members) and any(
+        n.endswith("/archive_format") or "/models/" in n for n in members)
+
+
+def checkpoint(head: bytes, members: list[str] | None) -> bool:
+    """A torch.save archive holding data.pkl, or a legacy (non-zip) torch.save pickle."""
+    if members is None:
+        return head[:1] == b"\x80"
+    return (not torchscript(head, members) and not exported_program(head, members)
+            and any(n.endswith("data.pkl") for n in members))

@@ -1,0 +1,162 @@
+"""What one format row says, and what writers share. Torch-free."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .._version import __version__
+from ..compare import Tolerance
+from ..pixels import FLOAT_FORM, UINT8_FORM
+
+METADATA_FILE = "mnistkit.json"  # the metadata member inside TorchScript / .pt2 archives (extra/)
+DEFAULT_ACCURACY_BUDGET = 0.003  # --max-accuracy-drop: 0.3 points of accuracy
+EXAMPLE_BATCH = 2  # >= 2: a batch-1 example can bake the batch size into the graph
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """How export validation proves a format's dynamic batch axis: the same images run in calls of
+    each size must give the answers of the same artifact run in chunks of 1000.
+
+    `atol`: logits must match within it (None: not checked); `min_agreement`: the fraction of top-1
+    answers that must stay the same (0: not checked beyond atol)."""
+
+    sizes: tuple[int, ...] = (1, 3, 64, 1000)
+    atol: float | None = 1e-4
+    min_agreement: float = 0.0
+    why: str = ""
+    images: int = 64  # each size over at least this many images: one image at batch 1 made dynamic
+    # int8's agreement a coin flip on a near-tie (seen on a weakly trained CNN)
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One row of the format table: everything the exporter, the validators, verify, bench, the CLI,
+    the README and the tests know about a format.
+
+    `tolerance` maps each device to what the format must meet against the PyTorch reference (every
+    device of every backend that opens `kind` must be present: a meta-test checks it). A tolerance
+    with `max_accuracy_drop` makes the format accuracy-gated: export replaces the budget with the
+    user's --max-accuracy-drop and refuses the artifact without labelled test images.
+    """
+
+    name: str
+    file: str  # file name inside the export folder (for `checkpoint`, the default name)
+    kind: str  # the file kind it is detected as (see formats.KINDS)
+    description: str
+    tolerance: dict[str, Tolerance]
+    writer: str | None = None  # "module:function", writer(src, fmt, tmp, ctx) -> manifest facts; None: not exported
+    input_form: str = FLOAT_FORM  # what the artifact takes (pixels.FLOAT_FORM / UINT8_FORM)
+    base: str | None = None  # a derived format is made from this float format's file
+    batch_check: BatchCheck | None = None  # how validation proves its batch axis (None: not checked)
+    notice: str | None = None  # said once when the format is exported
+
+    @property
+    def app(self) -> bool:
+        """App-ready: uint8 pixels in, normalization inside, logits + probabilities out."""
+        return self.input_form == UINT8_FORM
+
+    @property
+    def exportable(self) -> bool:
+        return self.writer is not None
+
+    def write(self, src, tmp: Path, ctx: "WriteContext") -> dict:
+        """Write this format of `src` (a source.Source) to `tmp`; return the manifest's facts. The writer
+        is imported here, on first use: the table itself imports no toolchain."""
+        return resolve(self.writer)(src, self, tmp, ctx)
+
+    @property
+    def gated(self) -> bool:
+        """Judged by accuracy on the full test split (quantized and half-precision formats)."""
+        return any(t.max_accuracy_drop is not None for t in self.tolerance.values())
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """A file kind: how its bytes are recognised and which backend opens it when none is named."""
+
+    name: str
+    default_backend: str
+    sniff: Callable[[bytes, list[str] | None], bool]  # (first bytes, zip member names or None) -> is it
+    description: str
+    flops: str | None = None  # "module:function", flops(path) -> multiply-add FLOP per image or None
+
+
+@dataclass
+class WriteContext:
+    """What writers share during one export."""
+
+    opset: int
+    log: Callable[[str], None]
+    staging: Path
+    formats: dict  # the format table (writers of derived formats reach their base through it)
+    images: np.ndarray | None = None  # validation images (uint8) and their labels, when validating
+    labels: np.ndarray | None = None
+    data_desc: str = ""
+    data_dir: object = None
+    budget: float = DEFAULT_ACCURACY_BUDGET
+    shared: dict = field(default_factory=dict, repr=False)  # what writers compute once per export
+
+
+
+def common_meta(src, fmt: FormatSpec) -> dict:
+    """The metadata every artifact of `src` (a source.Source) records about itself."""
+    return {
+        "mnistkit_version": __version__,
+        "format": fmt.name,
+        "dataset": src.meta.get("dataset"),
+        "labels": src.meta["labels"],
+        "normalization": src.meta["normalization"],
+        "normalization_source": src.meta.get("normalization_source"),
+        "preprocess": src.meta["preprocess"],
+        "input": (
+            {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28], "layout": "NHW", "range": [0, 255]}
+            if fmt.app else
+            {"name": "input", "dtype": "float32", "shape": ["N", 1, 28, 28], "layout": "NCHW",
+             "normalized": "(pixels / 255 - mean) / std"}
+        ),
+        "outputs": ["logits", "probabilities"] if fmt.app else ["logits"],
+        "source_sha256": src.description.get("sha256"),
+        "source": src.description,
+        "arch": src.meta.get("arch"),
+        "test_accuracy": src.meta.get("test_accuracy"),
+    }
+
+
+def io_entries(meta: dict) -> tuple[list[dict], list[dict]]:
+    """The manifest's inputs and outputs entries for an artifact's metadata."""
+    inp = meta["input"]
+    inputs = [{"name": inp["name"], "dtype": inp["dtype"], "shape": inp["shape"]}]
+    num_classes = len(meta["labels"])
+    outputs = [{"name": n, "dtype": "float32", "shape": ["N", num_classes]} for n in meta["outputs"]]
+    return inputs, outputs
+
+
+def resolve(target: str):
+    """The object a "module:name" string names, imported on first use (format writers, backends)."""
+    import importlib
+
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# ONNX metadata_props: flat string -> string. Non-string values are JSON-encoded.
+
+
+def to_onnx_props(meta: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items() if v is not None}
+
+
+def from_onnx_props(props: dict[str, str]) -> dict:
+    out = {}
+    for k, v in props.items():
+        try:
+            out[k] = json.loads(v)
+        except (TypeError, ValueError):
+            out[k] = v
+    return out
