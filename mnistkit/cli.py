@@ -19,6 +19,7 @@ from ._version import __version__
 from .backends import BACKENDS
 from .errors import MnistkitError
 from .bench import DEFAULT_BATCH_SIZES, DEFAULT_BENCH_DIR
+from .report import DEFAULT_REPORT_DIR
 from .formats import DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, DEVICES, FORMAT_CHOICES, OPSET_RANGE
 from .tables import LOSSES, MODEL_NAMES, OPTIMIZERS, TRAIN_DEVICES
 
@@ -147,34 +148,23 @@ def train(as_json, **kwargs):
     Example:
       mnistkit train --dataset fashion-mnist --epochs 10 --out models/fashion.pt
     """
-    from .console import note
-    from .data import load_split
+    from .console import emit_json, note
+    from .data import training_splits
     from .errors import require
 
     # The data first, torch-free: a bad or hostile IDX file is refused before torch's ~0.9 GB import.
-    log = None if as_json else note
-    splits = (load_split(kwargs["dataset"], "train", kwargs["data_dir"], log=log),
-              load_split(kwargs["dataset"], "test", kwargs["data_dir"], download=False))
+    splits = training_splits(kwargs["dataset"], kwargs["data_dir"], log=None if as_json else note)
     require("torch")
     from .train import TrainConfig
     from .train import train as run_train
-    from .ui import TrainProgress
+    from .ui import TrainProgress, print_train
 
-    config = TrainConfig(**kwargs)
     with TrainProgress(enabled=not as_json) as progress:
-        result = run_train(config, progress, log=progress.log, splits=splits)
+        result = run_train(TrainConfig(**kwargs), progress, log=progress.log, splits=splits)
     if as_json:
-        from .console import emit_json
-
         emit_json(result.to_json())
     else:
-        from .console import out
-
-        out().print(
-            f"[green]✓[/green] {result.model} on {result.dataset}: test accuracy "
-            f"{result.test_accuracy:.4f} after {result.epochs} epochs, "
-            f"{result.seconds_per_epoch:.2f} s/epoch on {result.device} → {result.checkpoint}"
-        )
+        print_train(result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,7 +494,7 @@ def bench(models, model_class, labels, mean, std, backends, devices, batch_sizes
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="models/report", show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=DEFAULT_REPORT_DIR, show_default=True)
 @json_option
 def report(results, out_dir, as_json):
     """Fold bench results from several machines (a CPU box, a GPU box) into one table and plots.
@@ -515,15 +505,15 @@ def report(results, out_dir, as_json):
     Example:
       mnistkit report benchmarks/results/cpu-2core/results.json benchmarks/results/h100/results.json
     """
-    from .console import emit_json, out
+    from .console import emit_json
     from .report import build_report
+    from .ui import print_report
 
-    summary = build_report(results, out_dir, create_parents=out_dir == "models/report")
+    summary = build_report(results, out_dir, create_parents=out_dir == DEFAULT_REPORT_DIR)
     if as_json:
         emit_json(summary)
     else:
-        out().print(f"{summary['rows']} rows from {summary['machines']} machines → "
-                    + ", ".join(summary["files"].values()))
+        print_report(summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,21 +531,12 @@ def serve_demo(port, model):
     Example:
       mnistkit serve-demo --model models/demo/mlp-mnist/app --port 8000
     """
-    from .console import note, out
-    from .serve import make_server
-
-    from .serve import default_app_model
+    from .serve import default_app_model, make_server, serve_until_stopped
+    from .ui import print_serving
 
     server = make_server(model or default_app_model(), port)
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    out().print(f"serving the demo page at [bold]{url}[/bold] with {server.RequestHandlerClass.keywords['model']} "
-                "(Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        note("stopped")
-    finally:
-        server.server_close()
+    print_serving(server)
+    serve_until_stopped(server)
 
 
 # ---------------------------------------------------------------------------------------------

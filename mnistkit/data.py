@@ -299,6 +299,11 @@ def load_split(
     return Split(images, labels, folder)
 
 
+def training_splits(name: str, data_dir=None, log=None) -> tuple[Split, Split]:
+    """The training split (downloaded when absent and no --data-dir was given) and the test split."""
+    return load_split(name, "train", data_dir, log=log), load_split(name, "test", data_dir, download=False)
+
+
 VALIDATION_FALLBACK_IMAGES = 1000
 
 

@@ -54,6 +54,5 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     with BenchProgress() as progress:
         bench = run_and_write([export_dir], config, out_dir / "bench", create_parents=True, progress=progress.update)
     print_bench(bench)
-    con.print(f"bench results and plots: {out_dir / 'bench'}/")
     con.print(f"\n[bold]done.[/bold] Try: mnistkit predict {export_dir / 'model.onnx'} IMAGE.png · "
               f"mnistkit serve-demo --model {export_dir / 'app'}")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .errors import InvalidInputError, MissingDependencyError
 
+DEFAULT_REPORT_DIR = "models/report"
+
 
 def load_results(paths) -> list[dict]:
     """Read bench result JSON files (or folders holding results.json)."""

@@ -155,3 +155,15 @@ def serve_in_background(model, port: int = 0) -> tuple[http.server.ThreadingHTTP
     server = make_server(model, port, quiet=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def serve_until_stopped(server) -> None:
+    """Serve until Ctrl-C (said in one line), then close the socket."""
+    from .console import note
+
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        note("stopped")
+    finally:
+        server.server_close()

@@ -241,3 +241,20 @@ def print_doctor(report: dict) -> None:
     for c in report["checks"]:
         table.add_row(c["name"], style[c["status"]], _esc(c["detail"]), _esc(c["fix"]))
     out().print(table)
+
+
+def print_train(result) -> None:
+    """The trained model's one-line summary."""
+    out().print(f"[green]✓[/green] {_esc(result.model)} on {_esc(result.dataset)}: test accuracy "
+                f"{result.test_accuracy:.4f} after {result.epochs} epochs, "
+                f"{result.seconds_per_epoch:.2f} s/epoch on {result.device} → {_esc(str(result.checkpoint))}")
+
+
+def print_report(summary: dict) -> None:
+    out().print(f"{summary['rows']} rows from {summary['machines']} machines → " + ", ".join(summary["files"].values()))
+
+
+def print_serving(server) -> None:
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    model = server.RequestHandlerClass.keywords["model"]
+    out().print(f"serving the demo page at [bold]{url}[/bold] with {_esc(str(model))} (Ctrl-C stops)")
