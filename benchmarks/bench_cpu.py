@@ -3,6 +3,8 @@
 benchmark every runtime at batch 1-1024 on 1 and 2 threads, write benchmarks/results/<name>/.
 
     python benchmarks/bench_cpu.py [--name cpu-2core] [--min-time 1.0] [--devices cpu]
+    python benchmarks/bench_cpu.py --name runtimes-2core --backends onnxruntime,openvino \
+        --formats onnx,onnx-int8,onnx-int8-dynamic --batch-sizes 1,64,1024
 
 On a GPU machine: python benchmarks/bench_cpu.py --name h100 --devices cpu,cuda --modes host,device
 then `mnistkit report benchmarks/results/*/results.json` shows the machines side by side.
@@ -18,6 +20,7 @@ from pathlib import Path
 from mnistkit.bench import BenchConfig, run_bench
 from mnistkit.report import write_outputs
 from mnistkit.exporter import export_model
+from mnistkit.formats import FORMATS, parse_formats
 from mnistkit.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,6 +34,8 @@ def main() -> None:
     ap.add_argument("--modes", default="host")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batch-sizes", default="1,4,16,64,256,1024")
+    ap.add_argument("--backends", default="pytorch,torchscript,exported-program,onnxruntime")
+    ap.add_argument("--formats", default="all", help="formats to time (the checkpoint is the parity reference)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "mlp-fashion-mnist.pt"
@@ -39,10 +44,12 @@ def main() -> None:
         config = BenchConfig(
             batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
             threads=tuple(int(t) for t in args.threads.split(",")),
-            backends=("pytorch", "torchscript", "exported-program", "onnxruntime"),
+            backends=tuple(args.backends.split(",")),
             devices=tuple(args.devices.split(",")), modes=tuple(args.modes.split(",")),
             min_time=args.min_time)
-        report = run_bench([Path(tmp) / "export"], config, log=print,
+        export = Path(tmp) / "export"
+        models = [export] if args.formats == "all" else [ckpt] + [export / FORMATS[f].file for f in parse_formats(args.formats)]
+        report = run_bench(models, config, log=print,
                            progress=lambda label, done, total: print(f"[{done}/{total}] {label}", flush=True))
     obj = report.to_json()
     for row in obj["results"]:  # paths of a temporary folder mean nothing later

@@ -56,6 +56,32 @@ def probe_provider(provider: str) -> tuple[bool, str]:
     return active, " ".join((text + " " + cap.text).split())
 
 
+def openvino_checks() -> list[Check]:
+    """OpenVINO: installed, and its CPU plugin really compiling and running a model here."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return [Check("openvino", INFO, "not installed (optional runtime)", "pip install 'mnistkit[openvino]'")]
+    except Exception as exc:  # installed but broken
+        return [Check("openvino", FAIL, f"cannot import ({str(exc)[:160]})", "pip install --force-reinstall openvino")]
+    import numpy as np
+
+    from .capture import captured_output
+
+    try:
+        with captured_output():
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(PROBE_MODEL)), "CPU")
+            inp = compiled.inputs[0]
+            shape = [d.get_length() if d.is_static else 1 for d in inp.get_partial_shape()]
+            compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})
+        return [Check("openvino", OK, f"{ov.__version__.split('-')[0]}: CPU plugin runs a model "
+                      f"(devices: {', '.join(core.available_devices)})")]
+    except Exception as exc:
+        return [Check("openvino", WARN, f"{ov.__version__.split('-')[0]} installed, but the CPU plugin failed: "
+                      f"{str(exc)[:200]}", "pip install --force-reinstall openvino")]
+
+
 def run_checks() -> list[Check]:
     checks: list[Check] = []
     py = sys.version_info
@@ -110,6 +136,8 @@ def run_checks() -> list[Check]:
             cuda_v = None
     else:
         cuda_v = None
+
+    checks.extend(openvino_checks())
 
     # PyTorch side
     try:

@@ -41,8 +41,7 @@ def merged_rows(reports: list[dict]) -> list[dict]:
 
 def series_key(r: dict) -> str:
     fmt = r.get("format", "")
-    name = r["backend"] + ("" if r["backend"] in ("onnxruntime-bare",) else "")
-    key = f"{name}/{r['device']}"
+    key = f"{r['backend']}/{r['device']}"
     if r.get("mode", "host") != "host":
         key += f" [{r['mode']}]"
     if fmt in ("onnx-app",):
@@ -223,11 +222,11 @@ def markdown_report(reports: list[dict], plots: dict | None = None, title: str =
             lines.append(f"- model: {b['flop_per_image']:,} FLOP per image (from the ONNX graph)")
     overhead = [r for r in rows if r.get("overhead_p50")]
     if overhead:
-        lines += ["", "## mnistkit's ONNX Runtime backend vs a bare `InferenceSession.run`", "",
-                  "| file | threads | batch | p50 ratio | p99 ratio |", "|---|---|---|---|---|"]
+        lines += ["", "## mnistkit's backend vs the bare runtime call (e.g. `InferenceSession.run`), timed interleaved",
+                  "", "| file | backend | threads | batch | p50 ratio | p99 ratio |", "|---|---|---|---|---|---|"]
         for r in overhead:
-            lines.append(f"| {r['file']} | {r['threads']} | {r['batch_size']} | {r['overhead_p50']:.3f} | "
-                         f"{r['overhead_p99']:.3f} |")
+            lines.append(f"| {r['file']} | {r['backend']} | {r['threads']} | {r['batch_size']} | "
+                         f"{r['overhead_p50']:.3f} | {r['overhead_p99']:.3f} |")
     lines += ["", "## Formats side by side (size, accuracy, latency)", ""] + format_table(rows)
     lines += ["", "## Summary (p50 latency per call, µs)", ""] + summary_table(rows)
     if plots:

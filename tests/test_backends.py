@@ -12,20 +12,14 @@ import torch
 
 from mnistkit.artifacts import detect_kind
 from mnistkit.backends import BACKENDS, backends_for, create_backend
-from mnistkit.formats import KINDS
+from mnistkit.formats import FORMATS, KINDS, tolerance_for
 from mnistkit.pixels import float_to_pixels, pixels_to_float
 from mnistkit.errors import ArtifactError, BackendUnavailableError, InvalidInputError
 
-# (backend, artifact file in the export folder or "checkpoint") - the matrix the meta-test checks
-MATRIX = [
-    ("pytorch", "checkpoint"),
-    ("torchscript", "model.ts"),
-    ("exported-program", "model.pt2"),
-    ("onnxruntime", "model.onnx"),
-    ("onnxruntime", "model-app.onnx"),
-    ("onnx-reference", "model.onnx"),
-    ("onnx-reference", "model-app.onnx"),
-]
+# (backend, artifact file in the export folder or "checkpoint"): every backend on every float format it opens
+# (the derived int8/fp16 formats run in tests/test_formats.py's matrix), from the format table and the registry
+MATRIX = [(b, "checkpoint" if f.name == "checkpoint" else f.file)
+          for f in FORMATS.values() if f.base is None for b in backends_for(f.kind)]
 CASES = [pytest.param(b, a, d, marks=[pytest.mark.cuda] if d == "cuda" else [], id=f"{b}-{a}-{d}")
          for b, a in MATRIX for d in BACKENDS[b].devices]
 
@@ -89,7 +83,7 @@ def test_backend_contract(name, artifact, device, tiny_export, tiny_ckpt, batch)
             assert fragment in str(info.value)
     # parity with the reference on the same seeded batch
     with create_backend(tiny_ckpt, "pytorch", "cpu") as ref:
-        tol = 1e-4 if device == "cpu" else 2e-3
+        tol = tolerance_for(backend.info.format, device).max_abs
         np.testing.assert_allclose(again, ref.run(batch), atol=tol, rtol=0)
     backend.close()  # idempotent
 
@@ -166,7 +160,7 @@ def test_cuda_requested_without_gpu_lists_providers(tiny_export):
 
 def test_backend_that_cannot_open_a_kind(tiny_export):
     with pytest.raises(InvalidInputError,
-                       match=r"cannot open .* \(kind: onnx\); backends for it: onnxruntime, onnx-reference"):
+                       match=r"cannot open .* \(kind: onnx\); backends for it: " + ", ".join(backends_for("onnx"))):
         create_backend(tiny_export / "model.onnx", "torchscript")
     with pytest.raises(BackendUnavailableError, match="runs on cpu, not 'cuda'"):
         create_backend(tiny_export / "model.onnx", "onnx-reference", "cuda")
@@ -269,3 +263,16 @@ def test_onnxruntime_path_never_imports_torch(tiny_export, tmp_path):
         assert r.returncode == 0, r.stderr
         imported = __import__("json").loads(r.stderr.strip().splitlines()[-1])
         assert imported == {"torch": False, "torchvision": False, "onnx": False}
+
+
+def test_a_missing_runtime_names_the_extra_that_installs_it(tiny_export, monkeypatch):
+    import importlib.util
+
+    from mnistkit.errors import MissingDependencyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    for name, spec in BACKENDS.items():
+        if "openvino" in spec.requires:
+            with pytest.raises(MissingDependencyError, match=rf"needs openvino.*pip install 'mnistkit\[{spec.extra}\]'"):
+                create_backend(tiny_export / "model.onnx", name)

@@ -66,8 +66,29 @@ def test_doctor_json_on_this_machine():
     names = {c["name"]: c for c in obj["checks"]}
     assert names["ort CPU provider"]["status"] == "ok"
     assert names["onnxruntime"]["status"] == "ok" and "torch" in names
+    # make setup installs OpenVINO: the check compiles and runs a model on its CPU plugin, not just imports it
+    assert names["openvino"]["status"] == "ok" and "CPU plugin runs a model" in names["openvino"]["detail"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert "ort CUDA provider" in names  # listed providers are probed, not trusted
+
+
+def test_doctor_says_when_openvino_is_absent_or_broken(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    (check,) = doctor_mod.openvino_checks()
+    assert check.status == "info" and "mnistkit[openvino]" in check.fix
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    monkeypatch.setattr(doctor_mod, "PROBE_MODEL", doctor_mod.PROBE_MODEL.with_name("absent.onnx"))
+    (check,) = doctor_mod.openvino_checks()
+    assert check.status == "warn" and "CPU plugin failed" in check.detail
 
 
 def test_doctor_blocks_on_two_onnxruntime_flavours(monkeypatch):

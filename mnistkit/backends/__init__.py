@@ -24,6 +24,7 @@ class BackendSpec:
     devices: tuple[str, ...]
     requires: tuple[str, ...]  # importable packages it needs
     description: str
+    extra: str = "torch"  # the pip extra that installs `requires` (mnistkit[extra])
     slow: bool = False  # verify runs slow backends on a subset (see verify.SLOW_BACKEND_LIMIT)
     # Capabilities, as data: verify and bench read these flags and never test a backend's name.
     reference: bool = False  # the backend other results are compared with (it runs the Source itself)
@@ -47,7 +48,12 @@ BACKENDS: dict[str, BackendSpec] = {
                     ("exported-program",), ("cpu", "cuda"), ("torch",), "torch.export ExportedProgram (.pt2)"),
         BackendSpec("onnxruntime", "mnistkit.backends.onnxrt:OnnxRuntimeBackend", ("onnx",), ("cpu", "cuda"),
                     ("onnxruntime",), "ONNX Runtime, CPU or CUDA execution provider (never a silent fallback)",
+                    extra="all",
                     bare_baseline="mnistkit.backends.onnxrt:BareSession", spinning_threads=True),
+        BackendSpec("openvino", "mnistkit.backends.openvino:OpenVinoBackend", ("onnx",), ("cpu",),
+                    ("openvino", "onnx"), "OpenVINO, CPU plugin, fp32 precision pinned (runs the ONNX files directly)",
+                    extra="openvino",
+                    bare_baseline="mnistkit.backends.openvino:BareOpenVino"),
         BackendSpec("onnx-reference", "mnistkit.backends.onnxref:OnnxReferenceBackend", ("onnx",), ("cpu",),
                     ("onnx",), "onnx.reference: slow, independent implementation for cross-checks", slow=True,
                     independent=True),
@@ -70,9 +76,8 @@ def backend_class(name: str):
     spec = backend_spec(name)
     for package in spec.requires:
         if importlib.util.find_spec(package) is None:
-            extra = "torch" if package in ("torch", "onnx") else "all"
             raise MissingDependencyError(
-                f"backend {name!r} needs {package}, which is not installed; pip install 'mnistkit[{extra}]'")
+                f"backend {name!r} needs {package}, which is not installed; pip install 'mnistkit[{spec.extra}]'")
     return load_target(spec.target)
 
 
