@@ -5,7 +5,6 @@ Imports onnxruntime and numpy only: with the core install (no torch), predict on
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from typing import Callable
@@ -14,8 +13,8 @@ import numpy as np
 
 from ..artifacts import ModelInfo, from_onnx_props, onnx_io_info
 from ..capture import captured_output
-from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, first_line
-from .base import _F32, _FLOAT_TAIL, _PIXEL_TAIL, _U8, NONFINITE, Backend
+from ..errors import ArtifactError, BackendUnavailableError, first_line
+from .base import _FLOAT_TAIL, _PIXEL_TAIL, Backend
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
 _BINDING_CHECKED: dict[str, bool] = {}  # onnxruntime version -> its C++ binding answers like the public run
@@ -149,43 +148,10 @@ class OnnxRuntimeBackend(Backend):
         return self
 
     def _fast_run(self):
-        """`run` for the common case in as few Python operations as possible.
-
-        A call on a well-formed batch costs one type/dtype/shape test, one dot product for the
-        finiteness check (float models) and the C++ session's run: the public
-        `InferenceSession.run` wrapper re-validates the input names on every call, which this
-        backend fixed at load. Anything unusual (other dtype or shape, non-contiguous) takes the
-        general path, with its precise error messages.
-        """
-        c_run = self._c_run()
-        outs, name = self._outs, self._in
-        ndarray, dot_ok = np.ndarray, math.isfinite
-        is_float = self._native == "float"
-        dtype, ndim, tail = (_F32, 4, _FLOAT_TAIL) if is_float else (_U8, 3, _PIXEL_TAIL)
-        general = super().run
-
-        if is_float:
-            def run(batch):
-                if (type(batch) is ndarray and batch.dtype is dtype and batch.ndim == ndim
-                        and batch.shape[1:] == tail and batch.shape[0] and batch.flags.c_contiguous):
-                    flat = batch.ravel()
-                    if not dot_ok(flat.dot(flat)) and not np.isfinite(flat).all():
-                        raise InvalidInputError(NONFINITE)
-                    try:  # free when nothing is raised (Python 3.11's zero-cost exceptions)
-                        return c_run(outs, {name: batch}, None)[0]
-                    except Exception as exc:
-                        raise self._run_failed(exc, batch) from None
-                return general(batch)
-        else:
-            def run(batch):
-                if (type(batch) is ndarray and batch.dtype is dtype and batch.ndim == ndim
-                        and batch.shape[1:] == tail and batch.shape[0] and batch.flags.c_contiguous):
-                    try:
-                        return c_run(outs, {name: batch}, None)[0]
-                    except Exception as exc:
-                        raise self._run_failed(exc, batch) from None
-                return general(batch)
-        return run
+        """`run` through the C++ session's run: the public `InferenceSession.run` wrapper re-validates the
+        input names on every call, which this backend fixed at load (see _c_run)."""
+        c_run, outs, name = self._c_run(), self._outs, self._in
+        return self.fast_run(lambda batch: c_run(outs, {name: batch}, None)[0], self._run_failed)
 
     def _run_failed(self, exc: Exception, batch: np.ndarray) -> ArtifactError:
         """A model that loads but fails to run (a corrupt graph, a shape it cannot take): one line."""

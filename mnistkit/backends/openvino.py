@@ -8,11 +8,12 @@ Choices, measured or documented:
 - PERFORMANCE_HINT LATENCY with one synchronous infer request: bench times one call at a time (the
   THROUGHPUT hint with synchronous calls ran at one-thread speed, issue 13's measurement).
 - INFERENCE_NUM_THREADS = --threads, else every usable core, like ONNX Runtime.
-- Batch sizes up to STATIC_MAX get their own static-shape compiled model with a pre-bound input buffer
-  (the first STATIC_SHAPES sizes seen): the input is copied into it and `infer()` runs with no per-call
-  tensor set-up. At batch 1 that is 28 us against 62 us for `infer({0: x})` on the dynamic model
-  (1 thread, 2-vCPU EPYC, interleaved); from batch 64 up the two are the same. Compiling a shape costs
-  25-45 ms, once. The path is fixed per batch size at its first call, because the static model's
+- Each batch size (the first STATIC_SHAPES seen, up to STATIC_MAX) gets a model compiled for exactly
+  its shape and its own infer request; small batches are copied into a pre-bound input buffer, larger
+  ones bound as a Tensor over the caller's array, and `infer()` runs with no other per-call set-up. At
+  batch 1 that is 28 us against 62 us for `infer({0: x})` on the dynamic model (1 thread, 2-vCPU EPYC,
+  interleaved), and static int8 at batch 1024 runs 1.30 ms against 1.97 dynamic. Compiling a shape
+  costs 25-45 ms, once. The path is fixed per batch size at its first call, because a static model's
   kernels can differ from the dynamic one's in the last bits (4e-8 seen on the uint8 app model): a
   size always runs the same way, so repeated calls are bit-identical.
 """
@@ -29,8 +30,10 @@ from ..errors import ArtifactError, first_line
 from .base import Backend
 
 OV_TYPES = {"f32": "float32", "u8": "uint8"}
-STATIC_MAX = 256  # above it the static path gains nothing measurable (1024: 4.54 vs 4.43 ms dynamic)
-STATIC_SHAPES = 4
+STATIC_MAX = 4096  # batch sizes compiled for their exact shape (int8 at 1024: 1.30 static, 1.97 ms dynamic)
+STATIC_SHAPES = 8  # at most this many; other sizes share the dynamic model
+COPY_MAX = 16  # up to here the input is copied into a bound buffer (batch 1: 28.5 us, a new Tensor 34.0 us);
+# above, a Tensor over the caller's array is bound per call (batch 64, 2 threads: 168 vs 186 us)
 
 
 def compile_options(threads: int) -> dict:
@@ -87,15 +90,32 @@ class OpenVinoBackend(Backend):
         names = ["logits" if "logits" in o.get_names() else o.get_any_name() for o in compiled.outputs]
         info = onnx_io_info(self.path, meta, inp.get_any_name(), dtype, shape, names)
         self._model, self._out_index = model, out_index
+        self._float_out = compiled.outputs[out_index].get_element_type().get_type_name() == "f32"
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
-        self._static: dict[int, tuple] = {}  # batch -> (request, bound input buffer)
-        self._seen: set[int] = set()
+        self._runners: dict[int, Callable] = {}  # batch size -> its call
         self._shape = [d if d else -1 for d in shape]
         self._reshape = info.input_form == "float" and len(shape) != 4
         self._fixed = info.fixed_batch
         self.provider = f"openvino {ov.__version__.split('-')[0]} CPU"
         return info
+
+    def load(self):
+        super().load()
+        if not self._reshape and self._fixed is None and self._float_out:
+            runners, make = self._runners, self._runner
+
+            def call(batch):
+                return (runners.get(len(batch)) or make(batch))(batch)
+
+            self.run = self.fast_run(call, self._run_failed)
+        return self
+
+    def _run_failed(self, exc: Exception, x: np.ndarray) -> ArtifactError:
+        if isinstance(exc, ArtifactError):
+            return exc
+        return ArtifactError(f"{self.path}: OpenVINO failed running it on {x.dtype} {list(x.shape)}: "
+                             f"{first_line(exc, 240)}")
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         if self._reshape:
@@ -107,55 +127,65 @@ class OpenVinoBackend(Backend):
         return self._run(x)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        import openvino as ov
-
-        n = len(x)
+        runner = self._runners.get(len(x))
+        if runner is None:
+            runner = self._runner(x)
         try:
-            with self._lock:  # the requests are not safe to share between threads
-                static = self._static.get(n)
-                if static is None and n not in self._seen and n <= STATIC_MAX and len(self._static) < STATIC_SHAPES \
-                        and self._fixed is None:
-                    static = self._static[n] = self._compile_static(x)
-                self._seen.add(n)  # a size first seen on the dynamic model stays there
-                if static is not None:
-                    request, buffer = static
-                    np.copyto(buffer, x)
-                else:
-                    request = self._request
-                    request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x), shared_memory=True))
-                request.infer()
-                out = request.get_output_tensor(self._out_index).data.copy()  # fresh memory, never the request's
+            out = runner(x)
         except Exception as exc:
-            raise ArtifactError(f"{self.path}: OpenVINO failed running it on {x.dtype} {list(x.shape)}: "
-                                f"{first_line(exc, 240)}") from None
+            raise self._run_failed(exc, x) from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
-    def _compile_static(self, x: np.ndarray) -> tuple:
-        """(request, input buffer bound to it) of the model compiled for exactly x's shape."""
+    def _runner(self, x: np.ndarray):
+        """The call for x's batch size, fixed at its first call (see the module's notes)."""
         import openvino as ov
 
-        model = self._model.clone()
-        model.reshape(list(x.shape))
-        compiled = ov.Core().compile_model(model, "CPU", compile_options(self.threads))
-        request = compiled.create_infer_request()
-        buffer = np.zeros(x.shape, x.dtype)
-        request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
-        return request, buffer
+        n, lock, index, Tensor = len(x), self._lock, self._out_index, ov.Tensor
+        with lock:
+            if n in self._runners:
+                return self._runners[n]
+            request = self._request
+            if self._fixed is None and n <= STATIC_MAX and len(self._runners) < STATIC_SHAPES:
+                try:
+                    model = self._model.clone()
+                    model.reshape(list(x.shape))
+                    request = ov.Core().compile_model(model, "CPU", compile_options(self.threads)).create_infer_request()
+                except Exception as exc:
+                    raise ArtifactError(f"{self.path}: OpenVINO cannot compile it for batch {n}: "
+                                        f"{first_line(exc, 200)}") from None
+            if n <= COPY_MAX and request is not self._request:
+                buffer = np.zeros(x.shape, x.dtype)
+                request.set_input_tensor(Tensor(buffer, shared_memory=True))
+
+                def run(x):
+                    with lock:  # the requests are not safe to share between threads
+                        np.copyto(buffer, x)
+                        request.infer()
+                        return request.get_output_tensor(index).data.copy()  # fresh memory, never the request's
+            else:
+                def run(x):
+                    with lock:
+                        request.set_input_tensor(Tensor(x, shared_memory=True))
+                        request.infer()
+                        return request.get_output_tensor(index).data.copy()
+            if len(self._runners) < STATIC_SHAPES:
+                self._runners[n] = run
+            return run
 
     def _close(self) -> None:
         self._request = self._model = None
-        self._static.clear()
+        self._runners.clear()
 
 
 class BareOpenVino:
-    """OpenVINO's fastest call a user writes by hand for one batch size, with mnistkit's compile options:
-    the model compiled for exactly that shape, the input tensor bound once, `infer()` and the output
-    read (issue 13's measurement, confirmed here: 2.2x faster than `infer({0: x})` at batch 1)."""
+    """OpenVINO's fastest hand-written call for a new input each time, with mnistkit's compile options:
+    the model compiled for exactly that batch's shape, the input put into the request (copied into a
+    bound buffer for small batches, bound as a Tensor over the array for larger ones), `infer()`, the
+    output read. What it leaves out is what the backend adds: the input checks, the lock, the dispatch."""
 
     def __init__(self, path, threads: int | None):
         from .onnxrt import default_threads
 
-        self.path = path
         self.threads = threads or default_threads()
         model, compiled = _compile(path, self.threads)
         self.model = model
@@ -165,35 +195,34 @@ class BareOpenVino:
     def call_for(self, x: np.ndarray) -> Callable:
         import openvino as ov
 
+        from .onnxrt import fixed_batches
+
         if len(self.shape) != x.ndim:
             x = x.reshape([len(x), *self.shape[1:]])
         model = self.model.clone()
         fixed = self.shape[0] if self.shape and self.shape[0] > 0 else None
-        parts = [x] if fixed is None or len(x) == fixed else None
-        if parts is None:
-            from .onnxrt import fixed_batches
-
-            parts = fixed_batches(x, fixed)
-        else:
+        parts = fixed_batches(x, fixed) if fixed is not None and len(x) != fixed else [x]
+        if fixed is None:
             model.reshape(list(x.shape))
-        compiled = ov.Core().compile_model(model, "CPU", compile_options(self.threads))
-        request, index = compiled.create_infer_request(), self.index
-        tensors = [ov.Tensor(np.ascontiguousarray(p), shared_memory=True) for p in parts]
-        if len(tensors) == 1:
-            request.set_input_tensor(tensors[0])
+        request = ov.Core().compile_model(model, "CPU", compile_options(self.threads)).create_infer_request()
+        index, Tensor = self.index, ov.Tensor
+        if len(parts) == 1 and len(x) <= COPY_MAX:
+            buffer = np.zeros(x.shape, x.dtype)
+            request.set_input_tensor(Tensor(buffer, shared_memory=True))
 
-            def call():
+            def copied():
+                np.copyto(buffer, x)
                 request.infer()
                 return request.get_output_tensor(index).data.copy()
 
-            return call
+            return copied
 
-        def split_call():
+        def bound():
             outs = []
-            for t in tensors:
-                request.set_input_tensor(t)
+            for part in parts:
+                request.set_input_tensor(Tensor(part, shared_memory=True))
                 request.infer()
                 outs.append(request.get_output_tensor(index).data.copy())
             return outs
 
-        return split_call
+        return bound
