@@ -59,7 +59,7 @@ class ModelInfo:
 def detect_kind(path: str | os.PathLike) -> str:
     """Return one of KINDS by looking at the file's contents. Raises ArtifactError."""
     path = Path(path)
-    check_input_file(path, "a model file (checkpoint, .onnx, .ts or .pt2)", ArtifactError)
+    check_input_file(path, f"a model file ({known_files()})", ArtifactError)
     with open(path, "rb") as f:
         head = f.read(8)
     members = None
@@ -74,10 +74,13 @@ def detect_kind(path: str | os.PathLike) -> str:
             return kind.name
     if members is not None:
         raise ArtifactError(f"{path}: a zip archive that is neither a checkpoint, TorchScript nor .pt2")
-    raise ArtifactError(
-        f"{path}: not a model file this toolkit knows (expected a mnistkit checkpoint, ONNX, "
-        f"TorchScript or .pt2; first bytes {head[:4].hex()})"
-    )
+    raise ArtifactError(f"{path}: not a model file this toolkit knows (expected {known_files()}; "
+                        f"first bytes {head[:4].hex()})")
+
+
+def known_files() -> str:
+    """The file kinds mnistkit recognises, for messages (from the format table)."""
+    return ", ".join(k.description for k in KINDS.values())
 
 
 def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
@@ -254,15 +257,19 @@ def onnx_metadata(path: str | os.PathLike) -> dict:
     return from_onnx_props({p.key: p.value for p in model.metadata_props})
 
 
+def kind_metadata(path: str | os.PathLike, kind: str) -> dict | None:
+    """mnistkit's metadata of a file, read by its kind's reader (formats.KINDS[kind].metadata); None for
+    kinds without one (checkpoints carry theirs in the pickle, read by model.load_checkpoint)."""
+    from .formats.spec import resolve
+
+    reader = KINDS[kind].metadata
+    return resolve(reader)(path) if reader else None
+
+
 def recorded_format(path: str | os.PathLike, kind: str) -> str:
-    """The format an artifact is judged as (formats.format_for), read without a runtime."""
+    """The format an artifact is judged as (formats.format_for), read without running it."""
     try:
-        if kind == "onnx":
-            recorded = onnx_metadata(path).get("format")
-        elif kind in ("torchscript", "exported-program"):
-            recorded = (archive_metadata(path) or {}).get("format")
-        else:
-            recorded = None
+        recorded = (kind_metadata(path, kind) or {}).get("format")
     except (ArtifactError, ImportError):  # unreadable files are reported by the backend that loads them
         recorded = None
     return format_for(kind, recorded if isinstance(recorded, str) else None)

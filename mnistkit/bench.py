@@ -225,7 +225,8 @@ def plan_bench(targets: list[Target], config: BenchConfig) -> list[BenchCase]:
     """The planner's (artifact x backend x device) cases x modes x threads; runtimes whose worker threads
     spin go first (torch's OpenMP workers linger after torch cases and would share the cores)."""
     planned, _ = cases(targets, config.backends, config.devices)
-    out = [BenchCase(c, mode, threads) for c in planned for mode in config.modes for threads in config.threads]
+    out = [BenchCase(c, mode, threads) for c in planned for mode in config.modes
+           for threads in ((None,) if BACKENDS[c.backend].pool_threads else config.threads)]
     out.sort(key=lambda bc: not BACKENDS[bc.case.backend].spinning_threads)
     return out
 

@@ -219,7 +219,7 @@ def _formats(ctx, param, value):
 @json_option
 def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels, mean, std, recipe, dataset,
            data_dir, max_accuracy_drop, as_json):
-    """Export a checkpoint (or your state_dict + class) to ONNX, TorchScript and torch.export.
+    """Export a checkpoint (or your state_dict + class) to ONNX, ExecuTorch, TorchScript and torch.export.
 
     Every artifact is validated right after export: loaded in its own runtime and run on real test
     images next to PyTorch (one ✓/✗ line each). int8 and fp16 formats must also keep the accuracy
@@ -274,7 +274,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
 def predict(model, inputs, backend, device, allow_fallback, top_k, threads, as_json):
     """Label images (PNG/JPEG/BMP of any size, .npy arrays, IDX files) with any model file.
 
-    MODEL is a checkpoint, .onnx, TorchScript or .pt2; its kind is detected from the file's
+    MODEL is a checkpoint, .onnx, .pte, TorchScript or .pt2; its kind is detected from the file's
     contents and its labels and preprocessing recipe from its metadata. On an .onnx this needs
     neither torch nor torchvision.
 

@@ -89,6 +89,14 @@ def describe(path) -> dict:
         info["metadata"] = archive_metadata(path) or {}
         if kind == "torchscript":
             info["note"] = "TorchScript is deprecated upstream in favour of torch.export"
+    elif kind != "checkpoint":  # any other kind: its reader in the format table
+        from .artifacts import kind_metadata
+
+        try:
+            info["metadata"] = kind_metadata(path, kind) or {}
+        except ImportError as exc:
+            raise ArtifactError(f"{path}: reading a {kind} file needs {exc.name or 'its runtime'}, which is not "
+                                "installed") from None
     else:
         from .errors import require
 

@@ -16,6 +16,7 @@ from .environment import distribution_version
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 PROBE_MODEL = Path(__file__).parent / "assets" / "probe.onnx"  # Identity, opset 13, IR 7
+PROBE_PTE = Path(__file__).parent / "assets" / "probe.pte"  # y = 2x + 1, float32 [4], XNNPACK
 
 
 @dataclass
@@ -82,6 +83,27 @@ def openvino_checks() -> list[Check]:
                       f"{str(exc)[:200]}", "pip install --force-reinstall openvino")]
 
 
+def executorch_checks() -> list[Check]:
+    """ExecuTorch: installed, and its runtime really running a program (assets/probe.pte, y = 2x + 1 on
+    XNNPACK; scripts/make_probe_pte.py regenerates it)."""
+    version = distribution_version("executorch")
+    if version is None:
+        return [Check("executorch", INFO, "not installed (optional runtime for .pte)", "pip install 'mnistkit[edge]'")]
+    try:
+        import torch
+
+        from .backends.executorch import load_program
+
+        method = load_program(PROBE_PTE).load_method("forward")
+        out = method.execute([torch.arange(4, dtype=torch.float32)])[0]
+        if out.tolist() != [1.0, 3.0, 5.0, 7.0]:
+            raise RuntimeError(f"y = 2x + 1 gave {out.tolist()}")
+        return [Check("executorch", OK, f"{version}: the runtime runs an XNNPACK program")]
+    except Exception as exc:
+        return [Check("executorch", WARN, f"{version} installed, but a program does not run: {str(exc)[:200]}",
+                      "pip install --force-reinstall executorch (with the torch it was built for)")]
+
+
 def run_checks() -> list[Check]:
     checks: list[Check] = []
     py = sys.version_info
@@ -138,6 +160,7 @@ def run_checks() -> list[Check]:
         cuda_v = None
 
     checks.extend(openvino_checks())
+    checks.extend(executorch_checks())
 
     # PyTorch side
     try:

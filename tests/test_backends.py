@@ -276,3 +276,39 @@ def test_a_missing_runtime_names_the_extra_that_installs_it(tiny_export, monkeyp
         if "openvino" in spec.requires:
             with pytest.raises(MissingDependencyError, match=rf"needs openvino.*pip install 'mnistkit\[{spec.extra}\]'"):
                 create_backend(tiny_export / "model.onnx", name)
+
+
+# ---- ExecuTorch programs: planned input bounds, programs from elsewhere, broken files
+
+
+def test_executorch_runs_batches_beyond_the_planned_input(tiny_cnn_ckpt, tiny_data, tmp_path):
+    """ExecuTorch's memory planner bounded the CNN's input at 15 images (not the export's 1024): the backend
+    reads the bound from the program and runs larger batches in chunks, and validation proves it."""
+    from mnistkit.exporter import export_model
+
+    result = export_model(tiny_cnn_ckpt, "executorch", out_dir=tmp_path / "cnn", data_dir=tiny_data)
+    assert result.passed and result.validation[0].batch_sizes == [1, 3, 64, 1000]
+    x = np.random.default_rng(0).integers(0, 256, (100, 28, 28), dtype=np.uint8)
+    with create_backend(tmp_path / "cnn" / "model.pte") as b, create_backend(tiny_cnn_ckpt) as ref:
+        assert b._max < 100  # the bound that forces chunks here
+        np.testing.assert_allclose(b.run(x), ref.run(x), atol=tolerance_for("executorch", "cpu").max_abs, rtol=0)
+
+
+def test_executorch_program_from_elsewhere_and_broken_ones(tiny_export, tmp_path):
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from mnistkit.model import MLP
+
+    program = torch.export.export(MLP().eval(), (torch.zeros(2, 1, 28, 28),))  # no metadata, fixed batch 2
+    plain = tmp_path / "plain.pte"
+    plain.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    with create_backend(plain) as b:
+        assert not b.info.described and b.info.labels == list("0123456789")
+        assert b.run(np.zeros((5, 1, 28, 28), np.float32)).shape == (5, 10)  # 3 chunks of its 2
+    good = (tiny_export / "model.pte").read_bytes()
+    for name, data in (("truncated.pte", good[: len(good) // 3]), ("garbage.pte", good[:8] + b"\x00" * 4000)):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ArtifactError, match=f"{name}: "):
+            create_backend(tmp_path / name).load()

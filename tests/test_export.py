@@ -1,4 +1,5 @@
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def test_format_table_drives_the_cli_choices():
     assert set(FORMAT_CHOICES) == set(exportable()) | {"all"}
     assert set(exportable()) == {n for n, f in FORMATS.items() if f.writer is not None} == set(FORMATS) - {"checkpoint"}
     r = cli_run("export", "--help")
+    text = re.sub(r"-\s+", "-", " ".join(r.output.split()))  # click wraps long option help at hyphens
     for name in exportable():
-        assert name in r.output
+        assert name in text
     r = CliRunner().invoke(cli, ["export", "x.pt", "--format", "onnx,checkpoint"])
     assert r.exit_code == 2 and "unknown format 'checkpoint'" in r.output
 

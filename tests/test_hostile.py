@@ -62,7 +62,8 @@ sys.exit(rc if rc >= 0 else 128 - rc)
 def run(*args, cwd: Path, timeout: float = 300, env: dict | None = None, signal_after: tuple | None = None) -> Run:
     """`python -m mnistkit ARGS` in a real process, with its peak RSS.
 
-    `signal_after=(seconds, signum)` sends a signal once the process has run that long.
+    `signal_after=(seconds, signum)` sends a signal once the process has run that long; a third item, a
+    path, delays it further until that file exists (a moment that does not depend on the machine's speed).
     """
     cwd.mkdir(parents=True, exist_ok=True)
     stamp = time.time_ns()
@@ -75,7 +76,8 @@ def run(*args, cwd: Path, timeout: float = 300, env: dict | None = None, signal_
     start, sent = time.monotonic(), False
     while p.poll() is None:
         elapsed = time.monotonic() - start
-        if signal_after and not sent and elapsed >= signal_after[0]:
+        if signal_after and not sent and elapsed >= signal_after[0] and (
+                len(signal_after) < 3 or Path(signal_after[2]).exists()):
             p.send_signal(signal_after[1])
             sent = True
         if elapsed > timeout:
@@ -480,7 +482,7 @@ def test_bench_exits_1_when_nothing_could_be_timed(lab, tmp_path):
 def test_signals_give_their_exit_codes(lab, tmp_path, signum, code, word):
     ckpt = tmp_path / "long.pt"
     r = run("train", "--data-dir", lab["data"], "--epochs", "100000", "--out", ckpt, "--json", cwd=tmp_path,
-            signal_after=(6.0, signum))
+            signal_after=(1.0, signum, ckpt))  # once the first epoch's checkpoint is written
     assert_clean(r)
     assert r.rc == code, str(r)
     lines = [line for line in r.err.splitlines() if line.strip()]

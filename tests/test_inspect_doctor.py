@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from mnistkit import doctor as doctor_mod
 from mnistkit.cli import cli
+from mnistkit.formats import FORMATS, exportable
 from mnistkit.onnx_compat import min_onnxruntime
 
 
@@ -14,7 +15,11 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("target", ["model.onnx", "model-app.onnx", "model.ts", "model.pt2", "manifest.json", "."])
+# every exported file that is not derived from another (one per kind and input form), the manifest, the folder
+TARGETS = [f.file for f in FORMATS.values() if f.exportable and f.base is None] + ["manifest.json", "."]
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_inspect_every_kind_json(tiny_export, target):
     r = CliRunner().invoke(cli, ["inspect", str(tiny_export / target), "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -27,9 +32,9 @@ def test_inspect_every_kind_json(tiny_export, target):
         assert info["inputs"][0]["dtype"] == ("uint8" if "app" in target else "float32")
         assert info["operators"]["Gemm"] == 4
     if target in ("manifest.json", "."):
-        from mnistkit.formats import exportable
-
         assert info["kind"] == "manifest" and len(info["artifacts"]) == len(exportable())
+    else:
+        assert info["kind"] == FORMATS[info["format"]].kind and info["format"] in FORMATS
 
 
 def test_inspect_checkpoint_human(tiny_ckpt):
@@ -68,6 +73,7 @@ def test_doctor_json_on_this_machine():
     assert names["onnxruntime"]["status"] == "ok" and "torch" in names
     # make setup installs OpenVINO: the check compiles and runs a model on its CPU plugin, not just imports it
     assert names["openvino"]["status"] == "ok" and "CPU plugin runs a model" in names["openvino"]["detail"]
+    assert names["executorch"]["status"] == "ok" and "runs an XNNPACK program" in names["executorch"]["detail"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert "ort CUDA provider" in names  # listed providers are probed, not trusted
 

@@ -31,6 +31,7 @@ class BackendSpec:
     independent: bool = False  # an independent implementation: bench's parity gate when no reference is known
     bare_baseline: str | None = None  # "module:Class" timing the bare runtime on the same file (overhead ratio)
     cuda_graphs: bool = False  # bench can time its forward pass as a CUDA-graph replay
+    pool_threads: bool = False  # its thread pool is process-wide and fixed: bench plans one thread setting
     spinning_threads: bool = False  # its worker threads spin between calls: bench times it before the
     # others (torch's OpenMP workers linger after torch cases and would share the cores with them)
 
@@ -54,6 +55,9 @@ BACKENDS: dict[str, BackendSpec] = {
                     ("openvino", "onnx"), "OpenVINO, CPU plugin, fp32 precision pinned (runs the ONNX files directly)",
                     extra="openvino",
                     bare_baseline="mnistkit.backends.openvino:BareOpenVino"),
+        BackendSpec("executorch", "mnistkit.backends.executorch:ExecuTorchBackend", ("executorch",), ("cpu",),
+                    ("executorch", "torch"), "ExecuTorch runtime, XNNPACK delegate (.pte)", extra="edge",
+                    bare_baseline="mnistkit.backends.executorch:BareExecuTorch", pool_threads=True),
         BackendSpec("onnx-reference", "mnistkit.backends.onnxref:OnnxReferenceBackend", ("onnx",), ("cpu",),
                     ("onnx",), "onnx.reference: slow, independent implementation for cross-checks", slow=True,
                     independent=True),

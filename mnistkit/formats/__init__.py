@@ -19,7 +19,8 @@ compares them.
 How each tolerance was measured (benchmarks/parity.py over the full Fashion-MNIST test split,
 results in benchmarks/results/parity-cpu.json): ONNX Runtime differs from PyTorch eager by at most
 1.9e-5 on the MLP trained 10 epochs and 4.8e-6 on the CNN (it fuses Gemm+Relu and sums in another
-order); OpenVINO's CPU plugin (fp32 pinned) by 7.6e-6 on the MLP; TorchScript and torch.export
+order); OpenVINO's CPU plugin (fp32 pinned) by 7.6e-6 on the MLP; ExecuTorch's XNNPACK by 7e-8 on
+the MLP and 9e-8 on the CNN (export-time measurement); TorchScript and torch.export
 run the same ATen kernels and match exactly. 1e-4 is 5x the worst seen, and a real fault (a wrong
 normalization moves logits by > 0.1) cannot hide under it.
 """
@@ -47,6 +48,7 @@ TORCHSCRIPT_NOTE = ("TorchScript is deprecated upstream in favour of torch.expor
                     "model.ts is written for runtimes that still need it")
 _ONNX = "mnistkit.formats.onnx"  # writer modules, imported when a format is written
 _TORCH = "mnistkit.formats.torch_archives"
+_ET = "mnistkit.formats.executorch"
 
 # ---- tolerances, each with how it was measured
 
@@ -82,9 +84,14 @@ DYNAMIC_BATCH = BatchCheck(atol=None, min_agreement=0.95,
 
 KINDS: dict[str, KindSpec] = {k.name: k for k in (
     KindSpec("checkpoint", "pytorch", kinds.checkpoint, "a torch.save archive of weights (+ mnistkit metadata)"),
-    KindSpec("torchscript", "torchscript", kinds.torchscript, "a TorchScript archive"),
-    KindSpec("exported-program", "exported-program", kinds.exported_program, "a torch.export archive"),
-    KindSpec("onnx", "onnxruntime", kinds.onnx, "an ONNX model (protobuf)", flops=f"{_ONNX}:flops_per_image"),
+    KindSpec("torchscript", "torchscript", kinds.torchscript, "a TorchScript archive",
+             metadata="mnistkit.artifacts:archive_metadata"),
+    KindSpec("exported-program", "exported-program", kinds.exported_program, "a torch.export archive",
+             metadata="mnistkit.artifacts:archive_metadata"),
+    KindSpec("onnx", "onnxruntime", kinds.onnx, "an ONNX model (protobuf)", flops=f"{_ONNX}:flops_per_image",
+             metadata="mnistkit.artifacts:onnx_metadata"),
+    KindSpec("executorch", "executorch", kinds.executorch, "an ExecuTorch program (flatbuffer)",
+             metadata="mnistkit.backends.executorch:read_metadata"),
 )}
 
 # ---- the formats
@@ -105,6 +112,9 @@ FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
     FormatSpec("exported-program", "model.pt2", "exported-program",
                "torch.export ExportedProgram with a dynamic batch dimension",
                FP32, f"{_TORCH}:write_exported_program"),
+    FormatSpec("executorch", "model.pte", "executorch",
+               "ExecuTorch program, XNNPACK delegate, dynamic batch (up to 1024 per call), float32 in, logits out",
+               FP32, f"{_ET}:write_executorch", batch_check=EXACT_BATCH),
     FormatSpec("onnx-int8", "model-int8.onnx", "onnx",
                "static int8 (QDQ, per-channel weights), calibrated on training images; float32 in, logits out",
                INT8, f"{_ONNX}:write_int8_static", base="onnx", batch_check=EXACT_BATCH),

@@ -85,6 +85,7 @@ class KindSpec:
     sniff: Callable[[bytes, list[str] | None], bool]  # (first bytes, zip member names or None) -> is it
     description: str
     flops: str | None = None  # "module:function", flops(path) -> multiply-add FLOP per image or None
+    metadata: str | None = None  # "module:function", metadata(path) -> mnistkit's metadata dict or None
 
 
 @dataclass

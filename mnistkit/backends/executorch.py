@@ -1,0 +1,186 @@
+"""ExecuTorch's Python runtime on a `.pte` program (XNNPACK delegate), CPU.
+
+The runtime takes torch tensors (the executorch wheel links libtorch), so this backend needs torch.
+Loading a program parses its flatbuffer and runs no Python from it; its metadata is a constant method
+(see formats/executorch.py).
+
+- The program's input buffer is planned for a maximum batch (the export's range, sometimes lower): larger
+  batches run in chunks of it. A program exported at a fixed batch (from elsewhere) takes only that
+  size: the runtime says no other, so at load one call at batch 1 tells the two apart, and a fixed
+  program's last chunk is padded (as ONNX Runtime's backend does for fixed-batch models).
+- XNNPACK's thread pool is process-wide and sized at start-up (one thread per core). The runtime can
+  reset it (`_unsafe_reset_threadpool`), but a program loaded before keeps a pointer to the old pool:
+  that crashed the process here (a segfault in bench, measured). So the backend never resizes it: it
+  reports the pool's real size as its thread count, and says so when --threads asked for another.
+- One method object, one call at a time (a lock): methods are not safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..artifacts import ModelInfo, info_from_metadata
+from ..errors import ArtifactError, first_line
+from .base import Backend
+
+METADATA_METHOD = "mnistkit_metadata"  # formats/executorch.py writes it
+MAX_METADATA_BYTES = 1 << 20
+
+
+def _quiet_import(module: str):
+    """Import an executorch module without its ExperimentalWarning reaching the user."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return importlib.import_module(module)
+
+
+def load_program(path):
+    """The runtime's Program for a .pte (ArtifactError when the runtime refuses it)."""
+    from ..capture import captured_output
+
+    Runtime = _quiet_import("executorch.runtime").Runtime
+
+    with captured_output() as cap:  # the runtime logs to the file descriptors directly
+        try:
+            return Runtime.get().load_program(Path(path))
+        except Exception as exc:
+            said = cap.text.strip().splitlines()
+            raise ArtifactError(f"{path}: not a loadable ExecuTorch program ({first_line(exc, 200)}"
+                                + (f" [{said[-1][:160]}]" if said else "") + ")") from None
+
+
+def read_metadata(path, program=None) -> dict | None:
+    """mnistkit's metadata of a .pte (None when the program carries none)."""
+    from ..capture import captured_output
+
+    program = program or load_program(path)
+    if METADATA_METHOD not in program.method_names:
+        return None
+    with captured_output():
+        try:
+            outputs = program.load_method(METADATA_METHOD).execute([])
+        except Exception as exc:
+            raise ArtifactError(f"{path}: unreadable {METADATA_METHOD} ({first_line(exc, 160)})") from None
+    data = outputs[0] if outputs else None
+    if data is None or str(getattr(data, "dtype", "")) != "torch.uint8" or data.numel() > MAX_METADATA_BYTES:
+        raise ArtifactError(f"{path}: malformed {METADATA_METHOD} (expected a uint8 tensor of JSON, at most 1 MiB)")
+    try:
+        meta = json.loads(data.numpy().tobytes().decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: malformed {METADATA_METHOD} ({first_line(exc, 120)})") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: {METADATA_METHOD} is not a JSON object")
+    return meta
+
+
+def pool_threads() -> int:
+    """The size of XNNPACK's process-wide thread pool (see the module's notes)."""
+    return int(_quiet_import("executorch.extension.pybindings.portable_lib")._threadpool_get_thread_count())
+
+
+def _forward(program, path):
+    from ..capture import captured_output
+
+    with captured_output():
+        try:
+            method = program.load_method("forward")
+        except Exception as exc:
+            raise ArtifactError(f"{path}: its forward method does not load ({first_line(exc, 200)})") from None
+    sizes = list(method.metadata.input_tensor_meta(0).sizes())
+    return method, sizes
+
+
+def _is_fixed(method, sizes: list[int], dtype) -> bool:
+    """Whether the program takes only its planned batch (one call at batch 1; see the module's notes)."""
+    import torch
+
+    from ..capture import captured_output
+
+    if sizes[0] <= 1:
+        return False
+    with captured_output():  # the runtime logs the refused resize to the file descriptors
+        try:
+            method.execute([torch.zeros([1, *sizes[1:]], dtype=dtype)])
+            return False
+        except RuntimeError:
+            return True
+
+
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+
+    def _load(self) -> ModelInfo:
+        import torch
+
+        self._torch = torch
+        program = load_program(self.path)
+        info = info_from_metadata(self.path, "executorch", read_metadata(self.path, program))
+        self._method, sizes = _forward(program, self.path)
+        tail = sizes[1:]
+        if tail != ([28, 28] if info.input_form == "uint8" else [1, 28, 28]):
+            raise ArtifactError(f"{self.path}: input [N,{','.join(map(str, tail))}] fits neither contract "
+                                "(float32 [N,1,28,28] normalized, or uint8 [N,28,28] pixels)")
+        self._max = max(1, int(sizes[0]))  # the planned input's batch capacity
+        self._fixed_program = _is_fixed(self._method, sizes, torch.uint8 if info.input_form == "uint8" else torch.float32)
+        info.fixed_batch = self._max if self._fixed_program else None
+        self._program, self._lock = program, threading.Lock()
+        pool = pool_threads()
+        if self.threads and self.threads != pool:
+            self.notes.append(f"ExecuTorch runs on its process-wide pool of {pool} threads, not the {self.threads} "
+                              "asked for (it cannot be resized safely once programs are loaded)")
+        self.threads = pool
+        self.provider = "executorch XNNPACK"
+        return info
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        step = self._max
+        if self._fixed_program and len(x) != step:
+            from .onnxrt import fixed_batches
+
+            return np.concatenate([self._call(part) for part in fixed_batches(x, step)])[:len(x)]
+        if len(x) <= step:
+            return self._call(x)
+        return np.concatenate([self._call(x[i:i + step]) for i in range(0, len(x), step)])
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            try:
+                out = self._method.execute([self._torch.from_numpy(x)])[0]
+            except Exception as exc:
+                raise ArtifactError(f"{self.path}: ExecuTorch failed running it on {x.dtype} {list(x.shape)}: "
+                                    f"{first_line(exc, 240)}") from None
+            return out.numpy().astype(np.float32, copy=True)  # fresh memory: the runtime reuses its buffers
+
+    def _close(self) -> None:
+        self._method = self._program = None
+
+
+class BareExecuTorch:
+    """The bare runtime call on the same file: `method.execute([torch.from_numpy(x)])` and the output read."""
+
+    def __init__(self, path, threads: int | None):
+        import torch
+
+        self.threads = pool_threads()  # the pool it really runs on, whatever was asked
+        self.method, sizes = _forward(load_program(path), path)
+        self.max = max(1, int(sizes[0]))
+        self.fixed = _is_fixed(self.method, sizes, torch.float32 if len(sizes) == 4 else torch.uint8)
+
+    def call_for(self, x: np.ndarray) -> Callable:
+        import torch
+
+        from .onnxrt import fixed_batches
+
+        execute = self.method.execute
+        chunks = fixed_batches(x, self.max) if self.fixed and len(x) != self.max else \
+            [x[i:i + self.max] for i in range(0, len(x), self.max)]
+        parts = [torch.from_numpy(np.ascontiguousarray(c)) for c in chunks]
+        return lambda: [execute([t])[0].numpy().copy() for t in parts]
