@@ -13,6 +13,9 @@ Loading a program parses its flatbuffer and runs no Python from it; its metadata
   that crashed the process here (a segfault in bench, measured). So the backend never resizes it: it
   reports the pool's real size as its thread count, and says so when --threads asked for another.
 - One method object, one call at a time (a lock): methods are not safe to share between threads.
+- Inputs are copied into a tensor kept per batch size (up to INPUT_SIZES sizes) rather than wrapped in a
+  new tensor per call: the runtime took 2 us (batch 1) to 40 us (batch 64) longer on a tensor it had not
+  seen before, and the copy costs 0.4 to 13 us (measured interleaved here).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..errors import ArtifactError, first_line
 from .base import Backend
 
 METADATA_METHOD = "mnistkit_metadata"  # formats/executorch.py writes it
+INPUT_SIZES = 8  # batch sizes that keep an input tensor (see the module's notes)
 MAX_METADATA_BYTES = 1 << 20
 
 
@@ -132,6 +136,7 @@ class ExecuTorchBackend(Backend):
         self._fixed_program = _is_fixed(self._method, sizes, torch.uint8 if info.input_form == "uint8" else torch.float32)
         info.fixed_batch = self._max if self._fixed_program else None
         self._program, self._lock = program, threading.Lock()
+        self._inputs: dict[int, tuple] = {}  # batch size -> (torch tensor, its numpy view)
         pool = pool_threads()
         if self.threads and self.threads != pool:
             self.notes.append(f"ExecuTorch runs on its process-wide pool of {pool} threads, not the {self.threads} "
@@ -139,6 +144,18 @@ class ExecuTorchBackend(Backend):
         self.threads = pool
         self.provider = "executorch XNNPACK"
         return info
+
+    def load(self):
+        super().load()
+        if not self._fixed_program:  # the checks inline, then straight to the program (Backend.fast_run)
+            self.run = self.fast_run(self._infer, self._run_failed)
+        return self
+
+    def _run_failed(self, exc: Exception, x: np.ndarray) -> ArtifactError:
+        if isinstance(exc, ArtifactError):
+            return exc
+        return ArtifactError(f"{self.path}: ExecuTorch failed running it on {x.dtype} {list(x.shape)}: "
+                             f"{first_line(exc, 240)}")
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         step = self._max
@@ -152,19 +169,29 @@ class ExecuTorchBackend(Backend):
 
     def _call(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
+            kept = self._inputs.get(len(x))
+            if kept is None and len(self._inputs) < INPUT_SIZES:
+                tensor = self._torch.from_numpy(np.empty_like(x))
+                kept = self._inputs[len(x)] = (tensor, tensor.numpy())
+            if kept is not None:
+                np.copyto(kept[1], x)
+                tensor = kept[0]
+            else:
+                tensor = self._torch.from_numpy(x)
             try:
-                out = self._method.execute([self._torch.from_numpy(x)])[0]
+                out = self._method.execute([tensor])[0]
             except Exception as exc:
-                raise ArtifactError(f"{self.path}: ExecuTorch failed running it on {x.dtype} {list(x.shape)}: "
-                                    f"{first_line(exc, 240)}") from None
+                raise self._run_failed(exc, x) from None
             return out.numpy().astype(np.float32, copy=True)  # fresh memory: the runtime reuses its buffers
 
     def _close(self) -> None:
         self._method = self._program = None
+        self._inputs = {}
 
 
 class BareExecuTorch:
-    """The bare runtime call on the same file: `method.execute([torch.from_numpy(x)])` and the output read."""
+    """The bare runtime call on the same file for a new input each time, done the fastest way by hand: the
+    input copied into a kept tensor, `method.execute([tensor])`, the output read."""
 
     def __init__(self, path, threads: int | None):
         import torch
@@ -182,5 +209,13 @@ class BareExecuTorch:
         execute = self.method.execute
         chunks = fixed_batches(x, self.max) if self.fixed and len(x) != self.max else \
             [x[i:i + self.max] for i in range(0, len(x), self.max)]
-        parts = [torch.from_numpy(np.ascontiguousarray(c)) for c in chunks]
-        return lambda: [execute([t])[0].numpy().copy() for t in parts]
+        kept = [(c, torch.from_numpy(np.empty_like(c))) for c in chunks]
+
+        def call():
+            outs = []
+            for chunk, tensor in kept:
+                np.copyto(tensor.numpy(), chunk)
+                outs.append(execute([tensor])[0].numpy().copy())
+            return outs
+
+        return call
