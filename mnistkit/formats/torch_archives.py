@@ -14,8 +14,12 @@ def _write_archive(src, fmt: FormatSpec, what: str, save) -> dict:
     """Run `save(example, metadata_json)`; one ExportError line on failure."""
     import torch
 
+    from ..capture import captured_output
+
     meta = common_meta(src, fmt)
-    with warnings.catch_warnings():  # torch.jit / torch.export warnings: said once, in our words, if at all
+    # torch.jit / torch.export warnings are said once, in our words, if at all; torch's loggers print
+    # straight to stderr (an interrupted torch.export logged a whole traceback there): kept, not shown
+    with captured_output(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             with torch.no_grad():
