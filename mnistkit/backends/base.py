@@ -62,6 +62,7 @@ class Backend:
     """
 
     name: ClassVar[str] = "base"
+    runtime: ClassVar[str] = "the runtime"  # how messages name the runtime ("ONNX Runtime", "OpenVINO")
 
     def __init__(self, path, device: str = "cpu", threads: int | None = None, **options):
         from pathlib import Path
@@ -139,6 +140,16 @@ class Backend:
 
     def _close(self) -> None:
         pass
+
+    def run_failed(self, exc: Exception, x: np.ndarray) -> Exception:
+        """A model that loads but fails to run (a corrupt graph, a shape it cannot take): one line naming the
+        file and the input. mnistkit's own errors pass through."""
+        from ..errors import ArtifactError, MnistkitError, first_line
+
+        if isinstance(exc, MnistkitError):
+            return exc
+        return ArtifactError(f"{self.path}: {self.runtime} failed running it on {x.dtype} {list(x.shape)}: "
+                             f"{first_line(exc, 240)}")
 
     def fast_run(self, call, failed):
         """A `run` for the common case in as few Python operations as possible: a well-formed batch in

@@ -120,6 +120,7 @@ def _is_fixed(method, sizes: list[int], dtype) -> bool:
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
+    runtime = "ExecuTorch"
 
     def _load(self) -> ModelInfo:
         import torch
@@ -148,14 +149,8 @@ class ExecuTorchBackend(Backend):
     def load(self):
         super().load()
         if not self._fixed_program:  # the checks inline, then straight to the program (Backend.fast_run)
-            self.run = self.fast_run(self._infer, self._run_failed)
+            self.run = self.fast_run(self._infer, self.run_failed)
         return self
-
-    def _run_failed(self, exc: Exception, x: np.ndarray) -> ArtifactError:
-        if isinstance(exc, ArtifactError):
-            return exc
-        return ArtifactError(f"{self.path}: ExecuTorch failed running it on {x.dtype} {list(x.shape)}: "
-                             f"{first_line(exc, 240)}")
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         step = self._max
@@ -181,7 +176,7 @@ class ExecuTorchBackend(Backend):
             try:
                 out = self._method.execute([tensor])[0]
             except Exception as exc:
-                raise self._run_failed(exc, x) from None
+                raise self.run_failed(exc, x) from None
             return out.numpy().astype(np.float32, copy=True)  # fresh memory: the runtime reuses its buffers
 
     def _close(self) -> None:

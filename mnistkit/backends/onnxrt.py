@@ -75,6 +75,7 @@ class OnnxRuntimeBackend(Backend):
     """Options: allow_fallback (warn instead of raising when CUDA is not active), cuda_options."""
 
     name = "onnxruntime"
+    runtime = "ONNX Runtime"
 
     def _load(self) -> ModelInfo:
         import onnxruntime as ort
@@ -151,12 +152,7 @@ class OnnxRuntimeBackend(Backend):
         """`run` through the C++ session's run: the public `InferenceSession.run` wrapper re-validates the
         input names on every call, which this backend fixed at load (see _c_run)."""
         c_run, outs, name = self._c_run(), self._outs, self._in
-        return self.fast_run(lambda batch: c_run(outs, {name: batch}, None)[0], self._run_failed)
-
-    def _run_failed(self, exc: Exception, batch: np.ndarray) -> ArtifactError:
-        """A model that loads but fails to run (a corrupt graph, a shape it cannot take): one line."""
-        return ArtifactError(f"{self.path}: ONNX Runtime failed running it on {batch.dtype} {list(batch.shape)}: "
-                             f"{first_line(exc, 240)}")
+        return self.fast_run(lambda batch: c_run(outs, {name: batch}, None)[0], self.run_failed)
 
     def _c_run(self):
         """The C++ binding's run, when this onnxruntime has it and it answers like the public one.
@@ -207,7 +203,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             out = self._run_fn(self._outs, {self._in: x})[0]
         except Exception as exc:
-            raise self._run_failed(exc, x) from None
+            raise self.run_failed(exc, x) from None
         if not isinstance(out, np.ndarray):
             raise ArtifactError(f"{self.path}: output {self._outs[0]!r} is a {type(out).__name__}, expected a tensor")
         return out if out.dtype == np.float32 else out.astype(np.float32)
@@ -219,7 +215,7 @@ class OnnxRuntimeBackend(Backend):
             try:
                 chunks.append(self._run_fn(self._outs, {self._in: part})[0])
             except Exception as exc:
-                raise self._run_failed(exc, part) from None
+                raise self.run_failed(exc, part) from None
         return np.concatenate(chunks)[:len(x)].astype(np.float32, copy=False)
 
     def _close(self) -> None:

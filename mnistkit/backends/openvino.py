@@ -66,6 +66,7 @@ def _logits_output(outputs) -> int:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    runtime = "OpenVINO"
 
     def _load(self) -> ModelInfo:
         import openvino as ov
@@ -108,14 +109,8 @@ class OpenVinoBackend(Backend):
             def call(batch):
                 return (runners.get(len(batch)) or make(batch))(batch)
 
-            self.run = self.fast_run(call, self._run_failed)
+            self.run = self.fast_run(call, self.run_failed)
         return self
-
-    def _run_failed(self, exc: Exception, x: np.ndarray) -> ArtifactError:
-        if isinstance(exc, ArtifactError):
-            return exc
-        return ArtifactError(f"{self.path}: OpenVINO failed running it on {x.dtype} {list(x.shape)}: "
-                             f"{first_line(exc, 240)}")
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         if self._reshape:
@@ -133,7 +128,7 @@ class OpenVinoBackend(Backend):
         try:
             out = runner(x)
         except Exception as exc:
-            raise self._run_failed(exc, x) from None
+            raise self.run_failed(exc, x) from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def _runner(self, x: np.ndarray):
