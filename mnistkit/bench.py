@@ -33,10 +33,11 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import BACKENDS, ROOFLINE_PROBE, create_backend, load_target, reference_backend
+from .backends import BACKENDS, ROOFLINE_PROBE, create_backend, reference_backend
 from .compare import compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
 from .formats import KINDS, tolerance_for
+from .formats.spec import resolve
 from .pixels import native_batch
 from .plan import Case, Target, cases, check_choices, expand
 
@@ -333,14 +334,14 @@ def _flop_per_image(targets: list[Target], src) -> int | None:
     for t in targets:
         count = KINDS[t.kind].flops
         if count is not None:
-            return load_target(count)(t.path)
+            return resolve(count)(t.path)
     return MLP_FLOP_PER_IMAGE if src is not None and src.meta.get("arch") == "mlp" else None
 
 
 def _matmul_alone(threads: int | None, min_time: float = 0.5) -> dict | None:
     """The roofline probe's rate measured on its own (for rows that are not timed beside it)."""
     try:
-        probe = load_target(ROOFLINE_PROBE)(threads)
+        probe = resolve(ROOFLINE_PROBE)(threads)
     except ImportError:
         return None
     return probe.describe(float(np.median(time_calls(probe.call, 0.2, min_time, 20, 100_000))))
@@ -406,9 +407,9 @@ def _bench_case(run: _Run, bc: BenchCase, backend, load_ms: float) -> None:
             return
         bare = probe = None
         if config.baselines and spec.bare_baseline and backend.device == "cpu" and mode == "host":
-            bare = load_target(spec.bare_baseline)(t.path, eff_threads)
+            bare = resolve(spec.bare_baseline)(t.path, eff_threads)
             try:
-                probe = run.probes.setdefault(eff_threads, load_target(ROOFLINE_PROBE)(eff_threads))
+                probe = run.probes.setdefault(eff_threads, resolve(ROOFLINE_PROBE)(eff_threads))
             except ImportError:
                 probe = None
         for b in config.batch_sizes:

@@ -106,7 +106,7 @@ def export_model(
     out_dir = _out_dir(out_dir, src)
     previous = exportdir.check_export_target(out_dir)
 
-    ctx = WriteContext(int(opset), log, Path(), FORMATS, data_dir=data_dir, budget=budget)
+    ctx = WriteContext(int(opset), log, Path(), data_dir=data_dir, budget=budget)
     reference = None
     if validate:
         reference = _reference(src, ctx, validation_limit)
@@ -143,8 +143,9 @@ def export_model(
         shutil.rmtree(ctx.staging, ignore_errors=True)
 
     result = ExportResult(out_dir, entries, out_dir / "manifest.json", validations, bundle)
-    if raise_on_failure and result.failures():
-        raise ExportError(result.failures())
+    failures = result.failures()
+    if raise_on_failure and failures:
+        raise ExportError(failures)
     return result
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .compare import Comparison, compare
 from .errors import ExportError, first_line
-from .formats import DEFAULT_ACCURACY_BUDGET, FormatSpec, tolerance_for
+from .formats import DEFAULT_ACCURACY_BUDGET, KINDS, FormatSpec, tolerance_for
 
 
 @dataclass
@@ -70,7 +70,6 @@ def validate_artifact(path: Path, fmt: FormatSpec, images, labels, reference, da
                       budget: float = DEFAULT_ACCURACY_BUDGET) -> Validation:
     """Validate one artifact on CPU with its kind's default backend."""
     from .backends import create_backend
-    from .formats import KINDS
 
     backend_name = KINDS[fmt.kind].default_backend
     tol = tolerance_for(fmt.name, "cpu")

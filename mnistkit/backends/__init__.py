@@ -82,12 +82,7 @@ def backend_class(name: str):
         if importlib.util.find_spec(package) is None:
             raise MissingDependencyError(
                 f"backend {name!r} needs {package}, which is not installed; pip install 'mnistkit[{spec.extra}]'")
-    return load_target(spec.target)
-
-
-def load_target(target: str):
-    """The object a "module:Name" string names (imported on first use)."""
-    return resolve(target)
+    return resolve(spec.target)
 
 
 def backends_for(kind: str) -> list[str]:

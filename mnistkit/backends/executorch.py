@@ -27,13 +27,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import ModelInfo, info_from_metadata
+from ..artifacts import MAX_METADATA_BYTES, ModelInfo, info_from_metadata
 from ..errors import ArtifactError, first_line
 from .base import Backend
 
-METADATA_METHOD = "mnistkit_metadata"  # formats/executorch.py writes it
+METADATA_METHOD = "mnistkit_metadata"  # the constant method holding mnistkit's metadata (formats/executorch.py)
 INPUT_SIZES = 8  # batch sizes that keep an input tensor (see the module's notes)
-MAX_METADATA_BYTES = 1 << 20
 
 
 def _quiet_import(module: str):

@@ -56,6 +56,15 @@ def _compile(path, threads: int):
             raise ArtifactError(f"{path}: OpenVINO cannot load it: {first_line(exc, 300)}") from None
 
 
+def _shape_request(model, shape: list[int], threads: int):
+    """An infer request of `model` compiled for exactly `shape` (the static path; see the module's notes)."""
+    import openvino as ov
+
+    model = model.clone()
+    model.reshape(list(shape))
+    return ov.Core().compile_model(model, "CPU", compile_options(threads)).create_infer_request()
+
+
 def _logits_output(outputs) -> int:
     """Index of the output named logits (OpenVINO may show another of the tensor's names first)."""
     for i, o in enumerate(outputs):
@@ -142,9 +151,7 @@ class OpenVinoBackend(Backend):
             request = self._request
             if self._fixed is None and n <= STATIC_MAX and len(self._runners) < STATIC_SHAPES:
                 try:
-                    model = self._model.clone()
-                    model.reshape(list(x.shape))
-                    request = ov.Core().compile_model(model, "CPU", compile_options(self.threads)).create_infer_request()
+                    request = _shape_request(self._model, x.shape, self.threads)
                 except Exception as exc:
                     raise ArtifactError(f"{self.path}: OpenVINO cannot compile it for batch {n}: "
                                         f"{first_line(exc, 200)}") from None
@@ -194,12 +201,9 @@ class BareOpenVino:
 
         if len(self.shape) != x.ndim:
             x = x.reshape([len(x), *self.shape[1:]])
-        model = self.model.clone()
         fixed = self.shape[0] if self.shape and self.shape[0] > 0 else None
         parts = fixed_batches(x, fixed) if fixed is not None and len(x) != fixed else [x]
-        if fixed is None:
-            model.reshape(list(x.shape))
-        request = ov.Core().compile_model(model, "CPU", compile_options(self.threads)).create_infer_request()
+        request = _shape_request(self.model, parts[0].shape, self.threads)
         index, Tensor = self.index, ov.Tensor
         if len(parts) == 1 and len(x) <= COPY_MAX:
             buffer = np.zeros(x.shape, x.dtype)

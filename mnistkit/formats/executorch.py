@@ -22,13 +22,13 @@ from ..errors import ExportError, first_line
 from .spec import EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entries
 
 MAX_BATCH = 1024  # the dynamic batch range exported; the program's buffers are planned for it
-METADATA_METHOD = "mnistkit_metadata"  # read by backends/executorch.py
 
 
 def write_executorch(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
     """torch.export with a dynamic batch, lowered to XNNPACK, metadata as a constant method."""
     import torch
 
+    from ..backends.executorch import METADATA_METHOD
     from ..capture import captured_output
 
     meta = common_meta(src, fmt)

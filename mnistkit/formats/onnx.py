@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import ExportError, first_line
-from . import OPSET_RANGE
+from . import FORMATS, OPSET_RANGE
 from .spec import EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entries, to_onnx_props
 
 def _set_metadata(model, meta: dict) -> None:
@@ -130,7 +130,7 @@ def finish(model, meta: dict, fmt: FormatSpec, tmp: Path) -> dict:
 def _base_file(src, fmt: FormatSpec, ctx: WriteContext) -> Path:
     """The float ONNX a derived format is made from: the export's own, or written beside under a hidden
     name when it was not asked for (removed before the folder is published)."""
-    base = ctx.formats[fmt.base]
+    base = FORMATS[fmt.base]
     path = ctx.staging / base.file
     if not path.exists():
         path = ctx.staging / f".base-{base.file}"

@@ -95,7 +95,6 @@ class WriteContext:
     opset: int
     log: Callable[[str], None]
     staging: Path
-    formats: dict  # the format table (writers of derived formats reach their base through it)
     images: np.ndarray | None = None  # validation images (uint8) and their labels, when validating
     labels: np.ndarray | None = None
     data_desc: str = ""
