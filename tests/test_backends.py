@@ -193,7 +193,7 @@ def _foreign_onnx(tmp_path, tiny_ckpt, name, shape, input_name="Input3", dynamic
     return path, model
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "onnx-reference"])
+@pytest.mark.parametrize("backend", backends_for("onnx"))
 def test_fixed_batch_foreign_model_runs_by_splitting(tmp_path, tiny_ckpt, backend):
     path, model = _foreign_onnx(tmp_path, tiny_ckpt, "mnist-12-like.onnx", (1, 1, 28, 28))
     x = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
@@ -312,3 +312,12 @@ def test_executorch_program_from_elsewhere_and_broken_ones(tiny_export, tmp_path
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ArtifactError, match=f"{name}: "):
             create_backend(tmp_path / name).load()
+
+
+@pytest.mark.parametrize("backend", backends_for("onnx"))
+def test_a_corrupt_onnx_file_is_one_line_on_every_runtime(tmp_path, backend):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + b"\xff" * 100)  # an ONNX-looking first byte, then garbage
+    with pytest.raises(ArtifactError, match=r"bad\.onnx: ") as info:
+        create_backend(bad, backend).load()
+    assert "\n" not in str(info.value)
