@@ -5,6 +5,7 @@ benchmark every runtime at batch 1-1024 on 1 and 2 threads, write benchmarks/res
     python benchmarks/bench_cpu.py [--name cpu-2core] [--min-time 1.0] [--devices cpu]
     python benchmarks/bench_cpu.py --name runtimes-2core --backends onnxruntime,openvino \
         --formats onnx,onnx-int8,onnx-int8-dynamic --batch-sizes 1,64,1024
+    python benchmarks/bench_cpu.py --name edge-cnn-2core --model cnn --backends ... --formats ...
 
 On a GPU machine: python benchmarks/bench_cpu.py --name h100 --devices cpu,cuda --modes host,device
 then `mnistkit report benchmarks/results/*/results.json` shows the machines side by side.
@@ -36,10 +37,11 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,4,16,64,256,1024")
     ap.add_argument("--backends", default="pytorch,torchscript,exported-program,onnxruntime")
     ap.add_argument("--formats", default="all", help="formats to time (the checkpoint is the parity reference)")
+    ap.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="the architecture trained (10 epochs)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "mlp-fashion-mnist.pt"
-        train(TrainConfig(dataset="fashion-mnist", epochs=10, seed=0, out=str(ckpt)))
+        ckpt = Path(tmp) / f"{args.model}-fashion-mnist.pt"
+        train(TrainConfig(dataset="fashion-mnist", model=args.model, epochs=10, seed=0, out=str(ckpt)))
         export_model(ckpt, "all", out_dir=Path(tmp) / "export")
         config = BenchConfig(
             batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
@@ -56,7 +58,7 @@ def main() -> None:
         row["artifact"] = Path(row["artifact"]).name
     out = RESULTS / args.name
     out.mkdir(parents=True, exist_ok=True)
-    files = write_outputs(obj, out, title=f"mnistkit bench: MLP on Fashion-MNIST ({args.name})")
+    files = write_outputs(obj, out, title=f"mnistkit bench: {args.model.upper()} on Fashion-MNIST ({args.name})")
     print(json.dumps({k: str(v) for k, v in files.items()}, indent=1))
 
 

@@ -118,14 +118,14 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
 
 
 def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, input_shape: list,
-                 output_names: list[str]) -> ModelInfo:
-    """ModelInfo for an ONNX model from its metadata and its input signature.
+                 output_names: list[str], kind: str = "onnx") -> ModelInfo:
+    """ModelInfo for an ONNX model (or an OpenVINO IR, `kind`) from its metadata and its input signature.
 
     `input_dtype` is "uint8" or "float32"; `input_shape` holds ints or None/str for symbolic dims.
     A model from elsewhere (no mnistkit metadata) gets labels 0-9 and ToTensor scaling; its input
     must still fit one of the two contracts.
     """
-    info = info_from_metadata(path, "onnx", meta if meta.get("labels") or meta.get("normalization") else None)
+    info = info_from_metadata(path, kind, meta if meta.get("labels") or meta.get("normalization") else None)
     shape = list(input_shape)
     fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
@@ -169,10 +169,25 @@ def _entries(manifest: dict, where: Path) -> list[dict]:
             for e in entries):
         raise ArtifactError(f"{where}: malformed manifest (artifacts must list file and sha256)")
     for e in entries:
-        parts = Path(e["file"]).parts
-        if Path(e["file"]).is_absolute() or ".." in parts or not parts:
-            raise ArtifactError(f"{where}: manifest lists {e['file']!r}, outside its folder")
+        companions = e.get("companions", [])
+        if not isinstance(companions, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("file"), str) and isinstance(c.get("sha256"), str)
+                for c in companions):
+            raise ArtifactError(f"{where}: malformed manifest (an artifact's companions must list file and sha256)")
+        for name in [e["file"], *(c["file"] for c in companions)]:
+            parts = Path(name).parts
+            if Path(name).is_absolute() or ".." in parts or not parts:
+                raise ArtifactError(f"{where}: manifest lists {name!r}, outside its folder")
     return entries
+
+
+def _check_entry(folder: Path, entry: dict, manifest_path: Path) -> None:
+    """An artifact's file and its companions (OpenVINO IR's weights) must be the files exported."""
+    for name, sha in [(entry["file"], entry["sha256"]), *((c["file"], c["sha256"]) for c in entry.get("companions", []))]:
+        f = folder / name
+        if not f.is_file():
+            raise ArtifactError(f"{f}: listed in {manifest_path} but missing")
+        check_sha256(f, sha, manifest_path)
 
 
 def check_sha256(file: Path, expected: str, manifest_path: Path) -> None:
@@ -193,11 +208,8 @@ def manifest_artifacts(path: str | os.PathLike) -> list[Path]:
     manifest = read_manifest(path)
     files = []
     for entry in _entries(manifest, folder / "manifest.json"):
-        f = folder / entry["file"]
-        if not f.is_file():
-            raise ArtifactError(f"{f}: listed in {folder / 'manifest.json'} but missing")
-        check_sha256(f, entry["sha256"], folder / "manifest.json")
-        files.append(f)
+        _check_entry(folder, entry, folder / "manifest.json")
+        files.append(folder / entry["file"])
     return files
 
 
@@ -221,7 +233,7 @@ def check_against_manifest(path: str | os.PathLike) -> None:
         return
     for entry in _entries(manifest, manifest_path):
         if entry["file"] == path.name:
-            check_sha256(path, entry["sha256"], manifest_path)
+            _check_entry(path.parent, entry, manifest_path)
 
 
 def archive_metadata(path: str | os.PathLike) -> dict | None:

@@ -17,6 +17,7 @@ from .environment import distribution_version
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 PROBE_MODEL = Path(__file__).parent / "assets" / "probe.onnx"  # Identity, opset 13, IR 7
 PROBE_PTE = Path(__file__).parent / "assets" / "probe.pte"  # y = 2x + 1, float32 [4], XNNPACK
+PROBE_TFLITE = Path(__file__).parent / "assets" / "probe.tflite"  # y = 2x + 1, float32 [4]
 
 
 @dataclass
@@ -104,6 +105,30 @@ def executorch_checks() -> list[Check]:
                       "pip install --force-reinstall executorch (with the torch it was built for)")]
 
 
+def litert_checks() -> list[Check]:
+    """LiteRT: installed, and its Interpreter really running a model (assets/probe.tflite, y = 2x + 1;
+    scripts/make_probe_tflite.py regenerates it)."""
+    version = distribution_version("ai-edge-litert")
+    if version is None:
+        return [Check("litert", INFO, "not installed (optional runtime for .tflite)", "pip install 'mnistkit[litert]'")]
+    try:
+        import numpy as np
+
+        from .backends.litert import interpreter
+
+        interp = interpreter(PROBE_TFLITE, 1)
+        interp.allocate_tensors()
+        interp.set_tensor(interp.get_input_details()[0]["index"], np.arange(4, dtype=np.float32))
+        interp.invoke()
+        out = interp.get_tensor(interp.get_output_details()[0]["index"])
+        if out.tolist() != [1.0, 3.0, 5.0, 7.0]:
+            raise RuntimeError(f"y = 2x + 1 gave {out.tolist()}")
+        return [Check("litert", OK, f"{version}: the Interpreter runs a model")]
+    except Exception as exc:
+        return [Check("litert", WARN, f"{version} installed, but a model does not run: {str(exc)[:200]}",
+                      "pip install --force-reinstall ai-edge-litert")]
+
+
 def run_checks() -> list[Check]:
     checks: list[Check] = []
     py = sys.version_info
@@ -161,6 +186,7 @@ def run_checks() -> list[Check]:
 
     checks.extend(openvino_checks())
     checks.extend(executorch_checks())
+    checks.extend(litert_checks())
 
     # PyTorch side
     try:

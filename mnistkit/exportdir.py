@@ -29,7 +29,7 @@ _OWN_NAMES = {"manifest.json", "app"}
 
 
 def _is_ours(p: Path) -> bool:
-    if p.name in _OWN_NAMES or p.name in {f.file for f in FORMATS.values()}:
+    if p.name in _OWN_NAMES or any(p.name in f.files for f in FORMATS.values()):
         return True
     return p.name.startswith((".export.", ".app.", ".base-")) or (p.name.startswith(".") and p.name.endswith(".tmp"))
 
@@ -77,15 +77,20 @@ def carry_over(previous: dict | None, out_dir: Path, staging: Path, src, new: se
     for e in previous.get("artifacts") or []:
         if not isinstance(e, dict) or e.get("format") not in FORMATS or e["format"] in new:
             continue
-        f = out_dir / FORMATS[e["format"]].file
+        files = [(FORMATS[e["format"]].file, e.get("sha256"))] + [
+            (c.get("file"), c.get("sha256")) for c in e.get("companions") or [] if isinstance(c, dict)]
         try:
-            check_sha256(f, str(e.get("sha256")), out_dir / "manifest.json")
-            try:
-                os.link(f, staging / f.name)
-            except OSError:
-                shutil.copy2(f, staging / f.name)
+            for name, sha in files:
+                f = out_dir / str(name)
+                check_sha256(f, str(sha), out_dir / "manifest.json")
+                try:
+                    os.link(f, staging / f.name)
+                except OSError:
+                    shutil.copy2(f, staging / f.name)
         except (InvalidInputError, OSError) as exc:
-            log(f"not keeping {f.name} from the earlier export: {first_line(exc)}")
+            for name, _ in files:
+                (staging / str(name)).unlink(missing_ok=True)
+            log(f"not keeping {files[0][0]} from the earlier export: {first_line(exc)}")
             continue
         kept.append(e)
     return kept

@@ -184,11 +184,14 @@ def _write_one(src, fmt, ctx: WriteContext, reference) -> tuple[dict | None, Val
     try:
         facts = fmt.write(src, tmp, ctx)
     except ExportError as exc:  # this format cannot be made: a ✗ row beside the others
-        tmp.unlink(missing_ok=True)
+        _remove(ctx.staging, fmt)
         return None, Validation(fmt.name, fmt.file, KINDS[fmt.kind].default_backend, False, None, n, ctx.data_desc,
                                 error=str(exc))
     entry = {"format": fmt.name, "file": fmt.file, "kind": fmt.kind, "sha256": sha256_file(tmp),
              "bytes": tmp.stat().st_size, "app": fmt.app, **facts}
+    if fmt.companions:
+        entry["companions"] = [{"file": name, "sha256": sha256_file(ctx.staging / name),
+                                "bytes": (ctx.staging / name).stat().st_size} for name in fmt.companions]
     if reference is None:
         return entry, None
     v = validate_artifact(tmp, fmt, ctx.images, ctx.labels, reference, ctx.data_desc, ctx.budget)
@@ -198,6 +201,11 @@ def _write_one(src, fmt, ctx: WriteContext, reference) -> tuple[dict | None, Val
         entry["accuracy_budget_points"] = ctx.budget * 100
         entry["accuracy_drop_points"] = -c.accuracy_delta * 100
     if not v.passed:
-        tmp.unlink(missing_ok=True)  # a failing artifact never appears under its final name
+        _remove(ctx.staging, fmt)  # a failing artifact never appears under its final name
         return None, v
     return entry, v
+
+
+def _remove(staging, fmt) -> None:
+    for name in fmt.files:
+        (staging / name).unlink(missing_ok=True)

@@ -106,7 +106,10 @@ def print_export(result) -> None:
     for a in result.artifacts:
         extra = (f", opset {a['opset']}, IR {a['ir_version']}, onnxruntime >= {a['min_onnxruntime']}"
                  if "opset" in a else "")
-        con.print(f"wrote {result.out_dir / a['file']} ({a['bytes'] / 1e6:.2f} MB{extra})")
+        companions = a.get("companions") or []
+        size = a["bytes"] + sum(c["bytes"] for c in companions)
+        with_ = "".join(f" + {c['file']}" for c in companions)
+        con.print(f"wrote {result.out_dir / a['file']}{with_} ({size / 1e6:.2f} MB{extra})")
     if result.app_bundle:
         con.print(f"wrote {result.app_bundle}/ (model.onnx, labels.json, README.md)")
     con.print(f"manifest: {result.manifest}")
@@ -175,7 +178,7 @@ def print_bench(obj: dict) -> None:
     table = Table(title="latency per call (host-to-host unless marked), " + obj["environment"].get("cpu", ""),
                   title_justify="left")
     for col in ("file", "backend/device", "mode", "thr", "batch", "p50 µs", "p99 µs", "images/s", "roofline",
-                "vs bare", ""):
+                "vs bare p50/p99 (unchecked p50)", ""):
         table.add_column(col, justify="left" if col in ("file", "backend/device", "mode", "") else "right")
     for r in obj["results"]:
         where = f"{r['backend']}/{r['device']}"
@@ -184,6 +187,8 @@ def print_bench(obj: dict) -> None:
                           *["-"] * 5, f"[red]{_esc(r['status'])}: {_esc(r.get('reason', ''))}[/]")
             continue
         over = f"{r['overhead_p50']:.2f}/{r['overhead_p99']:.2f}" if r.get("overhead_p50") else "-"
+        if r.get("unchecked_overhead_p50"):
+            over += f" ({r['unchecked_overhead_p50']:.2f})"
         rf = f"{r['roofline_fraction']:.2f}" if r.get("roofline_fraction") else "-"
         note = "[yellow]" + _esc("; ".join(r["warnings"])) + "[/]" if r.get("warnings") else ""
         if r.get("split"):

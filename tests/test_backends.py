@@ -17,9 +17,9 @@ from mnistkit.pixels import float_to_pixels, pixels_to_float
 from mnistkit.errors import ArtifactError, BackendUnavailableError, InvalidInputError
 
 # (backend, artifact file in the export folder or "checkpoint"): every backend on every float format it opens
-# (the derived int8/fp16 formats run in tests/test_formats.py's matrix), from the format table and the registry
+# (the accuracy-gated int8/fp16 formats run in tests/test_formats.py's matrix), from the format table and the registry
 MATRIX = [(b, "checkpoint" if f.name == "checkpoint" else f.file)
-          for f in FORMATS.values() if f.base is None for b in backends_for(f.kind)]
+          for f in FORMATS.values() if not f.gated for b in backends_for(f.kind)]
 CASES = [pytest.param(b, a, d, marks=[pytest.mark.cuda] if d == "cuda" else [], id=f"{b}-{a}-{d}")
          for b, a in MATRIX for d in BACKENDS[b].devices]
 
@@ -225,7 +225,7 @@ def test_model_whose_input_fits_neither_contract(tmp_path):
             create_backend(path, backend).load()
 
 
-@pytest.mark.parametrize("artifact", ["model.onnx", "model.ts", "model.pt2"])
+@pytest.mark.parametrize("artifact", ["model.onnx", "model.ts", "model.pt2", "model.tflite", "model.xml"])
 def test_corrupt_and_truncated_artifacts(tmp_path, tiny_export, artifact):
     src = (tiny_export / artifact).read_bytes()
     truncated = tmp_path / ("t-" + artifact)

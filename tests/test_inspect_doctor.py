@@ -16,7 +16,7 @@ def run(*args):
 
 
 # every exported file that is not derived from another (one per kind and input form), the manifest, the folder
-TARGETS = [f.file for f in FORMATS.values() if f.exportable and f.base is None] + ["manifest.json", "."]
+TARGETS = [f.file for f in FORMATS.values() if f.exportable and not f.gated] + ["manifest.json", "."]
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -74,6 +74,7 @@ def test_doctor_json_on_this_machine():
     # make setup installs OpenVINO: the check compiles and runs a model on its CPU plugin, not just imports it
     assert names["openvino"]["status"] == "ok" and "CPU plugin runs a model" in names["openvino"]["detail"]
     assert names["executorch"]["status"] == "ok" and "runs an XNNPACK program" in names["executorch"]["detail"]
+    assert names["litert"]["status"] == "ok" and "Interpreter runs a model" in names["litert"]["detail"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert "ort CUDA provider" in names  # listed providers are probed, not trusted
 
@@ -95,6 +96,16 @@ def test_doctor_says_when_openvino_is_absent_or_broken(monkeypatch):
     monkeypatch.setattr(doctor_mod, "PROBE_MODEL", doctor_mod.PROBE_MODEL.with_name("absent.onnx"))
     (check,) = doctor_mod.openvino_checks()
     assert check.status == "warn" and "CPU plugin failed" in check.detail
+
+
+def test_doctor_says_when_litert_is_absent_or_broken(monkeypatch):
+    monkeypatch.setattr(doctor_mod, "distribution_version", lambda name: None)
+    (check,) = doctor_mod.litert_checks()
+    assert check.status == "info" and "mnistkit[litert]" in check.fix
+    monkeypatch.setattr(doctor_mod, "distribution_version", lambda name: "2.3.0")
+    monkeypatch.setattr(doctor_mod, "PROBE_TFLITE", doctor_mod.PROBE_TFLITE.with_name("absent.tflite"))
+    (check,) = doctor_mod.litert_checks()
+    assert check.status == "warn" and "a model does not run" in check.detail
 
 
 def test_doctor_blocks_on_two_onnxruntime_flavours(monkeypatch):

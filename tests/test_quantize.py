@@ -13,7 +13,7 @@ from mnistkit.exporter import export_model
 from mnistkit.formats import FORMATS
 from mnistkit.fileio import sha256_file
 
-DERIVED = [name for name, f in FORMATS.items() if f.base]
+DERIVED = [name for name, f in FORMATS.items() if f.base and f.kind == "onnx"]  # ONNX Runtime's tools
 
 
 def ops(path):

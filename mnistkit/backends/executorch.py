@@ -46,17 +46,18 @@ def _quiet_import(module: str):
 
 
 def load_program(path):
-    """The runtime's Program for a .pte (ArtifactError when the runtime refuses it)."""
+    """The runtime's Program for a .pte file, or its bytes (ArtifactError when the runtime refuses it)."""
     from ..capture import captured_output
 
     Runtime = _quiet_import("executorch.runtime").Runtime
 
     with captured_output() as cap:  # the runtime logs to the file descriptors directly
         try:
-            return Runtime.get().load_program(Path(path))
+            return Runtime.get().load_program(path if isinstance(path, (bytes, bytearray)) else Path(path))
         except Exception as exc:
             said = cap.text.strip().splitlines()
-            raise ArtifactError(f"{path}: not a loadable ExecuTorch program ({first_line(exc, 200)}"
+            where = "the program" if isinstance(path, (bytes, bytearray)) else path
+            raise ArtifactError(f"{where}: not a loadable ExecuTorch program ({first_line(exc, 200)}"
                                 + (f" [{said[-1][:160]}]" if said else "") + ")") from None
 
 

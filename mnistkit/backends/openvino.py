@@ -1,6 +1,9 @@
-"""OpenVINO on the CPU plugin, running mnistkit's ONNX files directly (float, app-ready, int8 and fp16).
+"""OpenVINO on the CPU plugin, running OpenVINO IR (model.xml + model.bin) and mnistkit's ONNX files
+directly (float, app-ready, int8 and fp16).
 
-Imports openvino, onnx (for the metadata OpenVINO's ONNX frontend does not keep) and numpy: no torch.
+Imports openvino, onnx (for the metadata of ONNX files: OpenVINO's ONNX frontend does not keep it) and
+numpy: no torch. An IR's metadata is its rt_info entry `mnistkit` (formats/openvino.py), read from the XML
+with a streaming parser before OpenVINO opens the file.
 
 Choices, measured or documented:
 - INFERENCE_PRECISION_HINT f32: on CPUs with bf16 or AMX the plugin's default runs float models in bf16
@@ -20,12 +23,13 @@ Choices, measured or documented:
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Callable
 
 import numpy as np
 
-from ..artifacts import ModelInfo, onnx_io_info, onnx_metadata
+from ..artifacts import MAX_METADATA_BYTES, ModelInfo, detect_kind, onnx_io_info, onnx_metadata
 from ..errors import ArtifactError, first_line
 from .base import Backend
 
@@ -39,6 +43,37 @@ COPY_MAX = 16  # up to here the input is copied into a bound buffer (batch 1: 28
 def compile_options(threads: int) -> dict:
     """The compile options mnistkit uses everywhere (backend and bench baseline alike)."""
     return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads)}
+
+
+def ir_metadata(path) -> dict | None:
+    """mnistkit's metadata of an OpenVINO IR: the JSON in <net><rt_info><mnistkit value=...>; None when absent.
+
+    Read with the standard library's streaming XML parser (expat: no external entities, and entity
+    expansion attacks refused), each element dropped once read, so memory stays bounded whatever the file."""
+    import xml.etree.ElementTree as ET
+
+    stack: list[str] = []
+    try:
+        for event, elem in ET.iterparse(str(path), events=("start", "end")):
+            if event == "start":
+                stack.append(elem.tag)
+                continue
+            if stack == ["net", "rt_info", "mnistkit"]:
+                value = elem.get("value") or ""
+                if len(value) > MAX_METADATA_BYTES:
+                    raise ArtifactError(f"{path}: rt_info mnistkit entry over 1 MiB")
+                meta = json.loads(value)
+                if not isinstance(meta, dict):
+                    raise ArtifactError(f"{path}: rt_info mnistkit entry is not a JSON object")
+                return meta
+            stack.pop()
+            if len(stack) != 1:  # keep <net>'s direct children until they end; drop everything read
+                elem.clear()
+    except ArtifactError:
+        raise
+    except (ET.ParseError, ValueError, OSError) as exc:
+        raise ArtifactError(f"{path}: unreadable OpenVINO IR ({exc.__class__.__name__}: {first_line(exc, 120)})") from None
+    return None
 
 
 def _compile(path, threads: int):
@@ -93,12 +128,13 @@ class OpenVinoBackend(Backend):
                                 "[N,1,28,28] or uint8 [N,28,28]")
         shape = [d.get_length() if d.is_static else None for d in inp.get_partial_shape()]
         out_index = _logits_output(compiled.outputs)
+        kind = detect_kind(self.path)
         try:
-            meta = onnx_metadata(self.path)
+            meta = (ir_metadata(self.path) if kind == "openvino-ir" else onnx_metadata(self.path)) or {}
         except ImportError:  # the runtime-only install without onnx: the file's contract still decides
             meta = {}
         names = ["logits" if "logits" in o.get_names() else o.get_any_name() for o in compiled.outputs]
-        info = onnx_io_info(self.path, meta, inp.get_any_name(), dtype, shape, names)
+        info = onnx_io_info(self.path, meta, inp.get_any_name(), dtype, shape, names, kind)
         self._model, self._out_index = model, out_index
         self._float_out = compiled.outputs[out_index].get_element_type().get_type_name() == "f32"
         self._request = compiled.create_infer_request()

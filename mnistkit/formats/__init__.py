@@ -49,6 +49,8 @@ TORCHSCRIPT_NOTE = ("TorchScript is deprecated upstream in favour of torch.expor
 _ONNX = "mnistkit.formats.onnx"  # writer modules, imported when a format is written
 _TORCH = "mnistkit.formats.torch_archives"
 _ET = "mnistkit.formats.executorch"
+_LITERT = "mnistkit.formats.litert"
+_OV = "mnistkit.formats.openvino"
 
 # ---- tolerances, each with how it was measured
 
@@ -92,6 +94,10 @@ KINDS: dict[str, KindSpec] = {k.name: k for k in (
              metadata="mnistkit.artifacts:onnx_metadata"),
     KindSpec("executorch", "executorch", kinds.executorch, "an ExecuTorch program (flatbuffer)",
              metadata="mnistkit.backends.executorch:read_metadata"),
+    KindSpec("openvino-ir", "openvino", kinds.openvino_ir, "an OpenVINO IR graph (.xml, weights in the .bin beside it)",
+             metadata="mnistkit.backends.openvino:ir_metadata"),
+    KindSpec("litert", "litert", kinds.litert, "a LiteRT model (.tflite flatbuffer)",
+             metadata="mnistkit.backends.litert:read_metadata"),
 )}
 
 # ---- the formats
@@ -115,6 +121,15 @@ FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
     FormatSpec("executorch", "model.pte", "executorch",
                "ExecuTorch program, XNNPACK delegate, dynamic batch (up to 1024 per call), float32 in, logits out",
                FP32, f"{_ET}:write_executorch", batch_check=EXACT_BATCH),
+    FormatSpec("openvino", "model.xml", "openvino-ir",
+               "OpenVINO IR (model.xml + model.bin), fp32 weights, dynamic batch, converted from the float ONNX",
+               FP32, f"{_OV}:write_openvino_ir", base="onnx", batch_check=EXACT_BATCH, companions=("model.bin",)),
+    FormatSpec("litert", "model.tflite", "litert",
+               "LiteRT (ex-TensorFlow Lite), fp32, dynamic batch, float32 in, logits out; runs without torch",
+               FP32, f"{_LITERT}:write_litert", batch_check=EXACT_BATCH),
+    FormatSpec("litert-app", "model-app.tflite", "litert",
+               "app-ready LiteRT: uint8 pixels [N,28,28] in, normalization inside, logits + probabilities out",
+               FP32, f"{_LITERT}:write_litert", input_form="uint8", batch_check=EXACT_BATCH),
     FormatSpec("onnx-int8", "model-int8.onnx", "onnx",
                "static int8 (QDQ, per-channel weights), calibrated on training images; float32 in, logits out",
                INT8, f"{_ONNX}:write_int8_static", base="onnx", batch_check=EXACT_BATCH),
@@ -124,6 +139,14 @@ FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
     FormatSpec("onnx-int8-dynamic", "model-int8-dynamic.onnx", "onnx",
                "dynamic int8 (weights int8, activations quantized per call), for comparison",
                INT8, f"{_ONNX}:write_int8_dynamic", base="onnx", batch_check=DYNAMIC_BATCH),
+    FormatSpec("executorch-int8", "model-int8.pte", "executorch",
+               "ExecuTorch static int8 (PT2E, XNNPACK quantizer, per-channel weights), calibrated on training images; "
+               "float32 in, logits out",
+               INT8, f"{_ET}:write_executorch_int8", batch_check=EXACT_BATCH),
+    FormatSpec("litert-int8", "model-int8.tflite", "litert",
+               "LiteRT int8 by its own quantizer: dynamic range or full integer (calibrated), the better on held-out "
+               "training images",
+               INT8, f"{_LITERT}:write_litert_int8", base="litert", batch_check=EXACT_BATCH),
     FormatSpec("onnx-fp16", "model-fp16.onnx", "onnx",
                "float16 weights, float32 input and output kept; for GPUs",
                FP16, f"{_ONNX}:write_fp16", base="onnx", batch_check=EXACT_BATCH),

@@ -24,33 +24,124 @@ from .spec import EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entri
 MAX_BATCH = 1024  # the dynamic batch range exported; the program's buffers are planned for it
 
 
-def write_executorch(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
-    """torch.export with a dynamic batch, lowered to XNNPACK, metadata as a constant method."""
+def _imports(fmt: FormatSpec):
+    """The lowering entry points; their import-time logging (torch's pytree registrations) is captured."""
+    from ..capture import captured_output
+
+    try:
+        with captured_output(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise ExportError(f"{fmt.name}: needs executorch, which is not installed; pip install 'mnistkit[edge]'") from None
+    return XnnpackPartitioner, to_edge_transform_and_lower
+
+
+def _failed(fmt: FormatSpec, what: str, exc: Exception, cap) -> ExportError:
+    tail = " | ".join(cap.text.strip().splitlines()[-2:])
+    return ExportError(f"{fmt.name}: {what} failed: {exc.__class__.__name__}: {first_line(exc, 200)}"
+                       + (f" [{tail[:160]}]" if tail else ""))
+
+
+def _export(module):
+    """torch.export with the dynamic batch range this format promises."""
+    import torch
+
+    batch = torch.export.Dim("N", min=1, max=MAX_BATCH)
+    return torch.export.export(module, (torch.zeros(EXAMPLE_BATCH, 1, 28, 28),), dynamic_shapes=({0: batch},))
+
+
+def _lower(fmt: FormatSpec, program, meta: dict | None) -> bytes:
+    """An ExportedProgram lowered to XNNPACK, as .pte bytes; mnistkit's metadata as a constant method."""
     import torch
 
     from ..backends.executorch import METADATA_METHOD
+
+    XnnpackPartitioner, to_edge_transform_and_lower = _imports(fmt)
+    constants = None
+    if meta is not None:
+        constants = {METADATA_METHOD: torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)}
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+    return bytes(edge.to_executorch().buffer)
+
+
+def write_executorch(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
+    """torch.export with a dynamic batch, lowered to XNNPACK, metadata as a constant method."""
     from ..capture import captured_output
 
     meta = common_meta(src, fmt)
+    _imports(fmt)
     with captured_output() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-            from executorch.exir import to_edge_transform_and_lower
-        except ImportError:
-            raise ExportError(f"{fmt.name}: needs executorch, which is not installed; "
-                              "pip install 'mnistkit[edge]'") from None
-        try:
-            batch = torch.export.Dim("N", min=1, max=MAX_BATCH)
-            program = torch.export.export(src.module, (torch.zeros(EXAMPLE_BATCH, 1, 28, 28),),
-                                          dynamic_shapes=({0: batch},))
-            blob = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
-            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                               constant_methods={METADATA_METHOD: blob})
-            tmp.write_bytes(edge.to_executorch().buffer)
+            tmp.write_bytes(_lower(fmt, _export(src.module), meta))
         except Exception as exc:
-            tail = " | ".join(cap.text.strip().splitlines()[-2:])
-            raise ExportError(f"{fmt.name}: lowering to ExecuTorch failed: {exc.__class__.__name__}: "
-                              f"{first_line(exc, 200)}" + (f" [{tail[:160]}]" if tail else "")) from None
+            raise _failed(fmt, "lowering to ExecuTorch", exc, cap) from None
     inputs, outputs = io_entries(meta)
     return {"inputs": inputs, "outputs": outputs, "max_batch": MAX_BATCH, "delegate": "XNNPACK"}
+
+
+def _program_accuracy(data: bytes, images, labels, mean: float, std: float) -> float:
+    """Top-1 accuracy of a .pte (bytes, no metadata yet) on uint8 images, run by ExecuTorch's runtime."""
+    import torch
+
+    from ..backends.executorch import _forward, load_program
+    from ..pixels import pixels_to_float
+
+    method, sizes = _forward(load_program(data), "the quantized program")
+    step = max(1, int(sizes[0]))
+    right = 0
+    for i in range(0, len(images), step):
+        x = torch.from_numpy(pixels_to_float(images[i:i + step], mean, std))
+        right += int((method.execute([x])[0].numpy().argmax(1) == labels[i:i + step]).sum())
+    return right / len(images) if len(images) else float("nan")
+
+
+def write_executorch_int8(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
+    """PT2E static int8 with the XNNPACK quantizer (per-channel symmetric weights, int8 activations),
+    calibrated on training images, lowered to XNNPACK with a dynamic batch."""
+    from ..capture import captured_output
+    from ..pixels import pixels_to_float
+    from .onnx import calibration
+
+    meta = common_meta(src, fmt)
+    _imports(fmt)
+    calib = calibration(src, fmt, ctx)
+    norm = meta["normalization"]
+    mean, std = float(norm["mean"][0]), float(norm["std"][0])
+    with captured_output() as cap, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import torch
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                XNNPACKQuantizer, get_symmetric_quantization_config)
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        except ImportError as exc:
+            raise ExportError(f"{fmt.name}: needs executorch's XNNPACK quantizer and torchao ({first_line(exc, 120)}); "
+                              "pip install 'mnistkit[edge]'") from None
+        try:
+            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+            prepared = prepare_pt2e(_export(src.module).module(), quantizer)
+            images = torch.from_numpy(pixels_to_float(calib.images, mean, std))
+            with torch.no_grad():
+                for i in range(0, len(images), 64):
+                    prepared(images[i:i + 64])
+            program = _export(convert_pt2e(prepared))
+            info = {"tool": "PT2E (torchao) + XNNPACKQuantizer", "scheme": "static int8, per-channel symmetric weights",
+                    "calibration": calib.describe()}
+            meta["quantization"] = info
+            meta["float_test_accuracy"] = src.meta.get("test_accuracy")
+            meta["accuracy_budget"] = ctx.budget
+            if ctx.labels is not None:  # measured on the lowered program itself, then lowered again with it
+                meta["test_accuracy"] = _program_accuracy(_lower(fmt, program, None), ctx.images, ctx.labels, mean, std)
+                meta["accuracy_data"] = ctx.data_desc
+            tmp.write_bytes(_lower(fmt, program, meta))
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise _failed(fmt, "PT2E quantization or lowering", exc, cap) from None
+    inputs, outputs = io_entries(meta)
+    return {"inputs": inputs, "outputs": outputs, "max_batch": MAX_BATCH, "delegate": "XNNPACK", "quantization": info,
+            "test_accuracy": meta.get("test_accuracy"), "float_test_accuracy": meta["float_test_accuracy"],
+            "accuracy_budget": ctx.budget}

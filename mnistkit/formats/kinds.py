@@ -8,13 +8,23 @@ def onnx(head: bytes, members: list[str] | None) -> bool:
     """An ONNX ModelProto: writers emit ir_version (field 1, varint: tag 0x08) first; other fields
     (producer_name 0x12, graph 0x3a, opset_import 0x42) can lead when ir_version is absent."""
     return (members is None and head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x3a", b"\x42")
-            and not executorch(head, members))
+            and not executorch(head, members) and not litert(head, members))
 
 
 def executorch(head: bytes, members: list[str] | None) -> bool:
     """An ExecuTorch program: a flatbuffer whose file identifier (bytes 4-8) is "ET" and a two-digit
     schema version ("ET12" for executorch 1.x)."""
     return members is None and len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit()
+
+
+def litert(head: bytes, members: list[str] | None) -> bool:
+    """A LiteRT (TensorFlow Lite) model: a flatbuffer whose file identifier (bytes 4-8) is "TFL3"."""
+    return members is None and len(head) >= 8 and head[4:8] == b"TFL3"
+
+
+def openvino_ir(head: bytes, members: list[str] | None) -> bool:
+    """An OpenVINO IR graph: XML (the weights are a companion .bin file, not sniffed)."""
+    return members is None and (head.startswith(b"<?xml") or head.startswith(b"<net") or head.startswith(b"\xef\xbb\xbf<?xm"))
 
 
 def torchscript(head: bytes, members: list[str] | None) -> bool:

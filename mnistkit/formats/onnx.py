@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import ExportError, first_line
-from . import FORMATS, OPSET_RANGE
+from . import OPSET_RANGE
+from .derived import base_file
 from .spec import EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entries, to_onnx_props
 
 def _set_metadata(model, meta: dict) -> None:
@@ -127,18 +128,6 @@ def finish(model, meta: dict, fmt: FormatSpec, tmp: Path) -> dict:
             "min_onnxruntime": min_onnxruntime(opset, int(model.ir_version)), "inputs": inputs, "outputs": outputs}
 
 
-def _base_file(src, fmt: FormatSpec, ctx: WriteContext) -> Path:
-    """The float ONNX a derived format is made from: the export's own, or written beside under a hidden
-    name when it was not asked for (removed before the folder is published)."""
-    base = FORMATS[fmt.base]
-    path = ctx.staging / base.file
-    if not path.exists():
-        path = ctx.staging / f".base-{base.file}"
-        if not path.exists():
-            base.write(src, path, ctx)
-    return path
-
-
 def _derived(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext, transform) -> dict:
     """Write `fmt` as `transform(base_path, tmp, meta) -> facts`, then stamp, check and record the accuracy
     it reached on the validation images (the accuracy gate judges it later, against the float model)."""
@@ -147,7 +136,7 @@ def _derived(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext, transform) -> d
     from .. import quantize
 
     meta = common_meta(src, fmt)
-    info = transform(_base_file(src, fmt, ctx), tmp, meta)
+    info = transform(base_file(src, fmt, ctx), tmp, meta)
     model = onnx.load(str(tmp))
     meta["quantization"] = info
     meta["float_test_accuracy"] = src.meta.get("test_accuracy")

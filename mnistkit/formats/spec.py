@@ -55,6 +55,12 @@ class FormatSpec:
     base: str | None = None  # a derived format is made from this float format's file
     batch_check: BatchCheck | None = None  # how validation proves its batch axis (None: not checked)
     notice: str | None = None  # said once when the format is exported
+    companions: tuple[str, ...] = ()  # files the writer puts beside `file` (OpenVINO IR's weights, model.bin)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the format: `file` (what backends open) and its companions."""
+        return (self.file, *self.companions)
 
     @property
     def app(self) -> bool:
