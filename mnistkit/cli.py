@@ -582,17 +582,41 @@ def _on_sigint(signum, frame):
 def main() -> None:
     import logging
 
+    from .errors import resolve_signal_path, restart_interrupted_calls
+
     # A library's malformed log call (torch, loading a hostile archive) must not print a
     # "--- Logging error ---" dump: logging swallows its own errors.
     logging.raiseExceptions = False
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, _on_sigint)
-    from .errors import Terminated
+    restart_interrupted_calls()
+    resolve_signal_path()
+    from .errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 
     try:
-        cli(prog_name="mnistkit")
-    except (KeyboardInterrupt, Terminated) as exc:  # outside a command (while parsing, importing)
-        sys.exit(_signal_line(exc))
+        try:
+            cli(prog_name="mnistkit")
+        except (KeyboardInterrupt, Terminated) as exc:  # outside a command (while parsing, importing)
+            sys.exit(_signal_line(exc))
+    except SystemExit as exc:
+        if exc.code in (EXIT_SIGINT, EXIT_SIGTERM):
+            _exit_now(exc.code)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    """Leave after a signal without the interpreter's finalization.
+
+    mnistkit's own clean-up (staging folders, temporary files) has run by now, in `finally` blocks. What
+    finalization would add is the native libraries' teardown while their threads may still be mid-task:
+    after SIGTERM during a LiteRT conversion, that teardown crashed the process (exit -11 after the
+    "terminated" line, measured here). So: flush the standard streams, then os._exit with the code."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,8 @@ Every message says what was found, what was expected and, where it helps, what t
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 
 
@@ -88,6 +90,94 @@ def raise_if_signalled() -> None:
     """
     if _signalled:
         raise _signalled[0]()
+
+
+def restart_interrupted_calls() -> None:
+    """Let system calls that SIGINT/SIGTERM interrupt restart (SA_RESTART), as C libraries expect.
+
+    Python installs its handlers without SA_RESTART (it retries its own calls, PEP 475), so a blocking
+    call in a native library's thread returns EINTR when a signal lands; not every library retries:
+    SIGTERM during a LiteRT conversion left the process to crash later in the garbage collector (exit
+    -11, measured here) until the handlers restarted interrupted calls. Call it after every
+    signal.signal for these two signals (signal.signal clears the flag)."""
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.siginterrupt(s, False)
+        except (OSError, ValueError, AttributeError):  # not the main thread, or a platform without it
+            pass
+
+
+def resolve_signal_path() -> None:
+    """Run Python's C signal handler once, now, on the normal stack.
+
+    The first signal a process takes makes the dynamic linker resolve the symbols Python's handler calls,
+    and that resolution saves the full vector state (XSAVE: several KB with AVX-512). A native library
+    (of the LiteRT/JAX/torch stack) gives threads a small alternate signal stack, so a first SIGTERM during
+    a LiteRT conversion overflowed it: the process died with SIGSEGV at the faulting stack address, inside
+    `_dl_runtime_resolve_xsavec` called from `trip_signal` (core dump, measured here). Taking one harmless
+    SIGUSR1 at start-up resolves those symbols while the stack is large."""
+    import signal
+
+    if not hasattr(signal, "SIGUSR1") or not hasattr(signal, "raise_signal"):
+        return
+    try:
+        previous = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    except (OSError, ValueError):  # not the main thread
+        return
+    try:
+        signal.raise_signal(signal.SIGUSR1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM while native toolchains run, then deliver them.
+
+    A Python signal handler raises its exception at the next bytecode, and that can be inside a C
+    extension's callback or module initialisation, which cannot unwind a Python exception: SIGTERM during
+    a LiteRT conversion (litert-converter's nanobind module being initialised) aborted or segfaulted the
+    process (exit -6/-11, staging left behind; measured here, at 40-70 % of an export). So format writers
+    run with the signals held: a signal is recorded and, when the writer returns or fails, the handler
+    that was in place is called with it (mnistkit's raises Terminated/KeyboardInterrupt; Python's default
+    SIGINT handler raises KeyboardInterrupt; SIG_DFL is re-sent). The stop comes at the end of the
+    current format instead of mid-call. Outside the main thread (where handlers cannot be set) it holds
+    nothing."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    for s in previous:
+        signal.signal(s, hold)
+    restart_interrupted_calls()
+    # Blocked in this thread too: threads the toolchain starts inherit the mask and never take these
+    # signals (Python only needs the main thread to); unblocking at the end delivers a pending one to `hold`.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(previous)) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        yield
+    finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        restart_interrupted_calls()
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                handler(held[0], None)
+            elif handler != signal.SIG_IGN:
+                os.kill(os.getpid(), held[0])
 
 
 # The exit codes of every command (the README's table).

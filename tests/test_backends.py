@@ -81,6 +81,13 @@ def test_backend_contract(name, artifact, device, tiny_export, tiny_ckpt, batch)
             with pytest.raises(InvalidInputError) as info:
                 b.run(bad)
             assert fragment in str(info.value)
+        # unchecked(): the same call without the checks, for batches already in the native form
+        native = batch if b.info.input_form == "uint8" else pixels_to_float(batch, b.info.mean, b.info.std)
+        direct = b.unchecked()
+        np.testing.assert_array_equal(direct(native), b.run(native))
+        assert direct(native) is not direct(native)  # fresh arrays here too
+    with pytest.raises(RuntimeError, match="call load"):
+        backend.unchecked()
     # parity with the reference on the same seeded batch
     with create_backend(tiny_ckpt, "pytorch", "cpu") as ref:
         tol = tolerance_for(backend.info.format, device).max_abs
@@ -201,6 +208,7 @@ def test_fixed_batch_foreign_model_runs_by_splitting(tmp_path, tiny_ckpt, backen
         assert b.info.fixed_batch == 1 and b.info.labels == [str(d) for d in range(10)]
         assert not b.info.described and b.info.input_name == "Input3"
         out = b.run(x)
+        np.testing.assert_array_equal(b.unchecked()(pixels_to_float(x, 0.0, 1.0)), out)  # split the same way
     # no metadata: ToTensor scaling (pixels / 255) is assumed
     with torch.no_grad():
         expected = model(torch.from_numpy(x.astype(np.float32)[:, None] / 255)).numpy()

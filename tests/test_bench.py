@@ -89,6 +89,8 @@ def test_every_cpu_backend_at_two_batch_sizes(tiny_ckpt, tiny_export, tiny_data,
                           "p99_ms", "throughput_per_s"}
     timed_beside = [r for r in rows if r["backend"] in with_bare and r["status"] == "ok"]
     assert timed_beside and all(r["overhead_p50"] > 0 and r["overhead_p99"] > 0 for r in timed_beside)
+    # the unchecked call (backend.unchecked()) is timed in the same blocks: the checks' share of the overhead
+    assert all(r["unchecked_overhead_p50"] > 0 and r["unchecked_p50_ms"] > 0 for r in timed_beside)
     assert report.baselines["matmul"][1]["gflops"] > 0
     assert report.baselines["flop_per_image"] == bench_mod.MLP_FLOP_PER_IMAGE
     assert all(0 < r["roofline_fraction"] for r in rows if r["status"] == "ok")

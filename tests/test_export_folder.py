@@ -30,9 +30,11 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def assert_one_model(folder: Path, source_sha: str | None = None) -> dict:
-    """Every file is listed in the manifest with its sha256 (app/ mirrors onnx-app); one source."""
+    """Every file is listed in the manifest with its sha256 (an artifact's companions, like OpenVINO IR's
+    model.bin, in its entry; app/ mirrors onnx-app); one source."""
     manifest = json.loads((folder / "manifest.json").read_text())
     listed = {a["file"]: a["sha256"] for a in manifest["artifacts"]}
+    listed.update({c["file"]: c["sha256"] for a in manifest["artifacts"] for c in a.get("companions", [])})
     files = snapshot(folder)
     for name, sha in files.items():
         if name == "manifest.json" or name.startswith("app/"):

@@ -49,10 +49,14 @@ def read_metadata_bytes(data) -> dict | None:
             if entry.Name() != METADATA_NAME.encode():
                 continue
             buffer = model.Buffers(entry.Buffer())
-            if buffer is None or buffer.DataLength() > MAX_METADATA_BYTES:
-                problem = f"malformed {METADATA_NAME} metadata entry (missing, or over 1 MiB)"
+            # inline bytes, or (as LiteRT's quantizer writes larger models) bytes after the flatbuffer, at offset
+            offset, size = (buffer.Offset(), buffer.Size()) if buffer is not None else (0, 0)
+            length = size if offset > 1 else (buffer.DataLength() if buffer is not None else 0)
+            if buffer is None or length > MAX_METADATA_BYTES or (offset > 1 and offset + size > len(data)):
+                problem = f"malformed {METADATA_NAME} metadata entry (missing, out of the file, or over 1 MiB)"
                 break
-            meta = json.loads(bytes(buffer.DataAsNumpy()) if buffer.DataLength() else b"null")
+            raw = bytes(data[offset:offset + size]) if offset > 1 else (bytes(buffer.DataAsNumpy()) if length else b"")
+            meta = json.loads(raw or b"null")
             if isinstance(meta, dict):
                 return meta
             problem = f"{METADATA_NAME} metadata is not a JSON object"

@@ -73,8 +73,13 @@ class FormatSpec:
 
     def write(self, src, tmp: Path, ctx: "WriteContext") -> dict:
         """Write this format of `src` (a source.Source) to `tmp`; return the manifest's facts. The writer
-        is imported here, on first use: the table itself imports no toolchain."""
-        return resolve(self.writer)(src, self, tmp, ctx)
+        is imported here, on first use: the table itself imports no toolchain. SIGINT/SIGTERM are held
+        while it runs and delivered when it ends (errors.signals_held: native toolchains crash when a
+        Python exception is raised inside them)."""
+        from ..errors import signals_held
+
+        with signals_held():
+            return resolve(self.writer)(src, self, tmp, ctx)
 
     @property
     def gated(self) -> bool:
