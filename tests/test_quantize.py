@@ -50,7 +50,9 @@ def test_quantized_metadata_and_manifest(tiny_export):
     manifest = json.loads((tiny_export / "manifest.json").read_text())
     by = {a["format"]: a for a in manifest["artifacts"]}
     q = by["onnx-int8"]["quantization"]
-    assert q["method"] in quantize.METHODS and set(q["candidates"]) == set(quantize.METHODS)
+    assert q["method"] in quantize.CANDIDATES and set(q["candidates"]) == set(quantize.CANDIDATES)
+    assert q["float_nodes"] == (quantize.float_tail(tiny_export / "model.onnx")
+                                if q["method"].endswith(quantize.FLOAT_LAST) else [])
     assert q["calibration"]["seed"] == quantize.CALIBRATION_SEED and q["calibration"]["images"] == 256  # half of 512
     assert "training split" in q["calibration"]["source"]
     assert by["onnx-int8"]["accuracy_budget"] == pytest.approx(0.003)
@@ -58,6 +60,44 @@ def test_quantized_metadata_and_manifest(tiny_export):
     assert json.loads(props["quantization"])["method"] == q["method"]
     assert float(props["test_accuracy"]) > 0.5 and props["format"] == "onnx-int8"
     assert by["onnx-int8"]["bytes"] < 0.35 * by["onnx"]["bytes"]
+
+
+def weights_fed_quantized(path):
+    """For each Gemm, in graph order: whether its weight arrives through a DequantizeLinear."""
+    graph = onnx.load(str(path)).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    return [made_by.get(n.input[1]) == "DequantizeLinear" for n in graph.node if n.op_type == "Gemm"]
+
+
+def test_the_float_classifier_candidate_keeps_only_the_last_layer_float(tiny_export, tiny_data, tmp_path):
+    calib = quantize.calibration_data("mnist", tiny_data, n=64, selection=100)
+    src = tiny_export / "model.onnx"
+    name = onnx.load(str(src)).graph.input[0].name
+    full, part = tmp_path / "full.onnx", tmp_path / "part.onnx"
+    a = quantize.quantize_static_qdq(src, full, calib, name, "float", 0.1307, 0.3081, candidates=("MinMax",))
+    b = quantize.quantize_static_qdq(src, part, calib, name, "float", 0.1307, 0.3081,
+                                     candidates=("MinMax" + quantize.FLOAT_LAST,))
+    assert weights_fed_quantized(full) == [True] * 4 and a["float_nodes"] == []
+    assert weights_fed_quantized(part) == [True, True, True, False]
+    assert b["method"] == "MinMax+float-classifier" and b["float_nodes"] == quantize.float_tail(src)
+    assert set(b["candidates"]) == {b["method"]} and 0 <= b["candidates"][b["method"]] <= 1
+
+
+def test_the_app_variant_keeps_its_logits_float_too(tiny_export, tiny_data, tmp_path):
+    """The app model's Softmax reads the logits: quantizing its input would quantize the logits."""
+    src = tiny_export / "model-app.onnx"
+    graph = onnx.load(str(src)).graph
+    tail = quantize.float_tail(src)
+    assert [n.op_type for n in graph.node if n.name in tail] == ["Gemm", "Softmax"]
+    calib = quantize.calibration_data("mnist", tiny_data, n=64, selection=100)
+    out = tmp_path / "app.onnx"
+    quantize.quantize_static_qdq(src, out, calib, graph.input[0].name, "uint8", 0.1307, 0.3081,
+                                 candidates=("MinMax" + quantize.FLOAT_LAST,))
+    made = onnx.load(str(out)).graph
+    producer = {o: n.op_type for n in made.node for o in n.output}
+    assert producer["logits"] == "Gemm"  # not a DequantizeLinear: the logits are computed in float
+    softmax = next(n for n in made.node if n.op_type == "Softmax")
+    assert producer[softmax.input[0]] == "Gemm"
 
 
 def test_calibration_is_reproducible(tiny_ckpt, tiny_data, tmp_path):
