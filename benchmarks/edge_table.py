@@ -2,6 +2,7 @@
 """Print the edge-runtimes table (issue 13's layout) from a `mnistkit bench` results.json.
 
     python benchmarks/edge_table.py benchmarks/results/edge-mlp-2core/results.json
+    python benchmarks/edge_table.py --overhead benchmarks/results/edge-*-2core/results.json
 
 Rows: batch 1 on 1 thread, 64 and 1024 on 2 threads (ExecuTorch's pool is process-wide: 2 threads at every
 batch). Each cell is mnistkit's backend p50 per call, then in brackets that runtime's own bare call timed
@@ -72,6 +73,34 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def overhead(named: dict[str, dict]) -> str:
+    """Each backend's p50 over its bare call (`run`, then `unchecked()` where recorded), per model."""
+    lines = ["| model | runtime, file | " + " | ".join(f"b={b} ({t} thr)" for b, t in ROWS) + " |",
+             "|---|---|" + "---|" * len(ROWS)]
+    for model, results in named.items():
+        rows = [r for r in results["results"] if r.get("status") == "ok" and r.get("overhead_p50")]
+        for title, f, b in COLUMNS:
+            mine = [r for r in rows if r["backend"] == b and r["file"] == f]
+            if not mine:
+                continue
+            cells = []
+            for batch, threads in ROWS:
+                hit = [r for r in mine if r["batch_size"] == batch and r["threads"] == threads] or \
+                      [r for r in mine if r["batch_size"] == batch]
+                if not hit:
+                    cells.append("—")
+                    continue
+                r = hit[0]
+                unchecked = f" / {r['unchecked_overhead_p50']:.2f}" if r.get("unchecked_overhead_p50") else ""
+                cells.append(f"{r['overhead_p50']:.2f}{unchecked}")
+            lines.append(f"| {model} | {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        print(table(json.loads(Path(arg).read_text())))
+    args = sys.argv[1:]
+    if args and args[0] == "--overhead":
+        print(overhead({Path(a).parent.name: json.loads(Path(a).read_text()) for a in args[1:]}))
+    else:
+        for arg in args:
+            print(table(json.loads(Path(arg).read_text())))
