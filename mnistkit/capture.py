@@ -52,3 +52,38 @@ def captured_output(stdout: bool = True, stderr: bool = True) -> Iterator[Captur
                 os.close(dup)
             sink.seek(0)
             result.text = sink.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[Captured]:
+    """Capture what native code and child processes write to fd 2, while Python's sys.stderr (rich's
+    progress bar and notes) keeps writing to the real stderr. For runtimes that start helper processes
+    that inherit fd 2 (Ray's raylet and workers) and print start-up notes from C++."""
+    result = Captured()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+        try:
+            saved = os.dup(2)
+        except OSError:  # no real fd 2: nothing native to capture
+            yield result
+            return
+        real = open(os.dup(saved), "w", closefd=True, encoding=getattr(sys.stderr, "encoding", None) or "utf-8")
+        old = sys.stderr
+        try:
+            os.dup2(sink.fileno(), 2)
+            sys.stderr = real
+            yield result
+        finally:
+            try:
+                real.flush()
+            except (ValueError, OSError):
+                pass
+            sys.stderr = old
+            os.dup2(saved, 2)
+            os.close(saved)
+            real.close()
+            sink.seek(0)
+            result.text = sink.read().decode("utf-8", "replace")

@@ -54,5 +54,26 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     with BenchProgress() as progress:
         bench = run_and_write([export_dir], config, out_dir / "bench", create_parents=True, progress=progress.update)
     print_bench(bench)
+
+    con.rule("[bold]6. score (the test split into Parquet, one row per image; Ray when installed)")
+    from .data import _split_files_in, find_dataset, read_idx
+    from .score import ScoreConfig, score
+    from .ui import ScoreProgress, print_score
+
+    images, labels = _split_files_in(find_dataset(dataset), "test")
+    with ScoreProgress() as progress:
+        summary = score(ScoreConfig(model=str(export_dir / "model.onnx"), inputs=[str(images)],
+                                    out=str(out_dir / "predictions.parquet"), overwrite=True),
+                        progress=progress.update, log=note)
+    print_score(summary)
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(summary["out"], columns=["index", "class_index"])
+    order = np.argsort(rows.column("index").to_numpy())
+    accuracy = float(np.mean(rows.column("class_index").to_numpy()[order] == read_idx(labels)))
+    con.print(f"accuracy of the scored rows against the test labels: {accuracy:.4f} "
+              f"(training reported {result.test_accuracy:.4f})")
     con.print(f"\n[bold]done.[/bold] Try: mnistkit predict {export_dir / 'model.onnx'} IMAGE.png · "
+              f"mnistkit score {export_dir / 'model.onnx'} FOLDER/ --out preds.parquet · "
               f"mnistkit serve-demo --model {export_dir / 'app'}")

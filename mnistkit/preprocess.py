@@ -235,16 +235,18 @@ def load_inputs(path: str | os.PathLike, recipe: str) -> list[Sample]:
     return [Sample(str(path), _image_pixels(path, recipe))]
 
 
-def open_image(path: Path):
+def open_image(path, name=None):
     """Open, size-check and decode an image in bounded memory -> (PIL image, its original mode).
 
     The pixel count is read from the header and checked before any pixel is decoded; Pillow's own
     decompression-bomb limit is set to the same number and its warnings are errors. Large images are
-    decoded at a reduced scale (JPEG draft mode) or reduced right after decoding.
+    decoded at a reduced scale (JPEG draft mode) or reduced right after decoding. `path` may be a
+    binary file object (image bytes from a Parquet column); messages name it as `name`.
     """
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    name = path if name is None else name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -252,7 +254,7 @@ def open_image(path: Path):
             try:
                 w, h = img.size
                 if w * h > MAX_IMAGE_PIXELS:
-                    raise InvalidInputError(f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} megapixels); the limit "
+                    raise InvalidInputError(f"{name}: image is {w}x{h} ({w * h / 1e6:.0f} megapixels); the limit "
                                             f"is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: downscale it first")
                 mode = img.mode
                 if img.format == "JPEG" and max(w, h) > WORK_SIDE:
@@ -267,13 +269,13 @@ def open_image(path: Path):
                 img.close()
                 raise
     except UnidentifiedImageError:
-        raise InvalidInputError(f"{path}: not an image (expected PNG, JPEG or BMP, a .npy array or an IDX file)") from None
+        raise InvalidInputError(f"{name}: not an image (expected PNG, JPEG or BMP, a .npy array or an IDX file)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInputError(f"{path}: image is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit, refused "
+        raise InvalidInputError(f"{name}: image is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit, refused "
                                 f"before decoding ({first_line(exc, 120)})") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError) as exc:
         # truncated or corrupt image data; Pillow's decoders raise all of these
-        raise InvalidInputError(f"{path}: unreadable image ({first_line(exc, 160)})") from None
+        raise InvalidInputError(f"{name}: unreadable image ({first_line(exc, 160)})") from None
 
 
 def _image_pixels(path: Path, recipe: str) -> np.ndarray:

@@ -169,6 +169,56 @@ class BenchProgress(_Bar):
         self._progress.update(self._task, completed=done, description=label)
 
 
+class ScoreProgress(_Bar):
+    """A rich progress bar over images scored, with images/s (stderr, so it never mixes with --json)."""
+
+    def __init__(self, enabled: bool = True):
+        from .console import err
+
+        self.enabled = enabled and err().is_terminal
+
+    def _make(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+        from .console import err
+
+        return Progress(TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=err(), transient=True)
+
+    def update(self, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task("images", total=total, rate="")
+        task = self._progress.tasks[0]
+        rate = f"{task.speed:,.0f} images/s" if task.speed else ""
+        self._progress.update(self._task, completed=done, rate=rate)
+
+
+def print_score(summary: dict) -> None:
+    """score's summary: where the rows went, how many, how fast, and the completeness check."""
+    from .report import fmt_num
+
+    s = summary
+    rate = f", {fmt_num(s['images_per_second'])} images/s" if s.get("images_per_second") else ""
+    threads = f"{s['threads_per_worker']} thread" + ("s" if s['threads_per_worker'] > 1 else "")
+    where = f"Ray ({s['workers']} worker{'s' if s['workers'] > 1 else ''} × {threads}" + \
+        (f", {s['address']})" if s.get("address") else ", local)") if s["engine"] == "ray" else "in-process"
+    out().print(f"✓ {s['rows']:,} rows for {s['images']:,} images → {_esc(s['out'])} "
+                f"({s['scored_now']:,} scored in {s['seconds']:.1f} s{rate}; {where}; {s['backend']})")
+    if s["skipped_by_resume"]:
+        out().print(f"  {s['skipped_by_resume']:,} rows were already written (--resume)")
+    c = s["check"]
+    out().print(f"  checked: one row per input, {c['rows']:,} rows, no duplicates, none missing "
+                f"({s['shards']} parts)")
+    if s["errors"]:
+        out().print(f"  [yellow]{s['errors']:,} inputs could not be scored (their rows carry an error), e.g.[/]")
+        for e in s["first_errors"]:
+            out().print(f"    {_esc(e)}")
+
+
 def print_bench(obj: dict) -> None:
     """The bench results as a rich table."""
     from rich.table import Table
