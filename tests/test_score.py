@@ -347,3 +347,14 @@ def test_a_killed_worker_is_retried_and_the_output_stays_complete(tmp_path, tiny
     assert summary["rows"] == n and summary["check"]["ok"] and summary["errors"] == 0
     rows = pq.read_table(out, columns=["id"]).column("id").to_pylist()
     assert len(rows) == n and len(set(rows)) == n
+
+
+def test_without_ray_it_runs_in_process_and_says_so(tmp_path, tiny_export, monkeypatch):
+    np.save(tmp_path / "a.npy", np.zeros((20, 28, 28), np.uint8))
+    monkeypatch.setattr(sc, "ray_installed", lambda: False)
+    said = []
+    s = sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o", engine="auto"), log=said.append)
+    assert s["engine"] == "in-process" and s["rows"] == 20
+    assert any("Ray is not installed" in m and "mnistkit[scale]" in m for m in said)
+    with pytest.raises(sc.MissingDependencyError, match="mnistkit\\[scale\\]"):
+        sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o2", engine="ray"))
