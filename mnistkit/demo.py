@@ -55,7 +55,7 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
         bench = run_and_write([export_dir], config, out_dir / "bench", create_parents=True, progress=progress.update)
     print_bench(bench)
 
-    con.rule("[bold]6. score (the test split into Parquet, one row per image; Ray when installed)")
+    con.rule("[bold]6. score (the test split into Parquet, one row per image, checked complete)")
     from .data import _split_files_in, find_dataset, read_idx
     from .score import ScoreConfig, score
     from .ui import ScoreProgress, print_score

@@ -746,6 +746,11 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
             progress(counted[0], total)
 
     advance(0)
+    if config.engine == "auto" and engine == "ray" and not config.address and len(todo) == 1:
+        engine = "local"  # one shard is one worker's work: Ray's start (~6 s on 2 cores) would only add to it
+        if log:
+            log(f"{todo[0].size:,} images are one shard: scoring in-process (Ray pays off from two shards, "
+                f"{config.shard_rows:,} images each)")
     if not todo:
         results = []
     elif engine == "ray":
@@ -807,6 +812,8 @@ def _run_ray(todo: list[Shard], kwargs: dict, workers: int, threads: int, addres
     # its arguments); they are kept for an error message, and every Ray log stays in its session folder
     with warnings.catch_warnings(), native_stderr_captured() as native:
         warnings.simplefilter("ignore", DeprecationWarning)  # Ray Data's own deprecated settings, read at start
+        # JAX (imported by an export earlier in this process) warns of any fork; Ray's fork is followed by exec
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         import ray
         import ray.data
 

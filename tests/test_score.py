@@ -358,3 +358,11 @@ def test_without_ray_it_runs_in_process_and_says_so(tmp_path, tiny_export, monke
     assert any("Ray is not installed" in m and "mnistkit[scale]" in m for m in said)
     with pytest.raises(sc.MissingDependencyError, match="mnistkit\\[scale\\]"):
         sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o2", engine="ray"))
+
+
+@needs_ray
+def test_one_shard_runs_in_process_unless_a_cluster_is_named(tmp_path, tiny_export):
+    np.save(tmp_path / "a.npy", np.zeros((20, 28, 28), np.uint8))
+    said = []
+    s = sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o", engine="auto"), log=said.append)
+    assert s["engine"] == "in-process" and any("one shard" in m for m in said)
