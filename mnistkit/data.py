@@ -156,8 +156,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
 
 
-def _parse_idx(path: Path, stream, size: int | None) -> np.ndarray:
-    """The IDX reader proper, on a stream; `size` is the file's length when it is not compressed."""
+def idx_header(path: Path, stream) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(big-endian dtype, dimensions, header length) from the start of an IDX stream, checked: the magic
+    number (two zero bytes, a known type code, 1-4 dimensions), a complete header, no zero dimension.
+    Raises DataError. Reads nothing past the header."""
     head = _read_exact(stream, 4)
     if len(head) == 0:
         raise DataError(f"{path}: empty file, expected an IDX file")
@@ -176,7 +178,12 @@ def _parse_idx(path: Path, stream, size: int | None) -> np.ndarray:
     dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
     if 0 in dims:
         raise DataError(f"{path}: a dimension is zero ({'x'.join(map(str, dims))}); no data")
-    dtype = IDX_DTYPES[code]
+    return IDX_DTYPES[code], dims, header
+
+
+def _parse_idx(path: Path, stream, size: int | None) -> np.ndarray:
+    """The IDX reader proper, on a stream; `size` is the file's length when it is not compressed."""
+    dtype, dims, header = idx_header(path, stream)
     payload = int(np.prod(dims, dtype=object)) * dtype.itemsize
     shape = "x".join(map(str, dims))
     limit = max_idx_bytes()

@@ -284,28 +284,41 @@ def _image_pixels(path: Path, recipe: str) -> np.ndarray:
         return preprocess_image(img, recipe, str(path), original_mode=mode)
 
 
+NPY_ERRORS = (ValueError, OSError, EOFError, MemoryError, SyntaxError, TypeError)  # what a bad .npy raises
+
+
+def npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, data offset) of the .npy file open as `f`, checked: a known version,
+    no Python objects, and a shape that fits the file's real size (numpy would otherwise allocate whatever
+    the header claims). Raises one of NPY_ERRORS."""
+    from numpy.lib import format as npy_format
+
+    version = npy_format.read_magic(f)
+    read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    if version not in read_header:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, fortran, dtype = read_header[version](f, max_header_size=10000)
+    offset = f.tell()
+    body = os.fstat(f.fileno()).st_size - offset
+    if dtype.hasobject:
+        raise ValueError("holds Python objects (pickles are never loaded)")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != body:
+        raise ValueError(f"header declares {dtype} {list(shape)} ({declared} bytes) but the file holds "
+                         f"{body} bytes of data")
+    return shape, fortran, dtype, offset
+
+
 def read_npy(path: Path) -> np.ndarray:
-    """np.load without pickles, after checking that the header's shape fits the file's real size
-    (numpy would otherwise allocate whatever the header claims before reading)."""
+    """np.load without pickles, after npy_header's checks."""
     from numpy.lib import format as npy_format
 
     try:
         with open(path, "rb") as f:
-            version = npy_format.read_magic(f)
-            read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
-            if version not in read_header:
-                raise ValueError(f"unsupported .npy version {version}")
-            shape, _fortran, dtype = read_header[version](f, max_header_size=10000)
-            body = os.fstat(f.fileno()).st_size - f.tell()
-            if dtype.hasobject:
-                raise ValueError("holds Python objects (pickles are never loaded)")
-            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-            if declared != body:
-                raise ValueError(f"header declares {dtype} {list(shape)} ({declared} bytes) but the file holds "
-                                 f"{body} bytes of data")
+            npy_header(f)
             f.seek(0)
             return npy_format.read_array(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError, MemoryError, SyntaxError, TypeError) as exc:
+    except NPY_ERRORS as exc:
         raise InvalidInputError(f"{path}: not a readable .npy array ({first_line(exc, 160)})") from None
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -79,7 +80,7 @@ class Shard:
     def size(self) -> int:
         return len(self.paths) if self.kind == "images" else self.stop - self.start
 
-    @property
+    @cached_property  # the JSON of up to 1,024 paths, hashed once per shard, not per use
     def key(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:24]
 
@@ -102,32 +103,15 @@ def _ranges(n: int, size: int):
         yield start, min(n, start + size)
 
 
-def _npy_header(path: Path):
-    from numpy.lib import format as npy_format
-
-    with open(path, "rb") as f:
-        version = npy_format.read_magic(f)
-        read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0,
-                (3, 0): npy_format.read_array_header_2_0}.get(version)
-        if read is None:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, fortran, dtype = read(f, max_header_size=10000)
-        offset, size = f.tell(), os.fstat(f.fileno()).st_size
-    if dtype.hasobject:
-        raise ValueError("holds Python objects (pickles are never loaded)")
-    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if declared != size - offset:
-        raise ValueError(f"header declares {dtype} {list(shape)} ({declared} bytes) but the file holds "
-                         f"{size - offset} bytes of data")
-    if fortran and len(shape) > 1:
-        raise ValueError("is Fortran-ordered; expected a C-ordered array")
-    return shape, dtype, offset
-
-
 def _plan_npy(path: Path, rows: int) -> list[Shard]:
+    from .preprocess import NPY_ERRORS, npy_header
+
     try:
-        shape, dtype, offset = _npy_header(path)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        with open(path, "rb") as f:
+            shape, fortran, dtype, offset = npy_header(f)
+        if fortran and len(shape) > 1:
+            raise ValueError("is Fortran-ordered; expected a C-ordered array (read in place, by rows)")
+    except NPY_ERRORS as exc:
         raise InvalidInputError(f"{path}: not a readable .npy array ({first_line(exc, 160)})") from None
     if dtype == np.uint8 and tuple(shape) == (28, 28):
         shape = (1, 28, 28)
@@ -142,23 +126,19 @@ def _plan_npy(path: Path, rows: int) -> list[Shard]:
 
 
 def _idx_count(path: Path, gz: bool) -> tuple[int, int]:
-    """(images, data offset) from an IDX header; the file's length is checked against it."""
-    from .data import IDX_DTYPES
+    """(images, data offset) from an IDX header (the IDX reader's checks); the file's length is checked
+    against it, streaming through a gzip file in bounded memory."""
+    from .data import idx_header
 
     opener = gzip.open if gz else open
     try:
         with opener(path, "rb") as f:
-            head = f.read(4)
-            if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in IDX_DTYPES or not 1 <= head[3] <= 4:
-                raise InvalidInputError(f"{path}: not an IDX file (magic number 0x{head.hex()})")
-            dims = tuple(int(d) for d in np.frombuffer(f.read(4 * head[3]).ljust(4 * head[3], b"\0"), ">u4"))
-            if head[2] != 0x08 or dims[1:] != (28, 28) and dims != (28, 28):
-                raise InvalidInputError(f"{path}: IDX {IDX_DTYPES[head[2]].name} {list(dims)}; expected uint8 "
-                                        "images [N,28,28]")
+            dtype, dims, offset = idx_header(path, f)
+            if dtype != np.uint8 or dims[1:] != (28, 28) and dims != (28, 28):
+                raise InvalidInputError(f"{path}: IDX {dtype.name} {list(dims)}; expected uint8 images [N,28,28]")
             n = 1 if dims == (28, 28) else dims[0]
-            offset = 4 + 4 * head[3]
             expected = offset + n * PIXELS
-            if gz:  # the length is known only by inflating: stream it through, in bounded memory
+            if gz:  # the length is known only by inflating
                 got = offset
                 while block := f.read(1 << 20):
                     got += len(block)
@@ -366,7 +346,9 @@ def _decode(blob, name: str, recipe: str) -> np.ndarray:
 
 
 def _decoded_chunk(items, recipe: str, source: str = "", start: int = 0, paths=None) -> Chunk:
-    """items: per row, image bytes, a pixel sequence, an exception message (str) or None."""
+    """items: per row, an image file (Path), image bytes, a pixel sequence, an error message (str) or None."""
+    from .preprocess import _image_pixels
+
     chunk = Chunk(source, start, len(items), np.zeros((0, 28, 28), np.uint8), np.zeros(len(items), bool), {}, paths)
     good = []
     for j, item in enumerate(items):
@@ -374,9 +356,9 @@ def _decoded_chunk(items, recipe: str, source: str = "", start: int = 0, paths=N
         try:
             if item is None:
                 raise InvalidInputError(f"{name}: no image (null)")
-            if isinstance(item, str):
-                raise InvalidInputError(item)
-            if isinstance(item, (bytes, bytearray, memoryview)):  # an encoded image (PNG, JPEG, BMP)
+            if isinstance(item, Path):  # an image file
+                good.append(_image_pixels(item, recipe))
+            elif isinstance(item, (bytes, bytearray, memoryview)):  # an encoded image (PNG, JPEG, BMP)
                 good.append(_decode(item, name, recipe))
             else:
                 values = np.asarray(item)
@@ -415,9 +397,7 @@ def _parquet_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
         elif pa.types.is_fixed_size_binary(col.type):  # raw pixels with null rows among them
             yield _decoded_chunk([None if v is None else np.frombuffer(v, np.uint8) for v in col.to_pylist()],
                                  recipe, shard.source, i)
-        elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            yield _decoded_chunk(col.to_pylist(), recipe, shard.source, i)
-        else:  # lists of integers: checked row by row (length 784, values in [0, 255])
+        else:  # encoded images, or lists of integers checked row by row (784 values in [0, 255])
             yield _decoded_chunk(col.to_pylist(), recipe, shard.source, i)
         i += n
     if i != shard.stop:
@@ -426,19 +406,9 @@ def _parquet_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
 
 
 def _image_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
-    from .preprocess import _image_pixels
-
     for a in range(0, len(shard.paths), batch):
-        paths = shard.paths[a:a + batch]
-        items = []
-        for p in paths:
-            try:
-                items.append(_image_pixels(Path(p), recipe).reshape(-1))
-            except InvalidInputError as exc:
-                items.append(str(exc))
-            except Exception as exc:
-                items.append(f"{p}: unreadable image ({first_line(exc, 160)})")
-        yield _decoded_chunk(items, recipe, paths=list(paths))
+        paths = list(shard.paths[a:a + batch])
+        yield _decoded_chunk([Path(p) for p in paths], recipe, paths=paths)
 
 
 def read_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
@@ -494,10 +464,11 @@ class Scorer:
         rows = errors = 0
         first_error = None
         pending: list = []
+        pending_rows = 0
         try:
             with pq.ParquetWriter(tmp, schema, **WRITER_OPTIONS) as writer:
                 for chunk in read_chunks(shard, self.batch, self.recipe):
-                    table = self._table(shard, chunk, schema)
+                    table = self._table(chunk, schema)
                     if table.column("error").null_count < len(table):
                         bad = [e for e in table.column("error").to_pylist() if e]
                         errors += len(bad)
@@ -506,9 +477,10 @@ class Scorer:
                             raise StrictError(f"{bad[0]} (--strict: an input that cannot be scored fails the job)")
                     pending.append(table)
                     rows += len(table)
-                    if sum(len(t) for t in pending) >= ROW_GROUP:  # one row group per ~64k rows, not per batch
+                    pending_rows += len(table)
+                    if pending_rows >= ROW_GROUP:  # one row group per ~64k rows, not per batch
                         writer.write_table(pa.concat_tables(pending))
-                        pending.clear()
+                        pending, pending_rows = [], 0
                     if progress:
                         progress(len(table))
                 if pending:
@@ -522,7 +494,7 @@ class Scorer:
         return {"key": shard.key, "rows": rows, "errors": errors, "first_error": first_error or "",
                 "seconds": time.perf_counter() - t0}
 
-    def _table(self, shard: Shard, chunk: Chunk, schema):
+    def _table(self, chunk: Chunk, schema):
         """The chunk's rows as an Arrow table, built column-wise in Arrow's C++ (no Python loop per row)."""
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -714,10 +686,7 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
 
     if config.batch_size < 1 or config.top_k < 1 or config.threads_per_worker < 1:
         raise InvalidInputError("--batch-size, --top-k and --threads-per-worker must be >= 1")
-    engine = config.engine
-    if engine == "auto":
-        engine = "ray" if ray_installed() or config.address else "local"
-    if engine == "ray" and not ray_installed():
+    if (config.engine == "ray" or config.address) and not ray_installed():
         raise MissingDependencyError("Ray is not installed: pip install 'mnistkit[scale]' (or run without --address "
                                      "to score in-process)")
     with create_backend(config.model, config.backend, "cpu", threads=1) as probe:  # a bad model fails here, once
@@ -746,9 +715,11 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
             progress(counted[0], total)
 
     advance(0)
-    if config.engine == "auto" and engine == "ray" and not config.address and len(todo) == 1:
-        engine = "local"  # one shard is one worker's work: Ray's start (~6 s on 2 cores) would only add to it
-        if log:
+    engine = config.engine
+    if engine == "auto":
+        engine = "ray" if config.address or ray_installed() and len(todo) > 1 else "local"
+        if engine == "local" and len(todo) == 1 and ray_installed() and log:
+            # one shard is one worker's work: Ray's start (~6 s on 2 cores) would only add to it
             log(f"{todo[0].size:,} images are one shard: scoring in-process (Ray pays off from two shards, "
                 f"{config.shard_rows:,} images each)")
     if not todo:
@@ -809,8 +780,9 @@ def _run_ray(todo: list[Shard], kwargs: dict, workers: int, threads: int, addres
     from .capture import native_stderr_captured
 
     # Ray's processes inherit fd 2 and print start-up notes from C++ (one per actor about how Ray Data passes
-    # its arguments); they are kept for an error message, and every Ray log stays in its session folder
-    with warnings.catch_warnings(), native_stderr_captured() as native:
+    # its arguments): kept off the terminal; every Ray log stays in its session folder, and errors come back
+    # as exceptions
+    with warnings.catch_warnings(), native_stderr_captured():
         warnings.simplefilter("ignore", DeprecationWarning)  # Ray Data's own deprecated settings, read at start
         # JAX (imported by an export earlier in this process) warns of any fork; Ray's fork is followed by exec
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
@@ -836,7 +808,6 @@ def _run_ray(todo: list[Shard], kwargs: dict, workers: int, threads: int, addres
         finally:
             if started:
                 ray.shutdown()
-    del native
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
