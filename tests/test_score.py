@@ -366,3 +366,35 @@ def test_one_shard_runs_in_process_unless_a_cluster_is_named(tmp_path, tiny_expo
     said = []
     s = sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o", engine="auto"), log=said.append)
     assert s["engine"] == "in-process" and any("one shard" in m for m in said)
+
+
+def test_a_model_zoo_file_with_a_fixed_batch_scores_every_row(tmp_path, tiny_ckpt):
+    """An ONNX file from elsewhere: batch fixed at 1, no metadata, its own names: the backend splits."""
+    from test_backends import _foreign_onnx
+
+    path, _ = _foreign_onnx(tmp_path, tiny_ckpt, "mnist-12-like.onnx", (1, 1, 28, 28))
+    images = np.random.default_rng(5).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    s = sc.score(config(path, [tmp_path / "a.npy"], tmp_path / "o", batch_size=128))
+    assert s["rows"] == 300 and s["errors"] == 0 and s["kind"] == "onnx"
+    rows = read_rows(tmp_path / "o")
+    expected = predict(str(path), [str(tmp_path / "a.npy")])["predictions"]
+    assert [rows[p["input"]]["label"] for p in expected] == [p["label"] for p in expected]
+    assert rows[f"{tmp_path / 'a.npy'}[0]"]["top_k_labels"][0] in list("0123456789")
+
+
+def test_an_idx_gzip_that_inflates_past_its_header_is_refused_in_bounded_memory(tmp_path, tiny_export):
+    """Header: 2 images (1,584 bytes); the gzip inflates to 200 MB. Planning streams and stops at the excess."""
+    import resource
+
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        f.write(b"\x00\x00\x08\x03" + np.array([2, 28, 28], ">u4").tobytes())
+        zeros = bytes(1 << 20)
+        for _ in range(200):
+            f.write(zeros)
+    assert bomb.stat().st_size < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InvalidInputError, match="has trailing bytes"):
+        sc.plan([bomb])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KB: never inflated whole
