@@ -132,6 +132,48 @@ def resolve_signal_path() -> None:
         signal.signal(signal.SIGUSR1, previous if previous is not None else signal.SIG_DFL)
 
 
+SIGNAL_STACK_BYTES = 1 << 20
+_signal_stack: list = []  # the one buffer, kept for the life of the process (a thread's stack must outlive its use)
+
+
+def ensure_signal_stack() -> None:
+    """Give the main thread a 1 MiB alternate signal stack when a library left it a small one.
+
+    Python installs its SIGINT/SIGTERM handlers with SA_ONSTACK, so they run on the thread's alternate
+    stack when one is set. OpenVINO's CPU plugin sets a ~10 KB one on the thread that creates it (measured
+    with gdb: sigaltstack from create_plugin_engine, 9,968 bytes on a 2-vCPU EPYC). The kernel's signal frame
+    holds the CPU's vector state (about 1 KB with AVX2, 3.5 KB with AVX-512, 11 KB with AMX): on a Xeon, a
+    SIGTERM taken after an OpenVINO model was compiled overflowed it and the process died with SIGSEGV (exit
+    -11 in CI's export-under-SIGTERM test; never on the AVX2 machine). Called after every place mnistkit
+    creates an OpenVINO core and when held signals are delivered; a no-op when the thread has no alternate
+    stack (handlers then use its own) or one of at least this size, and outside the main thread."""
+    import ctypes
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        sigaltstack = libc.sigaltstack
+    except (OSError, AttributeError):  # not a POSIX C library
+        return
+    old = StackT()
+    if sigaltstack(None, ctypes.byref(old)) != 0:
+        return
+    ss_onstack, ss_disable = 1, 2
+    if old.ss_flags & (ss_disable | ss_onstack) or old.ss_size >= SIGNAL_STACK_BYTES:
+        return
+    if not _signal_stack:
+        _signal_stack.append(ctypes.create_string_buffer(SIGNAL_STACK_BYTES))
+    buf = _signal_stack[0]
+    new = StackT(ctypes.cast(buf, ctypes.c_void_p), 0, SIGNAL_STACK_BYTES)
+    sigaltstack(ctypes.byref(new), None)
+
+
 @contextlib.contextmanager
 def signals_held():
     """Hold SIGINT and SIGTERM while native toolchains run, then deliver them.
@@ -167,6 +209,7 @@ def signals_held():
     try:
         yield
     finally:
+        ensure_signal_stack()  # before a held signal is delivered to this thread (a toolchain may have set one)
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for s, handler in previous.items():

@@ -70,3 +70,58 @@ def test_start_up_helpers_leave_handlers_as_they_were(raising_handler):
     restart_interrupted_calls()
     assert signal.getsignal(signal.SIGUSR1) == before
     assert signal.getsignal(signal.SIGTERM).__name__ == "handler"
+
+
+def _altstack() -> tuple[int, int]:
+    """(flags, size) of this thread's alternate signal stack."""
+    import ctypes
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    s = StackT()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s)) == 0
+    return s.ss_flags, s.ss_size
+
+
+def _usable(flags_size) -> bool:
+    from mnistkit.errors import SIGNAL_STACK_BYTES
+
+    flags, size = flags_size
+    return bool(flags & 2) or size >= SIGNAL_STACK_BYTES  # disabled (the thread's own stack), or 1 MiB
+
+
+def test_a_small_alternate_signal_stack_is_replaced_and_signals_still_arrive(raising_handler):
+    """A library's 10 KB alternate stack (OpenVINO's CPU plugin sets one) overflows with AVX-512/AMX signal
+    frames: ensure_signal_stack swaps in 1 MiB, and a SIGTERM is then handled on it."""
+    import ctypes
+
+    from mnistkit.errors import ensure_signal_stack
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    libc = ctypes.CDLL(None)
+    before = StackT()
+    libc.sigaltstack(None, ctypes.byref(before))
+    small = ctypes.create_string_buffer(9968)
+    try:
+        assert libc.sigaltstack(ctypes.byref(StackT(ctypes.cast(small, ctypes.c_void_p), 0, 9968)), None) == 0
+        assert _altstack() == (0, 9968)
+        ensure_signal_stack()
+        assert _altstack()[1] >= 1 << 20
+        with pytest.raises(Stop):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
+
+
+def test_loading_an_openvino_model_leaves_a_usable_signal_stack(tiny_export):
+    from mnistkit.backends import create_backend
+
+    pytest.importorskip("openvino")
+    with create_backend(tiny_export / "model.xml", "openvino") as b:
+        b.run(__import__("numpy").zeros((3, 28, 28), "uint8"))
+        assert _usable(_altstack())

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ..artifacts import MAX_METADATA_BYTES, ModelInfo, detect_kind, onnx_io_info, onnx_metadata
-from ..errors import ArtifactError, first_line
+from ..errors import ArtifactError, InvalidInputError, ensure_signal_stack, first_line
 from .base import Backend
 
 OV_TYPES = {"f32": "float32", "u8": "uint8"}
@@ -40,9 +40,15 @@ COPY_MAX = 16  # up to here the input is copied into a bound buffer (batch 1: 28
 # above, a Tensor over the caller's array is bound per call (batch 64, 2 threads: 168 vs 186 us)
 
 
-def compile_options(threads: int) -> dict:
-    """The compile options mnistkit uses everywhere (backend and bench baseline alike)."""
-    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads)}
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+def compile_options(threads: int, hint: str = "LATENCY") -> dict:
+    """The compile options mnistkit uses everywhere (backend and bench baseline alike); `hint` is the knob
+    `mnistkit optimize` searches (LATENCY, mnistkit's default, or THROUGHPUT)."""
+    if hint not in HINTS:
+        raise InvalidInputError(f"hint {hint!r}: expected one of {', '.join(HINTS)}")
+    return {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads)}
 
 
 def ir_metadata(path) -> dict | None:
@@ -76,28 +82,34 @@ def ir_metadata(path) -> dict | None:
     return None
 
 
-def _compile(path, threads: int):
+def _compile(path, threads: int, hint: str = "LATENCY"):
     """(read model, compiled model) on the CPU plugin; one ArtifactError line when OpenVINO cannot."""
     import openvino as ov
 
     from ..capture import captured_output
 
     core = ov.Core()
+    options = compile_options(threads, hint)
     with captured_output():
         try:
             model = core.read_model(str(path))
-            return model, core.compile_model(model, "CPU", compile_options(threads))
+            return model, core.compile_model(model, "CPU", options)
         except Exception as exc:
             raise ArtifactError(f"{path}: OpenVINO cannot load it: {first_line(exc, 300)}") from None
+        finally:
+            ensure_signal_stack()  # the CPU plugin leaves this thread a ~10 KB signal stack (errors.py)
 
 
-def _shape_request(model, shape: list[int], threads: int):
+def _shape_request(model, shape: list[int], threads: int, hint: str = "LATENCY"):
     """An infer request of `model` compiled for exactly `shape` (the static path; see the module's notes)."""
     import openvino as ov
 
     model = model.clone()
     model.reshape(list(shape))
-    return ov.Core().compile_model(model, "CPU", compile_options(threads)).create_infer_request()
+    try:
+        return ov.Core().compile_model(model, "CPU", compile_options(threads, hint)).create_infer_request()
+    finally:
+        ensure_signal_stack()
 
 
 def _logits_output(outputs) -> int:
@@ -109,6 +121,8 @@ def _logits_output(outputs) -> int:
 
 
 class OpenVinoBackend(Backend):
+    """Options: hint (PERFORMANCE_HINT: LATENCY, the default, or THROUGHPUT)."""
+
     name = "openvino"
     runtime = "OpenVINO"
 
@@ -118,7 +132,8 @@ class OpenVinoBackend(Backend):
         from .onnxrt import default_threads
 
         self.threads = self.threads or default_threads()
-        model, compiled = _compile(self.path, self.threads)
+        self._hint = self.options.get("hint", "LATENCY")
+        model, compiled = _compile(self.path, self.threads, self._hint)
         if len(model.inputs) != 1:
             raise ArtifactError(f"{self.path}: has {len(model.inputs)} inputs; expected one image input")
         inp = model.inputs[0]
@@ -187,7 +202,7 @@ class OpenVinoBackend(Backend):
             request = self._request
             if self._fixed is None and n <= STATIC_MAX and len(self._runners) < STATIC_SHAPES:
                 try:
-                    request = _shape_request(self._model, x.shape, self.threads)
+                    request = _shape_request(self._model, x.shape, self.threads, self._hint)
                 except Exception as exc:
                     raise ArtifactError(f"{self.path}: OpenVINO cannot compile it for batch {n}: "
                                         f"{first_line(exc, 200)}") from None
