@@ -101,15 +101,18 @@ def signature_input(data: bytes) -> str:
     return (first.get("inputs") or ["args_0"])[0]
 
 
-def interpreter(path, threads: int):
-    """An Interpreter on the file (memory-mapped), one ArtifactError line when LiteRT refuses it."""
-    from ai_edge_litert.interpreter import Interpreter
+def interpreter(path, threads: int, xnnpack: bool = True):
+    """An Interpreter on the file (memory-mapped), one ArtifactError line when LiteRT refuses it. `xnnpack`
+    False runs LiteRT's built-in kernels without its default XNNPACK delegate (a knob `mnistkit optimize`
+    searches: int8 kernels differ between the two)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from ..capture import captured_output
 
     with captured_output() as cap:  # the runtime logs the delegate it creates to fd 2
         try:
-            return Interpreter(model_path=str(path), num_threads=int(threads))
+            resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            return Interpreter(model_path=str(path), num_threads=int(threads), experimental_op_resolver_type=resolver)
         except Exception as exc:
             said = [line for line in cap.text.strip().splitlines() if "INFO:" not in line]
             raise ArtifactError(f"{path}: LiteRT cannot load it: {first_line(exc, 240)}"
@@ -149,6 +152,8 @@ def _sized(interp, index: int, shape) -> None:
 
 
 class LiteRTBackend(Backend):
+    """Options: xnnpack (bool, default on: LiteRT's default XNNPACK delegate; off: its built-in kernels)."""
+
     name = "litert"
     runtime = "LiteRT"
 
@@ -156,8 +161,9 @@ class LiteRTBackend(Backend):
         from .onnxrt import default_threads
 
         self.threads = self.threads or default_threads()
+        self._xnnpack = bool(self.options.get("xnnpack", True))
         meta = read_metadata(self.path)
-        interp = interpreter(self.path, self.threads)
+        interp = interpreter(self.path, self.threads, self._xnnpack)
         inputs, outputs = interp.get_input_details(), interp.get_output_details()
         if len(inputs) != 1:
             raise ArtifactError(f"{self.path}: has {len(inputs)} inputs; expected one image input")
@@ -230,7 +236,7 @@ class LiteRTBackend(Backend):
             if n in self._runners:
                 return self._runners[n]
             if len(self._runners) < INTERPRETERS:
-                interp = interpreter(self.path, self.threads)
+                interp = interpreter(self.path, self.threads, self._xnnpack)
                 try:
                     _sized(interp, ii, [n, *self._shape_tail()])
                 except Exception as exc:

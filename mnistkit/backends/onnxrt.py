@@ -13,7 +13,7 @@ import numpy as np
 
 from ..artifacts import ModelInfo, from_onnx_props, onnx_io_info
 from ..capture import captured_output
-from ..errors import ArtifactError, BackendUnavailableError, first_line
+from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, first_line
 from .base import _FLOAT_TAIL, _PIXEL_TAIL, Backend
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
@@ -27,8 +27,12 @@ def default_threads() -> int:
     return max(1, usable_cores())
 
 
-def session_options(threads: int | None = None):
-    """The session options mnistkit uses everywhere (backend and bench baseline alike).
+GRAPH_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(threads: int | None = None, spinning: bool = True, graph_level: str = "all"):
+    """The session options mnistkit uses everywhere (backend and bench baseline alike); `spinning` and
+    `graph_level` are the knobs `mnistkit optimize` searches (the defaults below are mnistkit's own).
 
     Measured on the 2-core reference machine (PERF_NOTES.md, benchmarks/README.md), batch 1:
     - intra-op threads = cores (2) with spinning on: 10.5-13.1 us, against 13.8 us on one thread;
@@ -38,12 +42,14 @@ def session_options(threads: int | None = None):
     """
     import onnxruntime as ort
 
+    if graph_level not in GRAPH_LEVELS:
+        raise InvalidInputError(f"graph_level {graph_level!r}: expected one of {', '.join(GRAPH_LEVELS)}")
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_LEVELS[graph_level])
     so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.log_severity_level = 3  # errors only; ORT's warnings would otherwise reach the terminal
     return so
 
@@ -72,7 +78,8 @@ def preload_cuda_libraries() -> str:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Options: allow_fallback (warn instead of raising when CUDA is not active), cuda_options."""
+    """Options: allow_fallback (warn instead of raising when CUDA is not active), cuda_options, spinning
+    (bool, default on) and graph_level (basic/extended/all, default all): see session_options."""
 
     name = "onnxruntime"
     runtime = "ONNX Runtime"
@@ -88,9 +95,10 @@ class OnnxRuntimeBackend(Backend):
         else:
             providers = ["CPUExecutionProvider"]
         self.threads = self.threads or default_threads()
+        so = session_options(self.threads, bool(self.options.get("spinning", True)), self.options.get("graph_level", "all"))
         with captured_output() as cap:
             try:
-                self._sess = ort.InferenceSession(str(self.path), session_options(self.threads), providers=providers)
+                self._sess = ort.InferenceSession(str(self.path), so, providers=providers)
             except Exception as exc:
                 err = exc
             else:
