@@ -6,7 +6,7 @@
 
 from ._version import __version__
 
-__all__ = ["__version__", "export"]
+__all__ = ["__version__", "export", "load"]
 
 
 def export(*args, **kwargs):
@@ -14,3 +14,29 @@ def export(*args, **kwargs):
     from .exporter import export_model
 
     return export_model(*args, **kwargs)
+
+
+def load(path, batch_size: int | None = None, backend: str | None = None, device: str = "cpu",
+         threads: int | None = None, **options):
+    """A loaded backend (`run(batch)` -> logits, `close()`, usable with `with`) for a model file or a deploy folder.
+
+    A deploy folder (`mnistkit optimize`) gives the configuration it chose for the batch size nearest
+    `batch_size` (its largest when None), with the runtime, threads and options recorded in deploy.json:
+
+        with mnistkit.load("deploy/", batch_size=64) as model:
+            logits = model.run(pixels)          # uint8 [N,28,28] or normalized float32 [N,1,28,28]
+
+    A model file opens on `backend` (default: by its kind) on `device` with `threads`.
+    """
+    from .optimize import is_deploy_folder, load_deployment
+
+    if is_deploy_folder(path):
+        if backend is not None or device != "cpu" or threads is not None:
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"{path}: a deploy folder runs the configuration it records; backend, device "
+                                    "and threads go with a model file")
+        return load_deployment(path, batch_size, **options)
+    from .backends import create_backend
+
+    return create_backend(path, backend, device, threads=threads, **options).load()

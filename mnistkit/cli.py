@@ -262,8 +262,10 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=str))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("args", nargs=-1, required=True, type=click.Path(path_type=str), metavar="MODEL INPUT...")
+@click.option("--deploy", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="A deploy folder from `mnistkit optimize` (then every argument is an input): its choice for the "
+                   "batch size nearest the number of images runs them.")
 @click.option("--backend", type=click.Choice(tuple(BACKENDS)), default=None,
               help="Runtime [default: by the model's kind: onnxruntime for .onnx, pytorch for checkpoints, ...].")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
@@ -271,21 +273,29 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
 @json_option
-def predict(model, inputs, backend, device, allow_fallback, top_k, threads, as_json):
+def predict(args, deploy, backend, device, allow_fallback, top_k, threads, as_json):
     """Label images (PNG/JPEG/BMP of any size, .npy arrays, IDX files) with any model file.
 
-    MODEL is a checkpoint, .onnx, .pte, TorchScript or .pt2; its kind is detected from the file's
-    contents and its labels and preprocessing recipe from its metadata. On an .onnx this needs
-    neither torch nor torchvision.
+    MODEL is a checkpoint, .onnx, .pte, .tflite, OpenVINO .xml, TorchScript or .pt2; its kind is
+    detected from the file's contents and its labels and preprocessing recipe from its metadata. On
+    an .onnx this needs neither torch nor torchvision. MODEL may also be a deploy folder (or pass it
+    as --deploy): the runtime, threads and options `mnistkit optimize` chose run the images.
 
     \b
     Examples:
       mnistkit predict models/mlp-fashion-mnist/model.onnx shoe.png shirt.jpg
+      mnistkit predict --deploy deploy/ shoe.png shirt.jpg
       mnistkit predict model.onnx digit.png --device cuda --json
     """
     from .console import emit_json, warn
     from .predict import predict as run_predict
 
+    if deploy is not None:
+        model, inputs = deploy, list(args)
+    elif len(args) < 2:
+        raise click.UsageError("expected MODEL and at least one INPUT (or --deploy DIR and inputs)")
+    else:
+        model, inputs = args[0], list(args[1:])
     result = run_predict(model, inputs, backend, device, top_k, allow_fallback, threads)
     for n in result["notes"]:
         warn(n)
@@ -553,6 +563,64 @@ def bench(models, model_class, labels, mean, std, backends, devices, batch_sizes
     else:
         print_bench(obj)
     check_complete(obj["results"], allow_missing)
+
+
+def _seconds(ctx, param, value):
+    """60, 60s, 2m -> seconds."""
+    text = str(value).strip().lower()
+    scale = 60.0 if text.endswith("m") else 1.0
+    try:
+        seconds = float(text.rstrip("sm")) * scale
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected seconds, like 60s or 2m") from None
+    if not seconds > 0:
+        raise click.BadParameter(f"{value!r}: expected a positive duration")
+    return seconds
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--batch-sizes", callback=_ints, default="1,64,1024", show_default=True,
+              help="The batch sizes to choose a deployment for.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=100), default=DEFAULT_ACCURACY_BUDGET * 100,
+              show_default=True, help="Points of test accuracy a candidate may lose against PyTorch (int8 files).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="deploy", show_default=True,
+              help="The deploy folder: deploy.json, the chosen files, report.md, tradeoff.png.")
+@click.option("--budget", callback=_seconds, default="60s", show_default=True,
+              help="Time for the search (exporting missing formats first is not counted).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="The dataset's IDX folder [default: the one the model was trained on].")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier deploy folder at --out-dir.")
+@json_option
+def optimize(model, batch_sizes, max_accuracy_drop, out_dir, budget, data_dir, overwrite, as_json):
+    """Find the fastest verified deployment for each batch size and write it to a deploy folder.
+
+    MODEL: a checkpoint (its export folder gets the formats it is missing) or an export folder.
+    Candidates are every artifact x CPU runtime x threads x the options that matter (ONNX Runtime
+    spinning and graph level, OpenVINO's hint, LiteRT's XNNPACK); those that cannot differ are
+    pruned with a stated reason. Each must match PyTorch on the full test split (int8 files within
+    --max-accuracy-drop) before it is timed; the fastest are re-timed interleaved with each runtime's
+    defaults, and the simplest within noise of the fastest is chosen.
+
+    \b
+    Use the result with `mnistkit predict deploy/ IMAGES...` or `mnistkit.load("deploy/", batch_size=64)`.
+
+    \b
+    Examples:
+      mnistkit optimize models/mlp-fashion-mnist/ --out-dir deploy/
+      mnistkit optimize models/mlp-fashion-mnist.pt --batch-sizes 1,64 --budget 2m --json
+    """
+    from .console import emit_json, note
+    from .optimize import optimize as run_optimize
+    from .ui import BenchProgress, print_optimize
+
+    with BenchProgress(enabled=not as_json, title="optimize") as progress:
+        result = run_optimize(model, batch_sizes, max_accuracy_drop, out_dir, budget, data_dir, overwrite,
+                              progress=progress.update, log=None if as_json else note)
+    if as_json:
+        emit_json(result)
+    else:
+        print_optimize(result, out_dir)
 
 
 @cli.command()

@@ -6,6 +6,7 @@ install (onnxruntime, numpy, pillow) is enough.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,32 @@ from .preprocess import load_inputs
 
 def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_k: int = 3,
             allow_fallback: bool = False, threads: int | None = None) -> dict:
-    """Run `model` on every input file; return {"predictions": [...], "backend", "provider", ...}."""
+    """Run `model` on every input file; return {"predictions": [...], "backend", "provider", ...}.
+
+    `model` may be a deploy folder (`mnistkit optimize`): the configuration chosen for the batch size nearest
+    the number of images runs them."""
     from .backends import create_backend
+    from .optimize import is_deploy_folder, load_deployment
 
     if top_k < 1:
         raise InvalidInputError(f"--top-k {top_k}: expected >= 1")
     if not inputs:
         raise InvalidInputError("no input files given")
+    deploy = is_deploy_folder(model)
+    if deploy and (backend is not None or device != "cpu" or threads is not None):
+        raise InvalidInputError(f"{model}: a deploy folder runs the configuration it records; --backend, --device "
+                                "and --threads go with a model file")
     options = {"allow_fallback": allow_fallback} if allow_fallback else {}
-    with create_backend(model, backend, device, threads=threads, **options) as b:
+    b = load_deployment(model) if deploy else create_backend(model, backend, device, threads=threads, **options)
+    with contextlib.ExitStack() as stack:
+        b.load()
+        stack.callback(lambda: b.close())  # late-bound: closes whichever backend `b` is at the end
         info = b.info
         samples = [s for path in inputs for s in load_inputs(path, info.recipe)]
+        if deploy:  # the choice for this many images (loading one is milliseconds)
+            b.close()
+            b = load_deployment(model, len(samples))
+            info = b.info
         results: dict[int, np.ndarray] = {}
         for form in ("uint8", "float"):
             idx = [i for i, s in enumerate(samples) if s.form == form]
@@ -69,5 +85,7 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
             "provider": b.provider,
             "recipe": info.recipe,
             "notes": list(b.notes),
+            **({"deployment": {k: b.deployment[k] for k in ("batch_size", "label", "file", "backend", "threads",
+                                                             "options")}} if deploy else {}),
             "predictions": predictions,
         }

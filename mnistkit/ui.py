@@ -148,17 +148,18 @@ def print_verify(report) -> None:
 class BenchProgress(_Bar):
     """A rich progress bar over benchmark cases (stderr, so it never mixes with --json)."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, title: str = "bench"):
         from .console import err
 
         self.enabled = enabled and err().is_terminal  # a bar in a log file is noise
+        self.title = title
 
     def _make(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from .console import err
 
-        return Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        return Progress(TextColumn(f"[bold]{self.title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                         TimeElapsedColumn(), console=err(), transient=True)
 
     def update(self, label: str, done: int, total: int) -> None:
@@ -258,7 +259,11 @@ def print_predict(result: dict, top_k: int) -> None:
     """predict's labels and top-k probabilities, one row per input."""
     from rich.table import Table
 
-    table = Table(title=f"{result['model']} · {result['backend']} · {result['provider']}", title_justify="left")
+    title = f"{result['model']} · {result['backend']} · {result['provider']}"
+    if result.get("deployment"):
+        d = result["deployment"]
+        title = f"{result['model']} · chosen for batch {d['batch_size']}: {d['label']}"
+    table = Table(title=_esc(title), title_justify="left")
     table.add_column("input")
     table.add_column("label", style="bold")
     table.add_column(f"top-{top_k}")
@@ -313,3 +318,29 @@ def print_serving(server) -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     model = server.RequestHandlerClass.keywords["model"]
     out().print(f"serving the demo page at [bold]{url}[/bold] with {_esc(str(model))} (Ctrl-C stops)")
+
+
+def print_optimize(result: dict, out_dir: str) -> None:
+    """optimize's choices: one row per batch size, with the runner-up and each runtime's default."""
+    from rich.table import Table
+
+    s = result["search"]
+    table = Table(title=f"deployment per batch size · {result['environment'].get('cpu', '')}", title_justify="left")
+    for col in ("batch", "chosen", "p50 µs", "p99 µs", "accuracy (Δ pts)", "runner-up", "vs defaults"):
+        table.add_column(col, justify="right" if col in ("batch", "p50 µs", "p99 µs") else "left")
+    for b, c in result["choices"].items():
+        ru = c["runner_up"]
+        defaults = ", ".join(f"{d['name'].split(' defaults')[0]} {d['speedup']:.2f}×" for d in c["defaults"])
+        table.add_row(b, _esc(c["label"]), f"{c['p50_ms'] * 1e3:,.1f}", f"{c['p99_ms'] * 1e3:,.1f}",
+                      f"{c['accuracy']:.4f} ({c['accuracy_delta'] * 100:+.2f})",
+                      f"{ru['ratio']:.2f}× slower: {_esc(ru['label'])}" if ru else "—", defaults)
+    out().print(table)
+    out().print(f"✓ {s['passed_gate']} of {s['candidates']} candidates passed parity and the accuracy budget; "
+                f"searched in {s['seconds']:.1f} s (budget {s['budget_s']:g} s) → {_esc(out_dir)} "
+                f"(deploy.json, report.md, tradeoff.png)")
+    for b, c in result["choices"].items():
+        if c["within_noise"]:
+            out().print(f"  batch {b}: within noise ({c['noise'] * 100:.1f} %) of the choice: "
+                        f"{_esc('; '.join(c['within_noise']))}; the simpler was kept")
+    if not s["within_budget"]:
+        out().print(f"  [yellow]the search took {s['seconds']:.1f} s, over its {s['budget_s']:g} s budget[/]")

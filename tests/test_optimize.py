@@ -1,0 +1,253 @@
+"""mnistkit optimize: the plan and its pruning, the gate, the decision rule, the deploy folder, and using it
+(predict with a deploy folder, mnistkit.load). The search itself runs once, through the CLI, on the real
+Fashion-MNIST MLP export (its full test split is the gate), with the shortest budget."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mnistkit
+from mnistkit.errors import InvalidInputError
+from mnistkit.optimize import (MAX_NOISE, MIN_NOISE, PRUNE_REASONS, Candidate, _gate, choose, deploy_choice,
+                               export_folder, noise_band, onnx_graph_levels, pareto, plan_candidates, read_deploy)
+from mnistkit.cli import cli
+from mnistkit.plan import expand
+
+
+def run_cli(*args):
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, fashion_export):
+    """`mnistkit optimize` on the Fashion-MNIST MLP export: (deploy folder, its --json output)."""
+    out = tmp_path_factory.mktemp("opt") / "deploy"
+    r = run_cli("optimize", str(fashion_export), "--out-dir", str(out), "--batch-sizes", "1,64", "--budget", "10s",
+                "--json")
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout)
+
+
+def test_the_deploy_folder_holds_the_choice_its_files_and_the_report(deployed, fashion_export):
+    out, result = deployed
+    assert json.loads((out / "deploy.json").read_text()) == result
+    assert set(result["choices"]) == {"1", "64"}
+    s = result["search"]
+    assert s["test_images"] == 10_000 and s["passed_gate"] > 10 and s["pruned"] > 0
+    listed = json.loads((out / "manifest.json").read_text())
+    for b, c in result["choices"].items():
+        f = out / c["file"]
+        assert hashlib.sha256(f.read_bytes()).hexdigest() == c["sha256"]
+        assert c["file"] in {a["file"] for a in listed["artifacts"]}
+        assert c["vs_fastest"] <= 1 + MAX_NOISE  # the promise: within 1.05x of the fastest measured
+        assert MIN_NOISE <= c["noise"] <= MAX_NOISE
+        assert c["runner_up"] is not None and c["runner_up"]["label"] != c["label"]
+        assert c["runner_up"]["ratio"] >= 1 - c["noise"]
+        assert {d["name"] for d in c["defaults"]} == {"ONNX Runtime defaults", "LiteRT defaults", "OpenVINO defaults"}
+        assert all(d["p50_ms"] > 0 for d in c["defaults"])
+        assert abs(c["accuracy"] - s["reference_accuracy"] - c["accuracy_delta"]) < 1e-9
+        assert -c["accuracy_delta"] * 100 <= 0.3
+        assert c["checked_run_p50_ms"] > 0
+    # every file of the folder: the chosen artifacts (with companions), and what describes them
+    names = {p.name for p in out.iterdir()}
+    assert names == set(result["files"]) | {"deploy.json", "manifest.json", "candidates.json", "report.md",
+                                            "tradeoff.png"}
+    report = (out / "report.md").read_text()
+    for heading in ("## Choices", "## Against each runtime's defaults", "## Every candidate", "## Pruned"):
+        assert heading in report
+    assert PRUNE_REASONS["fp16"] in report and "![latency vs accuracy](tradeoff.png)" in report
+    assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = json.loads((out / "candidates.json").read_text())
+    assert len(table["candidates"]) == s["passed_gate"]
+    assert all(set(c["screen"]) == {"1", "64"} for c in table["candidates"])
+
+
+def test_load_and_predict_run_the_choice(deployed, fashion_export, fashion_dir, tmp_path):
+    out, result = deployed
+    from mnistkit.data import load_split
+
+    images = load_split("fashion-mnist", "test", fashion_dir).images[:70]
+    for batch, images_in in ((1, images[:3]), (64, images)):
+        c = result["choices"][str(batch)]
+        with mnistkit.load(out, batch_size=batch) as m:
+            assert (m.name, m.threads, m.path.name) == (c["backend"], c["threads"], c["file"])
+            assert {k: m.options[k] for k in c["options"]} == c["options"]
+            labels = m.run(images_in).argmax(1)
+        with mnistkit.load(fashion_export / "model.onnx") as ref:
+            assert (labels == ref.run(images_in).argmax(1)).mean() >= 0.98  # int8 choices may differ on a few
+        npy = tmp_path / f"x{batch}.npy"
+        np.save(npy, images_in)
+        r = run_cli("predict", "--deploy", str(out), str(npy), "--json")
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.stdout)
+        assert got["deployment"]["batch_size"] == batch and got["deployment"]["label"] == c["label"]
+        assert [p["index"] for p in got["predictions"]] == labels.tolist()
+        r = run_cli("predict", str(out), str(npy), "--json")  # the folder as MODEL
+        assert [p["index"] for p in json.loads(r.stdout)["predictions"]] == labels.tolist()
+
+
+def test_deploy_choice_picks_the_nearest_batch_size_on_a_log_scale():
+    obj = {"choices": {"1": {"n": 1}, "64": {"n": 64}, "1024": {"n": 1024}}}
+    assert [deploy_choice(obj, b)[0] for b in (1, 5, 8, 9, 63, 200, 256, 257, 5000)] == \
+        [1, 1, 64, 64, 64, 64, 1024, 1024, 1024]
+    assert deploy_choice(obj, None)[0] == 1024
+    with pytest.raises(InvalidInputError):
+        deploy_choice(obj, 0)
+
+
+def _cand(backend="onnxruntime", threads=1, fmt="onnx", options=()):
+    return Candidate(f"{fmt}.x", fmt, "onnx", backend, threads, options)
+
+
+def test_the_simplest_candidate_within_noise_is_chosen_and_the_rule_is_deterministic():
+    fp32_2 = _cand(threads=2)
+    int8_1 = _cand(fmt="onnx-int8")
+    fp32_1 = _cand()
+    litert = _cand(backend="litert")
+    spin = _cand(threads=2, options=(("spinning", False),))
+    # int8 is 2 % faster: within a 3 % band, fp32 (simpler) wins; fewer threads beat more
+    assert choose([(int8_1, 98.0), (fp32_2, 100.0), (fp32_1, 100.5)], 0.03)[0] == 2
+    # outside the band the fastest wins
+    assert choose([(int8_1, 90.0), (fp32_2, 100.0), (fp32_1, 100.5)], 0.03)[0] == 0
+    # the core install (ONNX Runtime) before another runtime; default options before changed ones
+    assert choose([(litert, 99.0), (fp32_1, 100.0)], 0.02)[0] == 1
+    assert choose([(spin, 99.0), (fp32_2, 100.0)], 0.02)[0] == 1
+    timed = [(litert, 99.0), (fp32_1, 100.0), (int8_1, 97.0)]
+    assert choose(timed, 0.02) == choose(list(timed), 0.02)
+
+
+def test_noise_band_is_measured_and_clamped():
+    assert noise_band([(100, 103), (100, 104), (100, 102)]) == pytest.approx(0.03)
+    assert noise_band([(100, 100.1)]) == MIN_NOISE
+    assert noise_band([(100, 150)]) == MAX_NOISE
+    assert noise_band([]) == MIN_NOISE
+
+
+def test_pareto_front():
+    pts = [(1.0, 88.0), (2.0, 89.0), (3.0, 88.5), (0.5, 80.0), (2.0, 88.0)]
+    assert sorted(pareto(pts)) == [(0.5, 80.0), (1.0, 88.0), (2.0, 89.0)]
+
+
+def test_the_plan_prunes_by_reasoning_and_says_why(tiny_export):
+    targets, _ = expand([tiny_export])
+    cands, pruned = plan_candidates(targets, 2, lambda p: ["all"], lambda: 2)
+    labels = {c.label for c in cands}
+    assert "model.onnx on onnxruntime, 2 threads, spinning=off" in labels
+    assert "model.onnx on onnxruntime, 1 thread" in labels
+    assert "model.xml on openvino, 2 threads, hint=THROUGHPUT" in labels
+    assert "model-int8.tflite on litert, 1 thread, xnnpack=off" in labels
+    assert not any("fp16" in c.format for c in cands)
+    assert not any(c.backend in ("pytorch", "torchscript", "exported-program", "onnx-reference") for c in cands)
+    assert not any(c.file == "model.onnx" and c.backend == "openvino" for c in cands)  # the IR stands for it
+    assert not any(c.backend == "litert" and "int8" not in c.format and c.options for c in cands)
+    assert {c.threads for c in cands if c.backend == "executorch"} == {2}
+    assert all(1 <= c.threads <= 2 for c in cands)
+    assert len(labels) == len(cands)
+    reasons = {p.reason for p in pruned}
+    for key in ("fp16", "torch", "ov-onnx-ir", "spin-1", "ov-throughput-1", "xnnpack-fp32", "executorch-threads",
+                "slow"):
+        assert PRUNE_REASONS[key] in reasons, key
+    one_core, _ = plan_candidates(targets, 1, lambda p: ["all"], lambda: 1)
+    assert {c.threads for c in one_core} == {1} and not any(c.options for c in one_core if c.backend != "litert")
+
+
+def test_graph_levels_that_give_the_same_graph_are_one_candidate(tiny_export):
+    levels = onnx_graph_levels(tiny_export / "model.onnx")
+    assert levels[0] == "all" and len(set(levels)) == len(levels) and set(levels) <= {"all", "extended", "basic"}
+    targets, _ = expand([tiny_export])
+    cands, _ = plan_candidates(targets, 1, lambda p: ["all", "basic"], lambda: 1)
+    assert "model.onnx on onnxruntime, 1 thread, graph_level=basic" in {c.label for c in cands}
+
+
+def test_a_candidate_that_differs_from_pytorch_is_refused_with_its_reason(tiny_export, tiny_data):
+    from mnistkit.data import load_split
+
+    split = load_split("mnist", "test", tiny_data)
+    with mnistkit.load(tiny_export / "model.onnx") as m:
+        reference = m.run(split.images)
+    pruned = []
+    c = Candidate("model.onnx", "onnx", "onnx", "onnxruntime", 1)
+    ok = _gate(tiny_export, c, split.images, split.labels, reference, 0.003, pruned)
+    assert ok is not None and not pruned
+    ok.backend.close()
+    assert _gate(tiny_export, c, split.images, split.labels, reference + 0.5, 0.003, pruned) is None
+    assert pruned[-1].what == c.label and pruned[-1].reason.startswith("failed the gate: max_abs")
+
+
+def test_a_checkpoint_gets_the_formats_its_export_folder_lacks(tmp_path, tiny_ckpt, tiny_export, tiny_data,
+                                                              monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    ckpt = models / "tiny.pt"
+    shutil.copy(tiny_ckpt, ckpt)
+    folder = models / "tiny"
+    shutil.copytree(tiny_export, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["format"] != "onnx-int8-dynamic"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "model-int8-dynamic.onnx").unlink()
+    calls = []
+    import mnistkit.exporter as exporter
+
+    real = exporter.export_model
+    monkeypatch.setattr(exporter, "export_model", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    got, exported = export_folder(ckpt, tiny_data, lambda m: None)
+    assert got == folder and exported == ["onnx-int8-dynamic"] and calls == [["onnx-int8-dynamic"]]
+    assert (folder / "model-int8-dynamic.onnx").is_file()
+    assert export_folder(ckpt, tiny_data, lambda m: None) == (folder, [])  # complete now: nothing exported
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{onnx}"], "optimize takes a checkpoint or an export folder"),
+    (["{missing}"], "no such file or folder"),
+    (["{export}", "--budget", "5s"], "--budget 5s: expected at least 10s"),
+    (["{export}", "--out-dir", "{userdir}"], "holds notes.txt and no deploy.json"),
+    (["{export}", "--out-dir", "{deploy}"], "already holds a deployment; --overwrite replaces it"),
+    (["{export}", "--out-dir", "{nowhere}"], "parent directory"),
+])
+def test_bad_inputs_are_one_line_and_change_nothing(tmp_path, tiny_export, deployed, args, message):
+    userdir = tmp_path / "mine"
+    userdir.mkdir()
+    (userdir / "notes.txt").write_text("mine")
+    paths = {"onnx": tiny_export / "model.onnx", "missing": tmp_path / "nope", "export": tiny_export,
+             "userdir": userdir, "deploy": deployed[0], "nowhere": tmp_path / "a" / "b"}
+    before = sorted(p.name for p in deployed[0].iterdir())
+    r = run_cli("optimize", *[a.format(**paths) for a in args])
+    assert r.exit_code == 1, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert (userdir / "notes.txt").read_text() == "mine" and sorted(p.name for p in deployed[0].iterdir()) == before
+
+
+def test_a_tampered_or_hostile_deploy_folder_is_refused(tmp_path, deployed):
+    folder = tmp_path / "d"
+    shutil.copytree(deployed[0], folder)
+    obj = json.loads((folder / "deploy.json").read_text())
+    c = obj["choices"]["1"]
+    (folder / c["file"]).write_bytes((folder / c["file"]).read_bytes() + b"x")
+    with pytest.raises(InvalidInputError, match="sha256"):
+        mnistkit.load(folder, batch_size=1)
+    for bad in ({**c, "file": "../../etc/passwd"}, {**c, "backend": "os.system"}, {**c, "options": "x"}):
+        (folder / "deploy.json").write_text(json.dumps({**obj, "choices": {"1": bad}}))
+        with pytest.raises(InvalidInputError, match="malformed"):
+            read_deploy(folder)
+    (folder / "deploy.json").write_text("[]")
+    with pytest.raises(InvalidInputError, match="not a mnistkit deploy.json"):
+        read_deploy(folder)
+    r = run_cli("predict", "--deploy", str(folder), str(folder / "deploy.json"), "--threads", "1")
+    assert r.exit_code == 1 and "a deploy folder runs the configuration it records" in r.stderr
+
+
+def test_backend_options_are_checked(tiny_export):
+    for path, backend, options, message in (
+            ("model.onnx", "onnxruntime", {"graph_level": "max"}, "graph_level 'max'"),
+            ("model.xml", "openvino", {"hint": "FAST"}, "hint 'FAST'")):
+        with pytest.raises(InvalidInputError, match=message):
+            mnistkit.load(tiny_export / path, backend=backend, **options)
