@@ -28,7 +28,7 @@ def load(path, batch_size: int | None = None, backend: str | None = None, device
 
     A model file opens on `backend` (default: by its kind) on `device` with `threads`.
     """
-    from .optimize import is_deploy_folder, load_deployment
+    from .deploy import is_deploy_folder, load_deployment
 
     if is_deploy_folder(path):
         if backend is not None or device != "cpu" or threads is not None:

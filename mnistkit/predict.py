@@ -23,7 +23,7 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
     `model` may be a deploy folder (`mnistkit optimize`): the configuration chosen for the batch size nearest
     the number of images runs them."""
     from .backends import create_backend
-    from .optimize import is_deploy_folder, load_deployment
+    from .deploy import is_deploy_folder, load_deployment
 
     if top_k < 1:
         raise InvalidInputError(f"--top-k {top_k}: expected >= 1")

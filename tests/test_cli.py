@@ -149,6 +149,7 @@ def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data):
         "report": ["report", bench / "results.json", "--out-dir", tmp_path / "report"],
         "doctor": ["doctor"],
         "score": ["score", out / "model.onnx", img, tiny_data / "t10k-images-idx3-ubyte.gz", "--out", tmp_path / "preds"],
+        "optimize": ["optimize", out, "--out-dir", tmp_path / "deploy", "--batch-sizes", "1", "--budget", "10s", *data],
     }
     assert set(runs) == json_commands(), "a command with --json is missing here"
     env = {**os.environ, "NO_COLOR": "1"}

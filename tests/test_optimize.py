@@ -14,8 +14,9 @@ import pytest
 
 import mnistkit
 from mnistkit.errors import InvalidInputError
-from mnistkit.optimize import (MAX_NOISE, MIN_NOISE, PRUNE_REASONS, Candidate, _gate, choose, deploy_choice,
-                               export_folder, noise_band, onnx_graph_levels, pareto, plan_candidates, read_deploy)
+from mnistkit.deploy import deploy_choice, read_deploy
+from mnistkit.optimize import (MAX_NOISE, MIN_NOISE, PRUNE_REASONS, Candidate, _gate, choose, export_folder,
+                               noise_band, onnx_graph_levels, pareto, plan_candidates)
 from mnistkit.cli import cli
 from mnistkit.plan import expand
 
