@@ -74,6 +74,20 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     accuracy = float(np.mean(rows.column("class_index").to_numpy()[order] == read_idx(labels)))
     con.print(f"accuracy of the scored rows against the test labels: {accuracy:.4f} "
               f"(training reported {result.test_accuracy:.4f})")
+    con.rule("[bold]7. optimize (the fastest verified deployment for batch 1 and 64; a 20 s budget)")
+    from .optimize import optimize
+    from .predict import predict
+    from .ui import print_optimize, print_predict
+
+    deploy_dir = out_dir / "deploy"
+    with BenchProgress(title="optimize") as progress:
+        chosen = optimize(export_dir, (1, 64), out_dir=deploy_dir, budget=20, overwrite=True,
+                          progress=progress.update, log=note)
+    print_optimize(chosen, str(deploy_dir))
+    sample = out_dir / "sample.npy"
+    np.save(sample, read_idx(images)[:4])
+    print_predict(predict(str(deploy_dir), [str(sample)], top_k=1), 1)
     con.print(f"\n[bold]done.[/bold] Try: mnistkit predict {export_dir / 'model.onnx'} IMAGE.png · "
               f"mnistkit score {export_dir / 'model.onnx'} FOLDER/ --out preds.parquet · "
+              f"mnistkit predict --deploy {deploy_dir} IMAGE.png · "
               f"mnistkit serve-demo --model {export_dir / 'app'}")

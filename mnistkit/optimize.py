@@ -543,8 +543,10 @@ def _safe_levels(log):
 
 def _executorch_pool() -> int:
     from .backends.executorch import pool_threads
+    from .capture import captured_output
 
-    return pool_threads()
+    with captured_output():  # the runtime's cpuinfo probe and torch's import notes, on load
+        return pool_threads()
 
 
 def _gate(folder: Path, c: Candidate, images, labels, reference, budget_drop: float, pruned: list[Pruned]):
