@@ -679,7 +679,7 @@ def serve_demo(port, model):
               show_default=True, help="Where the demo writes its checkpoint and artifacts.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 def demo(out_dir, epochs):
-    """Run the whole pipeline on real data: pick a dataset, train, export, verify, benchmark.
+    """Run the whole pipeline on real data: pick a dataset, train, export, verify, benchmark, score, optimize.
 
     Uses MNIST when cached or downloadable, otherwise Fashion-MNIST from Debian's
     dataset-fashion-mnist package, and says which and why.

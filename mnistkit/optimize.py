@@ -29,7 +29,6 @@ for every float candidate, so they would only blur the ranking; they are timed f
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,7 @@ from .bench import latency_stats, time_calls, time_interleaved
 from .compare import compare
 from .deploy import DEPLOY_FILE, DEPLOY_FORMAT_VERSION
 from .errors import InvalidInputError, MnistkitError, first_line
-from .formats import FORMATS, exportable, tolerance_for
+from .formats import exportable, tolerance_for
 from .pixels import native_batch
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
@@ -495,7 +494,8 @@ def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 
             "source": {"export": str(folder), "checkpoint": str(ckpt), "exported_now": exported},
             "environment": fingerprint({"cores": cores}),
             "search": {"budget_s": budget, "seconds": round(search_s, 2), "export_s": round(export_s, 2),
-                       "within_budget": search_s <= budget, "phases_s": phases, "candidates": len(candidates), "passed_gate": len(scored),
+                       "within_budget": search_s <= budget, "phases_s": phases, "candidates": len(candidates),
+                       "passed_gate": len(scored),
                        "pruned": len(pruned), "test_images": int(len(images)), "reference_accuracy": ref_acc,
                        "max_accuracy_drop": max_accuracy_drop, "batch_sizes": list(batch_sizes),
                        "timed": "backend.unchecked()(numpy) -> numpy on the artifact's native input form (the "
