@@ -12,7 +12,8 @@ The search, in four steps, each narrowing the one before (all in one process, on
    PyTorch and the accuracy budget (`--max-accuracy-drop`) before it is timed.
 3. Screen: each candidate is timed briefly at each batch size; those within SCREEN_KEEP of the fastest go on.
 4. Decide: the survivors are timed in interleaved blocks (bench's harness), then the three fastest are timed
-   again, interleaved with each runtime's own defaults (a bare session as a user would write it). The noise
+   again, with mnistkit's own configuration of each runtime default (same file, every core, no option changed),
+   interleaved with each runtime's own defaults (a bare session as a user would write it). The noise
    band is measured: how far the same candidates' medians moved between the two interleaved rounds
    (at least MIN_NOISE, at most MAX_NOISE). Among the candidates within the band of the fastest the simplest
    is chosen (fp32 over int8, fewer threads, the core install, default options); so the choice is within
@@ -470,6 +471,9 @@ def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 
                 s.final[b] = Timing.of(secs)
             step(f"batch {b}: {len(finalists)} finalists interleaved")
             top = sorted(finalists, key=lambda s: s.final[b].p50_ms)[:TOP]
+            # mnistkit's twin of each runtime default (its file, its runtime, every core, no options) decides too:
+            # where a default is fastest, the configuration that matches it is then a candidate in that round
+            top += [s for s in scored if s not in top and _twin_of_default(s.candidate, defaults, cores)]
             calls = [_call(s.backend, x_for[s.input_form]) for s in top]
             calls += [d.make(x_for["float"]) for d in defaults]
             decide_s = min(0.5, max(0.05, 0.1 * share / len(calls)))
@@ -608,9 +612,20 @@ def _file_norm(path: Path) -> tuple[float, float]:
     return info.mean, info.std
 
 
+_DEFAULT_RUNTIME = {"model.onnx": "onnxruntime", "model.tflite": "litert", "model.xml": "openvino"}
+
+
+def _twin_of_default(c: Candidate, defaults: list[Default], cores: int) -> bool:
+    """Whether `c` is mnistkit's configuration of a runtime default: the same file on that runtime, on every
+    core, with no changed option."""
+    return (not c.options and c.threads == cores
+            and any(d.file == c.file and _DEFAULT_RUNTIME.get(d.file) == c.backend for d in defaults))
+
+
 def _decision(b: int, top: list[Scored], finalists: list[Scored], defaults: list[Default], ref_acc: float):
-    """The choice at batch size `b` and the round's record."""
-    pairs = [(s.final[b].p50_ms, s.decide[b].p50_ms) for s in top]
+    """The choice at batch size `b` among `top` (timed in the deciding round), and the round's record. The noise
+    band comes from those also timed in the round before."""
+    pairs = [(s.final[b].p50_ms, s.decide[b].p50_ms) for s in top if b in s.final]
     noise = noise_band(pairs)
     timed = [(s.candidate, s.decide[b].p50_ms) for s in top]
     ci, band = choose(timed, noise)
@@ -796,8 +811,9 @@ def markdown(result: dict, table: dict, has_plot: bool) -> str:
              f"below PyTorch's {s['reference_accuracy']:.4f} on {s['test_images']:,} test images), "
              f"{s['pruned']} pruned or refused.", "",
              f"Timed: {s['timed']}. Screening times each candidate briefly; those within {SCREEN_KEEP}x of the "
-             f"fastest are timed in interleaved blocks; the {TOP} fastest again, interleaved with each runtime's "
-             "defaults, and the decision uses that last round.", "", "## Choices", "",
+             f"fastest are timed in interleaved blocks; the {TOP} fastest again, with mnistkit's configuration of "
+             "each runtime default (its file, every core, no option changed), interleaved with the bare defaults; "
+             "the decision uses that last round.", "", "## Choices", "",
              "| batch | chosen | p50 | p99 | accuracy (Δ) | vs fastest | runner-up (ratio) | within noise |",
              "|---|---|---|---|---|---|---|---|"]
     for b, c in result["choices"].items():
@@ -812,7 +828,7 @@ def markdown(result: dict, table: dict, has_plot: bool) -> str:
     for b, c in result["choices"].items():
         for d in c["defaults"]:
             lines.append(f"| {b} | {d['name']} ({d['file']}) | {_us(d['p50_ms'])} | {d['speedup']:.2f}x"
-                         f"{'' if d['at_least_as_fast'] else ' (slower: see note)'} |")
+                         f"{'' if d['at_least_as_fast'] else ' (the choice is slower than this default beyond the noise band)'} |")
     for n in s["defaults_not_timed"]:
         lines.append(f"\n- {n}")
     if has_plot:

@@ -326,14 +326,15 @@ def print_optimize(result: dict, out_dir: str) -> None:
 
     s = result["search"]
     table = Table(title=f"deployment per batch size · {result['environment'].get('cpu', '')}", title_justify="left")
-    for col in ("batch", "chosen", "p50 µs", "p99 µs", "accuracy (Δ pts)", "runner-up", "vs defaults"):
+    for col in ("batch", "chosen", "p50 µs", "p99 µs", "accuracy (Δ pts)", "runner-up (its p50 / chosen)",
+                "defaults' p50 / chosen"):
         table.add_column(col, justify="right" if col in ("batch", "p50 µs", "p99 µs") else "left")
     for b, c in result["choices"].items():
         ru = c["runner_up"]
         defaults = ", ".join(f"{d['name'].split(' defaults')[0]} {d['speedup']:.2f}×" for d in c["defaults"])
         table.add_row(b, _esc(c["label"]), f"{c['p50_ms'] * 1e3:,.1f}", f"{c['p99_ms'] * 1e3:,.1f}",
                       f"{c['accuracy']:.4f} ({c['accuracy_delta'] * 100:+.2f})",
-                      f"{ru['ratio']:.2f}× slower: {_esc(ru['label'])}" if ru else "—", defaults)
+                      f"{ru['ratio']:.2f}×: {_esc(ru['label'])}" if ru else "—", defaults)
     out().print(table)
     out().print(f"✓ {s['passed_gate']} of {s['candidates']} candidates passed parity and the accuracy budget; "
                 f"searched in {s['seconds']:.1f} s (budget {s['budget_s']:g} s) → {_esc(out_dir)} "
@@ -342,5 +343,10 @@ def print_optimize(result: dict, out_dir: str) -> None:
         if c["within_noise"]:
             out().print(f"  batch {b}: within noise ({c['noise'] * 100:.1f} %) of the choice: "
                         f"{_esc('; '.join(c['within_noise']))}; the simpler was kept")
+    for b, c in result["choices"].items():
+        for d in c["defaults"]:
+            if not d["at_least_as_fast"]:
+                out().print(f"  [yellow]batch {b}: {_esc(d['name'])} ran {1 / d['speedup']:.2f}× faster than the choice in "
+                            f"the deciding round, beyond its {c['noise'] * 100:.1f} % noise band (a noisy machine?)[/]")
     if not s["within_budget"]:
         out().print(f"  [yellow]the search took {s['seconds']:.1f} s, over its {s['budget_s']:g} s budget[/]")
