@@ -36,7 +36,7 @@ import numpy as np
 from .backends import BACKENDS, ROOFLINE_PROBE, create_backend, reference_backend
 from .compare import compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
-from .formats import KINDS, tolerance_for
+from .formats import DEVICES, FORMATS, KINDS, tolerance_for
 from .formats.spec import resolve
 from .pixels import native_batch
 from .plan import Case, Target, cases, check_choices, expand
@@ -75,7 +75,9 @@ class BenchConfig:
             raise InvalidInputError(f"--threads {self.threads}: expected integers >= 1")
         if self.min_time <= 0 or self.warmup < 0:
             raise InvalidInputError("--min-time must be > 0 and --warmup >= 0")
-        check_choices(self.backends, self.devices)
+        from .devices import EXTERNAL_DEVICES
+
+        check_choices(self.backends, [d for d in self.devices if d not in EXTERNAL_DEVICES])
         for m in self.modes:
             if m not in MODES:
                 raise InvalidInputError(f"--modes: unknown mode {m!r}; expected from {', '.join(MODES)}")
@@ -225,7 +227,7 @@ class BenchCase:
 def plan_bench(targets: list[Target], config: BenchConfig) -> list[BenchCase]:
     """The planner's (artifact x backend x device) cases x modes x threads; runtimes whose worker threads
     spin go first (torch's OpenMP workers linger after torch cases and would share the cores)."""
-    planned, _ = cases(targets, config.backends, config.devices)
+    planned, _ = cases(targets, config.backends, [d for d in config.devices if d in DEVICES])
     out = [BenchCase(c, mode, threads) for c in planned for mode in config.modes
            for threads in ((None,) if BACKENDS[c.backend].pool_threads else config.threads)]
     out.sort(key=lambda bc: not BACKENDS[bc.case.backend].spinning_threads)
@@ -307,12 +309,21 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
             rl = _matmul_alone(threads, min_time=min(0.5, config.min_time))
             if rl:
                 report.baselines["matmul"][rl["threads"]] = rl
+    from .devices import EXTERNAL_DEVICES
+
+    external = [d for d in config.devices if d in EXTERNAL_DEVICES]
+    onnx_targets = [t for t in targets if t.kind == "onnx"]
     run = _Run(config, report, images, reference, src, checkpoint, progress,
-               len(planned) * len(config.batch_sizes))
+               (len(planned) + len(external) * len(onnx_targets)) * len(config.batch_sizes))
     for bc in planned:
         _run_case(run, bc)
+    for device in external:
+        _run_external(run, device, onnx_targets)
     _add_roofline(report)
+    devices = report.environment.get("devices")  # the JavaScript runtimes' versions, set while they ran
     report.environment = fingerprint({"threads_requested": list(config.threads), **(extra_env or {})})
+    if devices:
+        report.environment["devices"] = devices
     return report
 
 
@@ -476,6 +487,102 @@ def _time_mode(run: _Run, bc: BenchCase, backend, fmt, eff_threads, m: str, b: i
     report.results.append(row)
     if bare_row is not None:
         report.results.append(bare_row)
+
+
+def _external_threads(config: BenchConfig) -> list[int]:
+    """--threads, else 1 and every usable core (the JavaScript runtimes have no 'default' worth a row)."""
+    from .environment import usable_cores
+
+    asked = [t for t in config.threads if t is not None]
+    return sorted(set(asked)) if asked else sorted({1, usable_cores()})
+
+
+def _run_external(run: _Run, device: str, targets: list[Target]) -> None:
+    """The ONNX artifacts on a JavaScript runtime (devices.py): the same parity gate against the reference
+    and the same statistics and row keys as Python's runtimes; a device this machine lacks gives rows that
+    say so (status unavailable)."""
+    from .artifacts import info_from_metadata, kind_metadata
+    from .devices import BACKEND_NAME, run_external, unavailable
+
+    config, backend = run.config, BACKEND_NAME[device]
+    threads = _external_threads(config)
+    if not targets:
+        return
+    n = len(config.batch_sizes)
+
+    def failed(t: Target, status: str, reason: str, thr=None) -> None:
+        for th in ([thr] if thr is not None else threads):
+            for b in config.batch_sizes:
+                run.report.results.append(_row(t, t.format, backend, device, None, "host", b, th, status, reason=reason))
+
+    why = unavailable(device)
+    if why is not None:
+        for t in targets:
+            failed(t, "unavailable", why)
+            run.step(f"{backend}/{device} {t.path.name}", n)
+        return
+    infos = {}
+    for t in targets:
+        try:
+            infos[t] = info_from_metadata(t.path, t.kind, kind_metadata(t.path, t.kind))
+        except Exception as exc:  # an unreadable file: a row that says so
+            failed(t, "error", first_line(exc))
+    groups: dict[tuple, list[Target]] = {}  # one harness run per normalization (one per model, in practice)
+    for t, info in infos.items():
+        groups.setdefault((info.mean, info.std), []).append(t)
+    for (mean, std), group in groups.items():
+        models = [(t.path, "uint8" if infos[t].input_form == "uint8" else "float32") for t in group]
+        out = run_external(device, models, run.images, mean, std, config.batch_sizes, threads, config.warmup,
+                           config.min_time, config.min_reps, config.max_reps)
+        run.report.environment.setdefault("devices", {})[device] = out.get("runtime")
+        by_model: dict[str, list[dict]] = {}
+        for c in out.get("cases") or []:
+            by_model.setdefault(c["model"], []).append(c)
+        for t in group:
+            cases_ = by_model.get(str(t.path.resolve())) or by_model.get(str(t.path)) or []
+            if not cases_:
+                failed(t, "error", out.get("error") or f"{backend} returned nothing for {t.path.name}")
+            for c in cases_:
+                _external_rows(run, t, infos[t], device, backend, c, out.get("runtime") or {})
+            run.step(f"{backend}/{device} {t.path.name}", n)
+
+
+def _external_rows(run: _Run, t: Target, info, device: str, backend: str, c: dict, runtime: dict) -> None:
+    config = run.config
+    fmt = info.format if info.format in FORMATS else t.format
+    provider = f"{runtime.get('name', backend)} {runtime.get('version', '')}".strip() + (
+        " wasm SIMD" if device == "browser" else " CPU")
+
+    def rows(status: str, reason: str) -> None:
+        for b in config.batch_sizes:
+            run.report.results.append(_row(t, fmt, backend, device, provider, "host", b, c["threads"], status,
+                                           reason=reason))
+
+    if c.get("error"):
+        return rows("error", c["error"])
+    logits = np.asarray(c.get("parity_logits") or [], np.float32)
+    if run.reference is None:
+        return rows("parity-failed", "no reference to check parity against (pass the checkpoint too)")
+    gate = compare(run.reference, logits.reshape(len(logits), -1) if logits.size else logits,
+                   tolerance_for(fmt, "cpu"))
+    if not gate:
+        return rows("parity-failed", "parity failed: " + "; ".join(gate.failures))
+    for b in config.batch_sizes:
+        ms = c["timings"].get(str(b)) or c["timings"].get(b)
+        if not ms:
+            run.report.results.append(_row(t, fmt, backend, device, provider, "host", b, c["threads"], "error",
+                                           reason="no timings returned"))
+            continue
+        seconds = np.asarray(ms, np.float64) / 1e3
+        stats = latency_stats(seconds)
+        warnings_ = [f"high variance: CV {stats.cv:.2f} > {CV_WARN} (noisy machine?)"] if stats.cv > CV_WARN else []
+        row = _row(t, fmt, backend, device, provider, "host", b, c["threads"], "ok", bytes=t.path.stat().st_size,
+                   accuracy=info.metadata.get("test_accuracy"),
+                   parity={"max_abs": gate.max_abs, "top1": gate.top1_agreement}, **_stats_fields(stats, b),
+                   warnings=warnings_)
+        if b in config.keep_samples_at:
+            row["samples_ms"] = _samples_field(seconds)
+        run.report.results.append(row)
 
 
 def run_and_write(models, config: BenchConfig, out_dir: Path, create_parents: bool = False, **kwargs) -> dict:

@@ -505,8 +505,10 @@ def _ints(ctx, param, value):
 @click.option("--backends", callback=_csv(tuple(BACKENDS)), default=None,
               help="Comma-separated backends [default: every backend that opens each artifact, except the slow "
                    "onnx-reference].")
-@click.option("--devices", callback=_csv(DEVICES), default=None,
-              help="Comma-separated cpu,cuda [default: cpu, plus cuda where a GPU is usable].")
+@click.option("--devices", callback=_csv((*DEVICES, "node", "browser")), default=None,
+              help="Comma-separated cpu,cuda,node,browser [default: cpu, plus cuda where a GPU is usable]. node: "
+                   "onnxruntime-node; browser: onnxruntime-web (WebAssembly) in headless Chromium; both run the "
+                   "ONNX files.")
 @click.option("--batch-sizes", callback=_ints, default=",".join(map(str, DEFAULT_BATCH_SIZES)), show_default=True)
 @click.option("--threads", callback=_ints, default=None, help="Comma-separated intra-op thread counts [default: all cores].")
 @click.option("--modes", callback=_csv(("host", "device")), default="host", show_default=True,

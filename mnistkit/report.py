@@ -131,7 +131,73 @@ def plot_all(reports: list[dict], out_dir: Path) -> dict[str, Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         files["cdf"] = path
+    devices = plot_devices(rows, out_dir / "devices.png")
+    if devices is not None:
+        files["devices"] = devices
     return files
+
+
+CROSS_DEVICE_FORMATS = ("onnx", "onnx-app", "onnx-int8")  # the files every device runs (the JS runtimes: ONNX)
+
+
+def device_table(rows: list[dict]) -> list[str]:
+    """Markdown rows comparing the devices on the ONNX files they all run, one row per (file, runtime/device,
+    threads), one column per batch size; [] unless rows come from more than one device."""
+    ok = [r for r in rows if r.get("status") == "ok" and not r.get("baseline") and r.get("mode", "host") == "host"
+          and r.get("format") in CROSS_DEVICE_FORMATS]
+    if len({r["device"] for r in ok}) < 2:
+        return []
+    batches = sorted({r["batch_size"] for r in ok})
+    cells: dict[tuple, dict[int, float]] = {}
+    for r in ok:
+        key = (r["format"], r["file"], f"{r['backend']}/{r['device']}", r.get("threads"), r.get("machine", ""))
+        cells.setdefault(key, {})[r["batch_size"]] = r["p50_ms"]
+    order = {"cpu": 0, "cuda": 1, "node": 2, "browser": 3}
+    out = ["| file | runtime/device | threads | " + " | ".join(f"b={b}" for b in batches) + " |",
+           "|---|---|---|" + "---|" * len(batches)]
+    for key in sorted(cells, key=lambda k: (CROSS_DEVICE_FORMATS.index(k[0]), order.get(k[2].split("/")[-1], 9),
+                                             k[2], k[3] or 0)):
+        fmt, file, runtime, threads, machine = key
+        out.append(f"| {file} | {runtime}{' · ' + machine if machine and len({k[4] for k in cells}) > 1 else ''} | "
+                   f"{threads if threads is not None else '-'} | "
+                   + " | ".join(_us(cells[key].get(b)) for b in batches) + " |")
+    return out
+
+
+def plot_devices(rows: list[dict], path: Path) -> Path | None:
+    """devices.png: p50 vs batch size of model.onnx on every runtime/device and thread count (None: one device)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get("status") == "ok" and not r.get("baseline") and r.get("format") == "onnx"
+          and r.get("mode", "host") == "host"]
+    if len({r["device"] for r in ok}) < 2:
+        return None
+    series: dict[str, list[dict]] = {}
+    for r in ok:
+        series.setdefault(f"{r['backend']}/{r['device']} t{r.get('threads')}", []).append(r)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    devices = sorted({r["device"] for r in ok})
+    colours = {d: plt.get_cmap("tab10")(i) for i, d in enumerate(devices)}
+    for key, pts in sorted(series.items()):
+        pts = sorted(pts, key=lambda r: r["batch_size"])
+        device = pts[0]["device"]
+        ax.plot([p["batch_size"] for p in pts], [p["p50_ms"] * 1e3 for p in pts], marker="o", label=key,
+                color=colours[device], linestyle="-" if key.endswith("t1") else "--")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("p50 latency per call (µs)")
+    ax.set_title("model.onnx across devices: Python (ONNX Runtime), Node (onnxruntime-node), browser (onnxruntime-web)")
+    ax.title.set_fontsize(9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _us(ms) -> str:
@@ -230,6 +296,10 @@ def markdown_report(reports: list[dict], plots: dict | None = None, title: str =
             unchecked = f"{r['unchecked_overhead_p50']:.3f}" if r.get("unchecked_overhead_p50") else "—"
             lines.append(f"| {r['file']} | {r['backend']} | {r['threads']} | {r['batch_size']} | "
                          f"{r['overhead_p50']:.3f} | {r['overhead_p99']:.3f} | {unchecked} |")
+    across = device_table(rows)
+    if across:
+        lines += ["", "## Across devices (Python, Node, browser; p50 µs per call, same file and parity gate)", ""]
+        lines += across
     lines += ["", "## Formats side by side (size, accuracy, latency)", ""] + format_table(rows)
     lines += ["", "## Summary (p50 latency per call, µs)", ""] + summary_table(rows)
     if plots:

@@ -81,7 +81,7 @@ LAYERS = [
     ("artifacts", {"artifacts"}),
     ("runtimes", {"backends", "backends.*"}),  # every backend file: a new runtime needs no edit here
     ("sources and writers", {"source", "quantize", "formats.*", "describe"}),  # format writers (not the table)
-    ("stages", {"plan", "validate", "exportdir", "train", "deploy", "predict", "score", "report", "doctor"}),
+    ("stages", {"plan", "validate", "exportdir", "train", "deploy", "devices", "predict", "score", "report", "doctor"}),
     ("commands", {"exporter", "verify", "bench", "optimize"}),
     ("presentation", {"ui", "demo", "serve"}),
     ("shell", {"cli", "__main__", ""}),  # "" is the package itself (mnistkit.export)
