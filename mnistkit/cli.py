@@ -335,7 +335,8 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
           resume, overwrite, strict, as_json):
     """Score many images with one model into Parquet, exactly one row per input.
 
-    INPUTS are folders of images (recursive), images, IDX files, .npy arrays and Parquet files (a
+    MODEL is any model file, or a deploy folder from `mnistkit optimize` (its choice for the batch
+    size nearest --batch-size: file, runtime and options; threads stay --threads-per-worker). INPUTS are folders of images (recursive), images, IDX files, .npy arrays and Parquet files (a
     column of encoded images, binary or Hugging Face's {bytes, path}; or of 784 uint8 pixels per row,
     as fixed_size_binary(784), the fastest to read, or a list). Each row: id (the path, or file[index] as predict names it), label,
     class_index, top-k labels and probabilities, all probabilities, the model's sha256, and an
@@ -348,6 +349,7 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
     Examples:
       mnistkit score models/mlp-fashion-mnist/model.onnx photos/ --out predictions.parquet
       mnistkit score model.onnx shards/*.parquet --out preds/ --address auto --workers 32
+      mnistkit score deploy/ photos/ --out preds/
       mnistkit score model.tflite t10k-images-idx3-ubyte --out preds/ --backend litert --resume
     """
     from .console import emit_json, note

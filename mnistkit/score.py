@@ -440,13 +440,13 @@ class Scorer:
     and as a Ray actor."""
 
     def __init__(self, model: str, out: str, model_sha256: str, backend: str | None = None, threads: int | None = None,
-                 batch_size: int = 1024, top_k: int = 3, strict: bool = False):
+                 batch_size: int = 1024, top_k: int = 3, strict: bool = False, options: dict | None = None):
         import pyarrow as pa
 
         from .backends import create_backend
 
         self.out, self.sha, self.batch, self.strict = Path(out), model_sha256, batch_size, strict
-        self.backend = create_backend(model, backend, "cpu", threads=threads).load()
+        self.backend = create_backend(model, backend, "cpu", threads=threads, **(options or {})).load()
         info = self.backend.info
         self.labels = list(info.labels)
         self.label_array = pa.array(self.labels, pa.string())
@@ -673,6 +673,22 @@ class ScoreConfig:
     shard_rows: int = SHARD_ROWS
 
 
+def _model_or_deployment(config: ScoreConfig) -> tuple[str, str | None, dict, dict | None]:
+    """(model file, backend, backend options, the deployment used or None). A deploy folder (`mnistkit optimize`)
+    gives the file, runtime and options it chose for the batch size nearest --batch-size; threads stay
+    --threads-per-worker (the choice's threads were measured for one process, workers x threads share the cores)."""
+    from .deploy import deploy_choice, is_deploy_folder, read_deploy
+
+    if not is_deploy_folder(config.model):
+        return config.model, config.backend, {}, None
+    if config.backend is not None:
+        raise InvalidInputError(f"{config.model}: a deploy folder runs the runtime it records; --backend goes with "
+                                "a model file")
+    b, c = deploy_choice(read_deploy(config.model), config.batch_size)
+    return (str(Path(config.model) / c["file"]), c["backend"], dict(c["options"]),
+            {"folder": str(config.model), "batch_size": b, "label": c["label"], "chosen_threads": c["threads"]})
+
+
 def ray_installed() -> bool:
     import importlib.util
 
@@ -689,9 +705,10 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
     if (config.engine == "ray" or config.address) and not ray_installed():
         raise MissingDependencyError("Ray is not installed: pip install 'mnistkit[scale]' (or run without --address "
                                      "to score in-process)")
-    with create_backend(config.model, config.backend, "cpu", threads=1) as probe:  # a bad model fails here, once
+    model, backend, options, deployment = _model_or_deployment(config)
+    with create_backend(model, backend, "cpu", threads=1, **options) as probe:  # a bad model fails here, once
         info, backend_name = probe.info, probe.name
-    sha = sha256_file(config.model)
+    sha = sha256_file(model)
     shards = plan(config.inputs, config.column, config.shard_rows)
     out = Path(config.out)
     done = prepare_out(out, shards, sha, config.resume, config.overwrite)
@@ -700,9 +717,9 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
     cores = os.cpu_count() or 1
     threads = config.threads_per_worker
     workers = config.workers or max(1, cores // threads)
-    kwargs = dict(model=str(Path(config.model).absolute()), out=str(out.absolute()), model_sha256=sha,
-                  backend=config.backend, threads=threads, batch_size=config.batch_size, top_k=config.top_k,
-                  strict=config.strict)
+    kwargs = dict(model=str(Path(model).absolute()), out=str(out.absolute()), model_sha256=sha,
+                  backend=backend, threads=threads, batch_size=config.batch_size, top_k=config.top_k,
+                  strict=config.strict, options=options)
     t0 = time.perf_counter()
     counted = [skipped]
     first: list = []  # (time, rows) of the first rows written: what comes after is the steady state
@@ -744,7 +761,8 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
     errors = check["error_rows"]
     first_errors = [r["first_error"] for r in results if r["first_error"]][:MAX_ERRORS_LISTED]
     summary = {
-        "model": str(config.model), "model_sha256": sha, "kind": info.kind, "backend": backend_name,
+        "model": str(model), "model_sha256": sha, "kind": info.kind, "backend": backend_name,
+        **({"deployment": deployment} if deployment else {}),
         "labels": list(info.labels), "engine": "ray" if engine == "ray" else "in-process",
         "address": config.address, "workers": workers,
         "threads_per_worker": threads, "batch_size": config.batch_size, "inputs": [str(i) for i in config.inputs],

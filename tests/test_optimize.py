@@ -251,3 +251,25 @@ def test_backend_options_are_checked(tiny_export):
             ("model.xml", "openvino", {"hint": "FAST"}, "hint 'FAST'")):
         with pytest.raises(InvalidInputError, match=message):
             mnistkit.load(tiny_export / path, backend=backend, **options)
+
+
+def test_score_runs_the_deployment_chosen_for_its_batch_size(deployed, fashion_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from mnistkit.data import load_split
+    from mnistkit.score import ScoreConfig, score
+
+    out, result = deployed
+    images = load_split("fashion-mnist", "test", fashion_dir).images[:300]
+    np.save(tmp_path / "x.npy", images)
+    summary = score(ScoreConfig(model=str(out), inputs=[str(tmp_path / "x.npy")], out=str(tmp_path / "preds"),
+                                engine="local"))
+    c = result["choices"]["64"]  # --batch-size 1024: the nearest recorded choice is 64
+    assert summary["deployment"]["batch_size"] == 64 and summary["deployment"]["label"] == c["label"]
+    assert summary["backend"] == c["backend"] and summary["model"].endswith(c["file"]) and summary["check"]["ok"]
+    rows = pq.read_table(tmp_path / "preds").to_pandas().sort_values("index")
+    with mnistkit.load(out, batch_size=64) as m:
+        assert rows["class_index"].tolist() == m.run(images).argmax(1).tolist()
+    with pytest.raises(InvalidInputError, match="--backend goes with a model file"):
+        score(ScoreConfig(model=str(out), inputs=[str(tmp_path / "x.npy")], out=str(tmp_path / "p2"),
+                          backend="onnxruntime"))
