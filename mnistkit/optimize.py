@@ -585,12 +585,12 @@ def _gate(folder: Path, c: Candidate, images, labels, reference, budget_drop: fl
 def _gate_defaults(defaults: list[Default], folder: Path, images, reference, notes: list[str]) -> list[Default]:
     """The defaults that give PyTorch's answers (fp32 tolerance on 1,000 test images): timing a default that
     computes something else would compare nothing."""
+    from .pixels import pixels_to_float
+
     kept = []
     sample = np.ascontiguousarray(images[:CHUNK])
     for d in defaults:
         try:
-            from .pixels import pixels_to_float
-
             info_mean, info_std = _file_norm(folder / d.file)
             logits = np.asarray(d.make(pixels_to_float(sample, info_mean, info_std))(), np.float32)
             cmp = compare(reference[:CHUNK], logits.reshape(len(sample), -1), tolerance_for("onnx", "cpu"))
