@@ -54,11 +54,12 @@ MAX_FINAL = 8  # at most this many survivors per batch size in the interleaved r
 TOP = 3  # re-measured with the defaults before deciding
 MIN_NOISE, MAX_NOISE = 0.02, 0.05  # the band of "same speed": measured, clamped (1.05x is the promise)
 CHUNK = 1000  # images per call in the accuracy gate
-# Seconds kept for writing the deploy folder (the plot imports matplotlib: ~1 s); of each batch size's share of
+# Seconds kept for writing the deploy folder (the plot imports matplotlib: ~1 s) and overruns (a search used 59.2 s
+# of 60 with 3 s kept); of each batch size's share of
 # the rest, 30 % screens, 25 % the interleaved round, 10 % the decision, 4 % the checked call: the remaining
 # third is what warm-ups, settling and compiling new shapes took (measured: 46.6 s of timing for 46 s planned
 # at 82 %)
-WRITE_RESERVE = 3.0
+WRITE_RESERVE = 5.0
 CORE_BACKENDS = ("onnxruntime",)  # the core install (pip install mnistkit) runs these
 
 # Why whole groups of candidates are not timed: reasoning, stated in the report.
