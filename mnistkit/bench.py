@@ -36,7 +36,7 @@ import numpy as np
 from .backends import BACKENDS, ROOFLINE_PROBE, create_backend, reference_backend
 from .compare import compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
-from .formats import DEVICES, FORMATS, KINDS, tolerance_for
+from .formats import DEVICES, KINDS, tolerance_for
 from .formats.spec import resolve
 from .pixels import native_batch
 from .plan import Case, Target, cases, check_choices, expand
@@ -549,7 +549,7 @@ def _run_external(run: _Run, device: str, targets: list[Target]) -> None:
 
 def _external_rows(run: _Run, t: Target, info, device: str, backend: str, c: dict, runtime: dict) -> None:
     config = run.config
-    fmt = info.format if info.format in FORMATS else t.format
+    fmt = t.format
     provider = f"{runtime.get('name', backend)} {runtime.get('version', '')}".strip() + (
         " wasm SIMD" if device == "browser" else " CPU")
 

@@ -54,9 +54,10 @@ def deploy_choice(obj: dict, batch_size: int | None) -> tuple[int, dict]:
     return b, obj["choices"][str(b)]
 
 
-def load_deployment(folder, batch_size: int | None = None, **overrides):
-    """A loaded backend configured as deploy.json chose for `batch_size` (see deploy_choice)."""
-    obj = read_deploy(folder)
+def load_deployment(folder, batch_size: int | None = None, deploy: dict | None = None, **overrides):
+    """A loaded backend configured as deploy.json chose for `batch_size` (see deploy_choice); `deploy` is
+    read_deploy(folder) when the caller has it already."""
+    obj = deploy if deploy is not None else read_deploy(folder)
     b, c = deploy_choice(obj, batch_size)
     options = {**c["options"], **overrides}
     backend = create_backend(Path(folder) / c["file"], c["backend"], "cpu", threads=c["threads"], **options)

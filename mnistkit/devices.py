@@ -35,6 +35,9 @@ WEB_DIR = ROOT / "examples" / "web"
 EXTERNAL_DEVICES = ("node", "browser")
 BACKEND_NAME = {"node": "onnxruntime-node", "browser": "onnxruntime-web"}
 CHROMIUM = "/usr/bin/chromium"
+# The types the web example's files need (Python's table lacks .mjs and .wasm on some systems); serve-demo too
+WEB_MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
+            ".onnx": "application/octet-stream"}
 TIMEOUT_S = 900  # a whole harness run; each case is bounded by min_time x batch sizes
 
 
@@ -125,9 +128,7 @@ class _BenchHandler(http.server.SimpleHTTPRequestHandler):
     """The web example's files, and /data/ from the run's temporary folder, with cross-origin isolation
     headers (onnxruntime-web's threads need SharedArrayBuffer) and no request log."""
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-                      ".onnx": "application/octet-stream"}
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **WEB_MIME}
 
     def __init__(self, *args, data: Path, **kwargs):
         self.data = data

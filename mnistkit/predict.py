@@ -23,7 +23,7 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
     `model` may be a deploy folder (`mnistkit optimize`): the configuration chosen for the batch size nearest
     the number of images runs them."""
     from .backends import create_backend
-    from .deploy import is_deploy_folder, load_deployment
+    from .deploy import deploy_choice, is_deploy_folder, load_deployment, read_deploy
 
     if top_k < 1:
         raise InvalidInputError(f"--top-k {top_k}: expected >= 1")
@@ -34,15 +34,17 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
         raise InvalidInputError(f"{model}: a deploy folder runs the configuration it records; --backend, --device "
                                 "and --threads go with a model file")
     options = {"allow_fallback": allow_fallback} if allow_fallback else {}
-    b = load_deployment(model) if deploy else create_backend(model, backend, device, threads=threads, **options)
+    recorded = read_deploy(model) if deploy else None
+    b = load_deployment(model, None, recorded) if deploy else \
+        create_backend(model, backend, device, threads=threads, **options)
     with contextlib.ExitStack() as stack:
         b.load()
         stack.callback(lambda: b.close())  # late-bound: closes whichever backend `b` is at the end
         info = b.info
         samples = [s for path in inputs for s in load_inputs(path, info.recipe)]
-        if deploy:  # the choice for this many images (loading one is milliseconds)
-            b.close()
-            b = load_deployment(model, len(samples))
+        if deploy and deploy_choice(recorded, len(samples))[0] != b.deployment["batch_size"]:
+            b.close()  # the choice for this many images (the largest batch's was opened to read the recipe)
+            b = load_deployment(model, len(samples), recorded)
             info = b.info
         results: dict[int, np.ndarray] = {}
         for form in ("uint8", "float"):

@@ -13,9 +13,9 @@ import threading
 from functools import partial
 from pathlib import Path
 
+from .devices import WEB_DIR, WEB_MIME
 from .errors import ArtifactError, InvalidInputError, UsageError
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "examples" / "web"
 VENDOR_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 
 
@@ -76,9 +76,7 @@ def resolve_model(path) -> tuple[Path, dict]:
 
 
 class DemoHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-                      ".onnx": "application/octet-stream", ".json": "application/json"}
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **WEB_MIME, ".json": "application/json"}
 
     def __init__(self, *args, model: Path, contract: dict, quiet: bool, **kwargs):
         self.model, self.contract, self.quiet = model, contract, quiet

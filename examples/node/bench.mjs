@@ -9,19 +9,22 @@
 // parity.path holds N images in each case's native form, back to back: N*784 float32 (normalized) for
 // float models and N*784 uint8 pixels for app-ready ones, as FILE.float32 and FILE.uint8. Batches are the
 // parity images cycled, as Python's bench builds them. What is timed: one `await session.run(feeds)` with
-// the input tensor built once per batch size (process.hrtime.bigint, nanoseconds).
+// the input tensor built once per batch size (process.hrtime.bigint, nanoseconds; bench-core.mjs, shared with
+// the browser's page).
 // The output: {"runtime": {...}, "cases": [{"model", "threads", "parity_logits": [[...]], "timings":
 // {"1": [ms, ...]}, "error": null}]}. A case that fails is {"error": "one line"}; the run itself exits 0.
 import fs from 'node:fs';
 import os from 'node:os';
 import process from 'node:process';
 
+import { benchSession, oneLine } from '../web/bench-core.mjs';
+
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 let ort;
 try {
   ort = await import('onnxruntime-node');
 } catch (e) {
-  console.log(JSON.stringify({ error: `onnxruntime-node cannot be imported: ${String(e.message).split('\n')[0]}` }));
+  console.log(JSON.stringify({ error: `onnxruntime-node cannot be imported: ${oneLine(e)}` }));
   process.exit(0);
 }
 
@@ -32,28 +35,6 @@ function readParity(dtype) {
     : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
-function cycled(images, count, n) {
-  const out = new images.constructor(n * 784);
-  for (let i = 0; i < n; i++) out.set(images.subarray((i % count) * 784, (i % count + 1) * 784), i * 784);
-  return out;
-}
-
-async function timeCalls(call) {
-  const clock = process.hrtime.bigint;
-  const warmEnd = clock() + BigInt(Math.round(config.warmup_s * 1e9));
-  for (let n = 0; n < 5 || clock() < warmEnd; n++) await call();
-  const samples = [];
-  const deadline = clock() + BigInt(Math.round(config.min_time_s * 1e9));
-  while (samples.length < config.max_reps) {
-    const t0 = clock();
-    await call();
-    const t1 = clock();
-    samples.push(Number(t1 - t0) / 1e6);
-    if (samples.length >= config.min_reps && t0 >= deadline) break;
-  }
-  return samples;
-}
-
 const result = {
   runtime: {
     name: 'onnxruntime-node', version: ort.env.versions?.node ?? JSON.parse(fs.readFileSync(
@@ -62,9 +43,9 @@ const result = {
   },
   cases: [],
 };
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 for (const c of config.cases) {
   const images = readParity(c.dtype);
-  const tail = c.dtype === 'float32' ? [1, 28, 28] : [28, 28];
   for (const threads of config.threads) {
     const out = { model: c.model, threads, parity_logits: null, timings: {}, error: null };
     result.cases.push(out);
@@ -72,20 +53,9 @@ for (const c of config.cases) {
       const session = await ort.InferenceSession.create(c.model, {
         intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
       });
-      const input = session.inputNames[0];
-      const output = session.outputNames.includes('logits') ? 'logits' : session.outputNames[0];
-      const n = config.parity.count;
-      const parity = await session.run({ [input]: new ort.Tensor(c.dtype, images, [n, ...tail]) });
-      const logits = parity[output];
-      const classes = logits.dims[1];
-      out.parity_logits = Array.from({ length: n }, (_, i) => Array.from(logits.data.subarray(i * classes, (i + 1) * classes)));
-      for (const b of config.batch_sizes) {
-        const feeds = { [input]: new ort.Tensor(c.dtype, cycled(images, n, b), [b, ...tail]) };
-        out.timings[b] = await timeCalls(() => session.run(feeds, [output]));
-      }
-      await session.release();
+      Object.assign(out, await benchSession(ort, session, images, c.dtype, config, nowMs));
     } catch (e) {
-      out.error = String(e.message ?? e).split('\n')[0].slice(0, 300);
+      out.error = oneLine(e);
     }
   }
 }
