@@ -269,11 +269,42 @@ def onnx_metadata(path: str | os.PathLike) -> dict:
     return from_onnx_props({p.key: p.value for p in model.metadata_props})
 
 
-def kind_metadata(path: str | os.PathLike, kind: str) -> dict | None:
-    """mnistkit's metadata of a file, read by its kind's reader (formats.KINDS[kind].metadata); None for
-    kinds without one (checkpoints carry theirs in the pickle, read by model.load_checkpoint)."""
+_CHECKED: dict[tuple, str] = {}  # file identity -> kind, for files the gate let through in this process
+
+
+def check_model(path: str | os.PathLike, kind: str | None = None) -> str:
+    """Run the loading gate of the file's kind (formats.KINDS[kind].gate; see mnistkit.gate) before any
+    runtime reads it; returns the kind. Raises ArtifactError, one line, when the file is refused.
+
+    Once per file and process: a file is known by its device, inode, size and modification time, so a file
+    replaced since it was checked is checked again."""
     from .formats.spec import resolve
 
+    path = Path(path)
+    kind = kind or detect_kind(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if _CHECKED.get(key) == kind:
+        return kind
+    gate = KINDS[kind].gate
+    if gate is not None:
+        resolve(gate)(path, str(path))
+    if len(_CHECKED) > 1024:
+        _CHECKED.clear()
+    _CHECKED[key] = kind
+    return kind
+
+
+def kind_metadata(path: str | os.PathLike, kind: str) -> dict | None:
+    """mnistkit's metadata of a file, read by its kind's reader (formats.KINDS[kind].metadata) once the
+    loading gate let it through; None for kinds without one (checkpoints carry theirs in the pickle, read by
+    model.load_checkpoint)."""
+    from .formats.spec import resolve
+
+    check_model(path, kind)
     reader = KINDS[kind].metadata
     return resolve(reader)(path) if reader else None
 

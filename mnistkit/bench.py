@@ -224,14 +224,15 @@ class BenchCase:
         return f"{self.case.backend}/{self.case.device} {self.case.target.path.name}"
 
 
-def plan_bench(targets: list[Target], config: BenchConfig) -> list[BenchCase]:
-    """The planner's (artifact x backend x device) cases x modes x threads; runtimes whose worker threads
-    spin go first (torch's OpenMP workers linger after torch cases and would share the cores)."""
-    planned, _ = cases(targets, config.backends, [d for d in config.devices if d in DEVICES])
+def plan_bench(targets: list[Target], config: BenchConfig) -> tuple[list[BenchCase], list[str]]:
+    """The planner's (artifact x backend x device) cases x modes x threads, and why other combinations are not
+    run; runtimes whose worker threads spin go first (torch's OpenMP workers linger after torch cases and
+    would share the cores)."""
+    planned, not_run = cases(targets, config.backends, [d for d in config.devices if d in DEVICES])
     out = [BenchCase(c, mode, threads) for c in planned for mode in config.modes
            for threads in ((None,) if BACKENDS[c.backend].pool_threads else config.threads)]
     out.sort(key=lambda bc: not BACKENDS[bc.case.backend].spinning_threads)
-    return out
+    return out, not_run
 
 
 @dataclass
@@ -295,7 +296,15 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
         if not any(t.path.resolve() == checkpoint.resolve() for t in targets):
             targets.insert(0, target(checkpoint))
     images, reference, data_desc = _parity_data(src, dataset, data_dir)
-    planned = plan_bench(targets, config)
+    planned, not_run = plan_bench(targets, config)
+    from .devices import EXTERNAL_DEVICES
+
+    external = [d for d in config.devices if d in EXTERNAL_DEVICES]
+    onnx_targets = [t for t in targets if t.kind == "onnx"]
+    if not planned and not (external and onnx_targets):
+        from .errors import BenchError
+
+        raise BenchError("nothing could be timed: " + ("; ".join(dict.fromkeys(not_run)) or "no case was planned"))
     report = BenchReport({}, {
         "batch_sizes": list(config.batch_sizes), "threads": list(config.threads), "devices": list(config.devices),
         "modes": list(config.modes), "warmup_s": config.warmup, "min_time_s": config.min_time,
@@ -309,10 +318,6 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
             rl = _matmul_alone(threads, min_time=min(0.5, config.min_time))
             if rl:
                 report.baselines["matmul"][rl["threads"]] = rl
-    from .devices import EXTERNAL_DEVICES
-
-    external = [d for d in config.devices if d in EXTERNAL_DEVICES]
-    onnx_targets = [t for t in targets if t.kind == "onnx"]
     run = _Run(config, report, images, reference, src, checkpoint, progress,
                (len(planned) + len(external) * len(onnx_targets)) * len(config.batch_sizes))
     for bc in planned:

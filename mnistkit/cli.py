@@ -35,8 +35,9 @@ class MnistkitGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         from .console import error_line
-        from .errors import EXIT_FAILED, Terminated
+        from .errors import EXIT_FAILED, Terminated, reset_committed
 
+        reset_committed()
         try:
             return super().invoke(ctx)
         except MnistkitError as exc:
@@ -110,7 +111,7 @@ def model_class_options(f):
 
 
 def dataset_options(f):
-    f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+    f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
                      help="Folder with the four IDX files (flat, or torchvision's <Class>/raw layout).")(f)
     f = click.option("--dataset", type=click.Choice(DATASET_NAMES), default="mnist", show_default=True,
                      help="Dataset by name. Fashion-MNIST is found in /usr/share/datasets/fashion-mnist.")(f)
@@ -135,7 +136,7 @@ def dataset_options(f):
 @click.option("--device", type=click.Choice(TRAIN_DEVICES), default="auto", show_default=True,
               help="auto = CUDA when usable, else CPU.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch intra-op threads.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str, readable=False), default=None,
               help="Checkpoint path [default: models/<model>-<dataset>.pt].")
 @json_option
 def train(as_json, **kwargs):
@@ -198,10 +199,10 @@ def _formats(ctx, param, value):
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("checkpoint", type=click.Path(path_type=str, readable=False))
 @click.option("--format", "formats", multiple=True, callback=_formats, default=("onnx",),
               show_default=True, help=f"One or more of {', '.join(FORMAT_CHOICES)} (repeat or comma-separate).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
               help="Folder for the artifacts [default: models/<checkpoint stem>/].")
 @click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True,
               help=f"ONNX opset, {OPSET_RANGE[0]}-{OPSET_RANGE[1]}; the written opset is checked.")
@@ -211,7 +212,7 @@ def _formats(ctx, param, value):
               help="Preprocessing recipe recorded for apps (with --model-class) [default: the dataset's].")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
               help="Dataset the model was trained on (with --model-class): labels, recipe, validation images.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
               help="Where the validation test images (and int8 calibration images) are.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=DEFAULT_ACCURACY_BUDGET * 100,
               show_default=True,
@@ -262,8 +263,8 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
 
 
 @cli.command()
-@click.argument("args", nargs=-1, required=True, type=click.Path(path_type=str), metavar="MODEL INPUT...")
-@click.option("--deploy", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.argument("args", nargs=-1, required=True, type=click.Path(path_type=str, readable=False), metavar="MODEL INPUT...")
+@click.option("--deploy", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
               help="A deploy folder from `mnistkit optimize` (then every argument is an input): its choice for the "
                    "batch size nearest the number of images runs them.")
 @click.option("--backend", type=click.Choice(tuple(BACKENDS)), default=None,
@@ -312,9 +313,9 @@ def predict(args, deploy, backend, device, allow_fallback, top_k, threads, as_js
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=str))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--out", "out", required=True, type=click.Path(path_type=str),
+@click.argument("model", type=click.Path(path_type=str, readable=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str, readable=False))
+@click.option("--out", "out", required=True, type=click.Path(path_type=str, readable=False),
               help="Output folder: Parquet parts (one row per input) and _SUCCESS.json.")
 @click.option("--backend", type=click.Choice(tuple(BACKENDS)), default=None,
               help="Runtime [default: by the model's kind].")
@@ -377,8 +378,8 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(path_type=str))
-@click.argument("artifacts", nargs=-1, type=click.Path(path_type=str))
+@click.argument("checkpoint", type=click.Path(path_type=str, readable=False))
+@click.argument("artifacts", nargs=-1, type=click.Path(path_type=str, readable=False))
 @model_class_options
 @click.option("--backends", callback=_csv(tuple(BACKENDS)), default=None,
               help=f"Comma-separated subset of {', '.join(BACKENDS)} [default: all that open each artifact].")
@@ -386,12 +387,12 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
               help="Comma-separated cpu,cuda [default: cpu, plus cuda where a GPU is usable].")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
               help="Test split to use [default: the checkpoint's dataset].")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N test images.")
 @click.option("--allow-fallback", is_flag=True, help="Let ONNX Runtime fall back to CPU (reported) instead of failing.")
-@click.option("--save-outputs", type=click.Path(dir_okay=False, path_type=str), default=None,
+@click.option("--save-outputs", type=click.Path(dir_okay=False, path_type=str, readable=False), default=None,
               help="Save every pair's logits (.npz) so another machine can check them.")
-@click.option("--load-outputs", type=click.Path(dir_okay=False, path_type=str), default=None,
+@click.option("--load-outputs", type=click.Path(path_type=str, readable=False), default=None,
               help="Compare logits saved on another machine (e.g. a GPU box) against this reference.")
 @json_option
 def verify(checkpoint, artifacts, model_class, labels, mean, std, backends, devices, dataset, data_dir, limit,
@@ -437,7 +438,7 @@ def verify(checkpoint, artifacts, model_class, labels, mean, std, backends, devi
 
 
 @cli.command()
-@click.argument("file", type=click.Path(path_type=str))
+@click.argument("file", type=click.Path(path_type=str, readable=False))
 @json_option
 def inspect(file, as_json):
     """Describe a checkpoint, artifact, manifest or export folder.
@@ -502,7 +503,7 @@ def _ints(ctx, param, value):
 
 
 @cli.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str, readable=False))
 @model_class_options
 @click.option("--backends", callback=_csv(tuple(BACKENDS)), default=None,
               help="Comma-separated backends [default: every backend that opens each artifact, except the slow "
@@ -522,8 +523,9 @@ def _ints(ctx, param, value):
 @click.option("--min-reps", type=click.IntRange(min=2), default=20, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the bare-session and MatMul-roofline baselines.")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None, help="Images for the parity check.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None)
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=DEFAULT_BENCH_DIR, show_default=True,
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=DEFAULT_BENCH_DIR,
+              show_default=True,
               help="Where results.json, results.csv, report.md and the PNG plots go.")
 @click.option("--allow-missing", is_flag=True,
               help="Exit 0 even when a requested runtime or device is not available here (its rows say so).")
@@ -583,16 +585,16 @@ def _seconds(ctx, param, value):
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=str))
+@click.argument("model", type=click.Path(path_type=str, readable=False))
 @click.option("--batch-sizes", callback=_ints, default="1,64,1024", show_default=True,
               help="The batch sizes to choose a deployment for.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=100), default=DEFAULT_ACCURACY_BUDGET * 100,
               show_default=True, help="Points of test accuracy a candidate may lose against PyTorch (int8 files).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="deploy", show_default=True,
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default="deploy", show_default=True,
               help="The deploy folder: deploy.json, the chosen files, report.md, tradeoff.png.")
 @click.option("--budget", callback=_seconds, default="60s", show_default=True,
               help="Time for the search (exporting missing formats first is not counted).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
               help="The dataset's IDX folder [default: the one the model was trained on].")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier deploy folder at --out-dir.")
 @json_option
@@ -628,8 +630,9 @@ def optimize(model, batch_sizes, max_accuracy_drop, out_dir, budget, data_dir, o
 
 
 @cli.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default=DEFAULT_REPORT_DIR, show_default=True)
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=str, readable=False))
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=DEFAULT_REPORT_DIR,
+              show_default=True)
 @json_option
 def report(results, out_dir, as_json):
     """Fold bench results from several machines (a CPU box, a GPU box) into one table and plots.
@@ -657,7 +660,7 @@ def report(results, out_dir, as_json):
 
 @cli.command("serve-demo")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
-@click.option("--model", type=click.Path(path_type=str), default=None,
+@click.option("--model", type=click.Path(path_type=str, readable=False), default=None,
               help="An app bundle (app/), an export folder or model-app.onnx [default: the newest under models/].")
 def serve_demo(port, model):
     """Serve the draw-a-digit page on localhost: the model runs in the browser (onnxruntime-web).
@@ -679,7 +682,7 @@ def serve_demo(port, model):
 
 
 @cli.command()
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="models/demo",
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default="models/demo",
               show_default=True, help="Where the demo writes its checkpoint and artifacts.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 def demo(out_dir, epochs):
@@ -701,17 +704,32 @@ def demo(out_dir, epochs):
 
 
 def _on_sigterm(signum, frame):
-    from .errors import Terminated, note_signal
+    from .errors import Terminated, committed, note_signal
 
+    if _late_signal(committed(), "SIGTERM"):
+        return
     note_signal(Terminated)
     raise Terminated()
 
 
 def _on_sigint(signum, frame):
-    from .errors import note_signal
+    from .errors import committed, note_signal
 
+    if _late_signal(committed(), "SIGINT"):
+        return
     note_signal(KeyboardInterrupt)
     raise KeyboardInterrupt()
+
+
+def _late_signal(published: str | None, name: str) -> bool:
+    """A signal after the command published its result: said, and otherwise ignored (errors.mark_committed)."""
+    if published is None:
+        return False
+    try:
+        os.write(2, f"note: {name} arrived after {published} was complete; finishing\n".encode())
+    except OSError:
+        pass
+    return True
 
 
 def main() -> None:
@@ -736,6 +754,10 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code in (EXIT_SIGINT, EXIT_SIGTERM):
             _exit_now(exc.code)
+        # The command is over: a signal during the interpreter's shutdown (which restores the default handlers)
+        # would kill the process with no line. Held, it is discarded with the process.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         raise
 
 

@@ -55,7 +55,17 @@ def warn(message: str) -> None:
 
 
 def error_line(message: str) -> None:
-    err().print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
+    """The one line a failed command prints: control characters (a newline in a file name, a terminal escape)
+    are written as escapes, so it stays one line whatever the paths and messages in it hold."""
+    err().print(f"[bold red]error:[/bold red] {_escape(one_line(message))}", soft_wrap=True)
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (\n, \x1b...), except the ANSI colours strip_ansi removes."""
+    from .errors import strip_ansi
+
+    text = strip_ansi(str(text)).strip()
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _escape(text: str) -> str:

@@ -102,17 +102,22 @@ class Split:
 
 # The family's files are at most 47 MB (60,000 images); EMNIST Digits, the largest 10-class IDX set,
 # is 188 MB. A header that declares more is refused before anything is read or allocated, so a file
-# that lies about its size costs at most this much memory. MNISTKIT_MAX_IDX_BYTES raises it.
-MAX_IDX_BYTES = 256 << 20
+# that lies about its size costs at most this much memory. The same limit holds one Parquet row group's
+# images (score). MNISTKIT_MAX_INPUT_BYTES raises it (MNISTKIT_MAX_IDX_BYTES, its older name, still works).
+MAX_INPUT_BYTES = 256 << 20
 _CHUNK = 1 << 20
 
 
-def max_idx_bytes() -> int:
-    env = os.environ.get("MNISTKIT_MAX_IDX_BYTES")
+def max_input_bytes() -> int:
+    name = "MNISTKIT_MAX_INPUT_BYTES" if os.environ.get("MNISTKIT_MAX_INPUT_BYTES") else "MNISTKIT_MAX_IDX_BYTES"
+    env = os.environ.get(name)
     try:
-        return int(env) if env else MAX_IDX_BYTES
+        value = int(float(env)) if env else MAX_INPUT_BYTES
     except ValueError:
-        raise DataError(f"MNISTKIT_MAX_IDX_BYTES={env!r}: expected a number of bytes") from None
+        raise DataError(f"{name}={env!r}: expected a number of bytes") from None
+    if value <= 0:
+        raise DataError(f"{name}={env!r}: expected a positive number of bytes")
+    return value
 
 
 def _read_exact(stream, n: int) -> bytearray:
@@ -130,7 +135,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (gzipped or not) into a native-endian numpy array.
 
     Checks the magic number (two zero bytes, a known type code, 1-4 dimensions), that no dimension
-    is zero, that the declared size is under the limit (max_idx_bytes), and that the payload holds
+    is zero, that the declared size is under the limit (max_input_bytes), and that the payload holds
     exactly what the dimensions say. Decompression streams: the header is read first and the body
     never beyond the size the header declares plus one byte, so a gzip bomb costs no more memory than
     an honest file of its declared size. Raises DataError.
@@ -186,10 +191,10 @@ def _parse_idx(path: Path, stream, size: int | None) -> np.ndarray:
     dtype, dims, header = idx_header(path, stream)
     payload = int(np.prod(dims, dtype=object)) * dtype.itemsize
     shape = "x".join(map(str, dims))
-    limit = max_idx_bytes()
+    limit = max_input_bytes()
     if payload > limit:
         raise DataError(f"{path}: header declares {shape} {dtype.name} values ({payload} bytes), over the "
-                        f"{limit}-byte limit (MNISTKIT_MAX_IDX_BYTES raises it)")
+                        f"{limit}-byte limit (MNISTKIT_MAX_INPUT_BYTES raises it)")
     expected = header + payload
     if size is not None and size != expected:  # an uncompressed file says its length up front
         what = "truncated" if size < expected else "has trailing bytes"

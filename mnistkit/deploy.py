@@ -33,12 +33,42 @@ def read_deploy(folder) -> dict:
         raise InvalidInputError(f"{path}: no choices recorded")
     base = Path(path).parent
     for b, c in obj["choices"].items():
-        if not (isinstance(c, dict) and isinstance(c.get("file"), str) and "/" not in c["file"]
-                and c.get("backend") in BACKENDS and isinstance(c.get("options"), dict)
-                and isinstance(c.get("threads"), int) and str(b).isdigit()):
-            raise InvalidInputError(f"{path}: choice for batch {b} is malformed")
+        what = f"{path}: the choice for batch {str(b)[:20]!r}"
+        if not (isinstance(b, str) and b.isascii() and b.isdigit() and 1 <= int(b) <= MAX_BATCH):
+            raise InvalidInputError(f"{what}: the batch size must be a whole number from 1 to {MAX_BATCH}")
+        if not (isinstance(c, dict) and isinstance(c.get("file"), str) and c.get("backend") in BACKENDS
+                and isinstance(c.get("options"), dict) and type(c.get("threads")) is int and 1 <= c["threads"] <= 1024):
+            raise InvalidInputError(f"{what} is malformed (expected file, a known backend, options and threads 1-1024)")
+        allowed = BACKENDS[c["backend"]].options
+        for key, value in c["options"].items():
+            if key not in allowed:
+                known = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+                raise InvalidInputError(f"{what}: unknown {c['backend']} option {str(key)[:40]!r} ({known})")
+            if value not in allowed[key] or type(value) is not type(allowed[key][0]):
+                raise InvalidInputError(f"{what}: option {key}={str(value)[:40]!r}; expected one of "
+                                        f"{', '.join(map(str, allowed[key]))}")
+        _check_member(base, c["file"], what)
         check_sha256(base / c["file"], str(c.get("sha256")), path)
     return obj
+
+
+MAX_BATCH = 1 << 20
+
+
+def _check_member(base: Path, name: str, what: str) -> None:
+    """A file a deploy.json names: a plain name of a regular file inside the folder (a link may point only to
+    another file of the same folder)."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise InvalidInputError(f"{what} names {name[:60]!r}; expected a file name inside the deploy folder")
+    f = base / name
+    try:
+        inside = f.resolve(strict=True).parent == base.resolve()
+    except (OSError, RuntimeError):
+        raise InvalidInputError(f"{what}: {f} is missing or unreadable") from None
+    if not inside:
+        raise InvalidInputError(f"{what}: {f} is a link that leaves the deploy folder")
+    if not f.is_file():
+        raise InvalidInputError(f"{what}: {f} is not a regular file")
 
 
 def deploy_choice(obj: dict, batch_size: int | None) -> tuple[int, dict]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import (archive_metadata, check_against_manifest, detect_kind, from_onnx_props, manifest_artifacts,
+from .artifacts import (archive_metadata, check_against_manifest, check_model, detect_kind, from_onnx_props, manifest_artifacts,
                         read_manifest)
 from .errors import ArtifactError, first_line
 from .fileio import sha256_file
@@ -76,6 +76,7 @@ def describe(path) -> dict:
         return {"kind": "manifest", "path": str(path), **manifest}
     kind = detect_kind(path)
     check_against_manifest(path)
+    check_model(path, kind)  # the loading gate: say so if the file would run code, loop or bomb memory
     info: dict = {"kind": kind, "path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     if kind == "onnx":
         details = _onnx_details(path)
@@ -83,9 +84,6 @@ def describe(path) -> dict:
         info.update(details)
         info["metadata"] = meta
     elif kind in ("torchscript", "exported-program"):
-        from .safeload import check_archive
-
-        check_archive(path)  # say so if torch would be asked to run code from it
         info["metadata"] = archive_metadata(path) or {}
         if kind == "torchscript":
             info["note"] = "TorchScript is deprecated upstream in favour of torch.export"

@@ -81,6 +81,36 @@ def note_signal(exc_type: type[BaseException]) -> None:
     _signalled.append(exc_type)
 
 
+_committed: list[str] = []
+
+
+def mark_committed(what: str) -> None:
+    """The command's result is published (an export folder or deploy folder swapped in, a score run's
+    _SUCCESS.json written): from here on SIGINT/SIGTERM no longer stop it. The CLI's handlers then only note
+    the signal, and the command ends as it would have a moment later: exit 0, its output complete, never
+    "terminated" with the new folder in place (or killed by the default handler with no line at all)."""
+    _committed.append(what)
+
+
+@contextlib.contextmanager
+def publishing(what: str):
+    """The commit step of a command (the swap of a finished folder into place), run with SIGINT/SIGTERM held
+    and marked committed when it succeeds: a signal arriving during the swap is delivered after it, and then
+    finds the result published (see mark_committed), so it never splits "complete" from "terminated"."""
+    with signals_held():
+        yield
+        mark_committed(what)
+
+
+def committed() -> str | None:
+    """What was published, once mark_committed was called in this command; else None."""
+    return _committed[-1] if _committed else None
+
+
+def reset_committed() -> None:
+    _committed.clear()
+
+
 def raise_if_signalled() -> None:
     """Raise the pending KeyboardInterrupt/Terminated again.
 
@@ -223,6 +253,27 @@ def signals_held():
                 os.kill(os.getpid(), held[0])
 
 
+@contextlib.contextmanager
+def keep_signal_handlers():
+    """Put back the SIGINT/SIGTERM handlers a library replaces while the block runs (ray.init installs its
+    driver's own, which exit 15 with no line): the command's handlers raise Terminated/KeyboardInterrupt, so
+    its clean-up runs and the exit code and line are the table's. Outside the main thread it does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            if signal.getsignal(s) is not handler and handler is not None:
+                signal.signal(s, handler)
+        restart_interrupted_calls()
+
+
 # The exit codes of every command (the README's table).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -235,11 +286,19 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+# Lines that only say where in a native library an error was raised: OpenVINO's messages start with two
+# ("Exception from src/inference/src/cpp/core.cpp:84:", "Check '...' failed at src/.../input_model.cpp:219:")
+# and say what happened on the next one.
+_LOCATION_LINE = re.compile(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+:\d+:?)$")
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's first non-empty line (or its class name), for one-line messages."""
-    for line in strip_ansi(str(exc)).strip().splitlines():
-        if line.strip():
-            return line.strip()[:limit]
+    """An exception's first informative line (or its class name), for one-line messages: lines that only give
+    a native source location are skipped when a line follows them."""
+    lines = [line.strip() for line in strip_ansi(str(exc)).strip().splitlines() if line.strip()]
+    told = [line for line in lines if not _LOCATION_LINE.match(line)]
+    if told or lines:
+        return (told or lines)[0][:limit]
     return exc.__class__.__name__
 
 

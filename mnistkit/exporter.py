@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import exportdir
-from .errors import ExportError, InvalidInputError, raise_if_signalled
+from .errors import ExportError, InvalidInputError, publishing, raise_if_signalled
 from .fileio import atomic_write_json, replace_dir, sha256_file, staging_dir
 from .formats import (DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, FORMAT_CHOICES, FORMATS, KINDS, OPSET_RANGE,
                       WriteContext, exportable, parse_formats)
@@ -138,7 +138,8 @@ def export_model(
             if app_entry is not None and (set(exportable()) <= set(names) or had_bundle):
                 exportdir.write_app_bundle(ctx.staging, src, app_entry)
                 bundle = out_dir / "app"
-            replace_dir(ctx.staging, out_dir)  # the commit point: after it, out_dir is the new export
+            with publishing(str(out_dir)):  # the commit point: after it, out_dir is the new export
+                replace_dir(ctx.staging, out_dir)
     finally:
         shutil.rmtree(ctx.staging, ignore_errors=True)
 

@@ -87,8 +87,17 @@ def check_input_file(path: Path, expected: str, error=InvalidInputError) -> int:
         raise error(f"{path}: no such file") from None
     except OSError as exc:
         raise error(f"{path}: cannot read it ({exc.strerror or exc}); expected {expected}") from None
-    if path.is_dir():
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
         raise error(f"{path}: is a directory, expected {expected}")
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
+                else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a file")
+        raise error(f"{path}: is {what}, not a regular file; expected {expected}")
+    if not os.access(path, os.R_OK):
+        raise error(f"{path}: cannot read it (permission denied); expected {expected}")
     if st.st_size == 0:
         raise error(f"{path}: empty file, expected {expected}")
     return st.st_size

@@ -140,10 +140,14 @@ def load_torch_bytes(data: bytes, path: Path, what: str = "mnistkit checkpoint")
         check_archive(None, str(path), _data=data)
     except ArtifactError as exc:
         raise CheckpointError(str(exc)) from None
+    from .gate import UnsafeLoad, no_unsafe_loads
+
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+        with warnings.catch_warnings(), no_unsafe_loads():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except UnsafeLoad as exc:
+        raise CheckpointError(f"{path}: refuses to load: it asked for an unsafe unpickling ({exc.what})") from None
     except pickle.UnpicklingError as exc:
         first = first_line(exc)
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):

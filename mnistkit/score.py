@@ -26,6 +26,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import contextlib
 import json
 import os
 import time
@@ -36,7 +37,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingDependencyError, first_line
+from .errors import InvalidInputError, MissingDependencyError, first_line, publishing
 from .preprocess import IMAGE_SUFFIXES
 
 SHARD_ROWS = 16384  # images per shard of an array file: ~12 MB of pixels, a few ms to ~0.1 s of work
@@ -213,9 +214,21 @@ def _plan_parquet(path: Path, column: str | None) -> list[Shard]:
     except (OSError, pa.ArrowException) as exc:
         raise InvalidInputError(f"{path}: not a readable Parquet file ({first_line(exc, 160)})") from None
     col = _image_column(schema, path, column)
+    from .data import max_input_bytes
+
+    limit = max_input_bytes()
     shards, start = [], 0
     for g in range(meta.num_row_groups):
-        n = meta.row_group(g).num_rows
+        group = meta.row_group(g)
+        n = group.num_rows
+        # what reading the image column of this group inflates to, as its footer declares (a 50 KB zstd file can
+        # hold a 1.5 GiB value): refused before any page is read
+        declared = sum(group.column(i).total_uncompressed_size for i in range(group.num_columns)
+                       if group.column(i).path_in_schema.split(".")[0] == col)
+        if declared > limit:
+            raise InvalidInputError(f"{path}: row group {g} holds {declared:,} bytes of images in column {col!r} "
+                                    f"(over the {limit:,}-byte input limit; MNISTKIT_MAX_INPUT_BYTES raises it, or "
+                                    "write smaller row groups)")
         if n:
             shards.append(Shard("parquet", str(path), start, start + n, row_group=g, column=col))
         start += n
@@ -565,20 +578,48 @@ class _RayScorer:
 
 
 def _our_file(name: str) -> bool:
-    return name == SUMMARY or (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)) or \
+    return name in (SUMMARY, LOCK_FILE) or (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)) or \
         (name.startswith("." + PART_PREFIX) and name.endswith(".tmp"))
 
 
-def prepare_out(out: Path, shards: list[Shard], sha: str, resume: bool, overwrite: bool) -> set[str]:
-    """Check (and, with --overwrite, clear) the output folder; return the keys of shards already done."""
-    import pyarrow.parquet as pq
+LOCK_FILE = ".score.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold an exclusive lock on the output folder (flock on its .score.lock) while a run writes into it: a
+    second `score` on the same folder (a --resume while the first still runs) is refused instead of deleting
+    the first one's unfinished parts. The folder is created here when it does not exist."""
+    import fcntl
 
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out}: is a file; expected a folder for the Parquet parts (or a new name)")
-    if not out.exists():
-        out.mkdir(parents=True)
-        return set()
-    names = os.listdir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InvalidInputError(f"--out {out}: cannot write there ({exc.strerror or exc}); expected a folder this "
+                                "user can create and write") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InvalidInputError(f"--out {out}: another mnistkit score is writing into it; wait for it to end "
+                                    "(or use another --out)") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the empty lock file stays (removing it would race a waiting run)
+
+
+def prepare_out(out: Path, shards: list[Shard], sha: str, resume: bool, overwrite: bool) -> set[str]:
+    """Check (and, with --overwrite, clear) the output folder, which output_lock created and holds; return the
+    keys of shards already done."""
+    import pyarrow.parquet as pq
+
+    from .fileio import check_writable_dir
+
+    check_writable_dir(out, "--out")
+    names = [n for n in os.listdir(out) if n != LOCK_FILE]
     foreign = sorted(n for n in names if not _our_file(n))
     if foreign:
         raise InvalidInputError(f"--out {out}: holds files score did not write ({', '.join(foreign[:3])}); "
@@ -711,71 +752,73 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
     sha = sha256_file(model)
     shards = plan(config.inputs, config.column, config.shard_rows)
     out = Path(config.out)
-    done = prepare_out(out, shards, sha, config.resume, config.overwrite)
-    todo = [s for s in shards if s.key not in done]
-    total, skipped = sum(s.size for s in shards), sum(s.size for s in shards if s.key in done)
-    cores = os.cpu_count() or 1
-    threads = config.threads_per_worker
-    workers = config.workers or max(1, cores // threads)
-    kwargs = dict(model=str(Path(model).absolute()), out=str(out.absolute()), model_sha256=sha,
-                  backend=backend, threads=threads, batch_size=config.batch_size, top_k=config.top_k,
-                  strict=config.strict, options=options)
-    t0 = time.perf_counter()
-    counted = [skipped]
-    first: list = []  # (time, rows) of the first rows written: what comes after is the steady state
+    with output_lock(out):  # one score at a time per output folder: a --resume would delete a live run's parts
+        done = prepare_out(out, shards, sha, config.resume, config.overwrite)
+        todo = [s for s in shards if s.key not in done]
+        total, skipped = sum(s.size for s in shards), sum(s.size for s in shards if s.key in done)
+        cores = os.cpu_count() or 1
+        threads = config.threads_per_worker
+        workers = config.workers or max(1, cores // threads)
+        kwargs = dict(model=str(Path(model).absolute()), out=str(out.absolute()), model_sha256=sha,
+                      backend=backend, threads=threads, batch_size=config.batch_size, top_k=config.top_k,
+                      strict=config.strict, options=options)
+        t0 = time.perf_counter()
+        counted = [skipped]
+        first: list = []  # (time, rows) of the first rows written: what comes after is the steady state
 
-    def advance(n: int) -> None:
-        counted[0] += n
-        if n and not first:
-            first.append((time.perf_counter(), n))
-        if progress:
-            progress(counted[0], total)
+        def advance(n: int) -> None:
+            counted[0] += n
+            if n and not first:
+                first.append((time.perf_counter(), n))
+            if progress:
+                progress(counted[0], total)
 
-    advance(0)
-    engine = config.engine
-    if engine == "auto":
-        engine = "ray" if config.address or ray_installed() and len(todo) > 1 else "local"
-        if engine == "local" and len(todo) == 1 and ray_installed() and log:
-            # one shard is one worker's work: Ray's start (~6 s on 2 cores) would only add to it
-            log(f"{todo[0].size:,} images are one shard: scoring in-process (Ray pays off from two shards, "
-                f"{config.shard_rows:,} images each)")
-    if not todo:
-        results = []
-    elif engine == "ray":
-        workers = min(workers, len(todo))  # an actor without a shard would only cost its start
-        results = _run_ray(todo, kwargs, workers, threads, config.address, advance)
-    else:
-        if log and not ray_installed():
-            log("Ray is not installed: scoring in-process, one shard after another (pip install 'mnistkit[scale]' "
-                "parallelizes it over cores or a cluster)")
-        workers = 1
-        results = _run_local(todo, kwargs, advance)
-    end = time.perf_counter()
-    seconds = end - t0
-    check = check_output(out, shards)
-    check_seconds = time.perf_counter() - end
-    scored = sum(r["rows"] for r in results)
-    steady = None
-    if first and scored > first[0][1] and end > first[0][0]:
-        steady = round((scored - first[0][1]) / (end - first[0][0]), 1)
-    errors = check["error_rows"]
-    first_errors = [r["first_error"] for r in results if r["first_error"]][:MAX_ERRORS_LISTED]
-    summary = {
-        "model": str(model), "model_sha256": sha, "kind": info.kind, "backend": backend_name,
-        **({"deployment": deployment} if deployment else {}),
-        "labels": list(info.labels), "engine": "ray" if engine == "ray" else "in-process",
-        "address": config.address, "workers": workers,
-        "threads_per_worker": threads, "batch_size": config.batch_size, "inputs": [str(i) for i in config.inputs],
-        "images": total, "rows": check["rows"], "errors": errors, "first_errors": first_errors,
-        "scored_now": scored, "skipped_by_resume": skipped, "shards": len(shards), "seconds": round(seconds, 3),
-        "images_per_second": round(scored / seconds, 1) if seconds > 0 and scored else None,
-        # Ray's start, the workers' start and the first shard, then the rate once every worker is busy
-        "seconds_to_first_rows": round(first[0][0] - t0, 3) if first else None,
-        "steady_images_per_second": steady, "check_seconds": round(check_seconds, 3),
-        "check": check, "out": str(out),
-    }
-    atomic_write_json(out / SUMMARY, summary)
-    return summary
+        advance(0)
+        engine = config.engine
+        if engine == "auto":
+            engine = "ray" if config.address or ray_installed() and len(todo) > 1 else "local"
+            if engine == "local" and len(todo) == 1 and ray_installed() and log:
+                # one shard is one worker's work: Ray's start (~6 s on 2 cores) would only add to it
+                log(f"{todo[0].size:,} images are one shard: scoring in-process (Ray pays off from two shards, "
+                    f"{config.shard_rows:,} images each)")
+        if not todo:
+            results = []
+        elif engine == "ray":
+            workers = min(workers, len(todo))  # an actor without a shard would only cost its start
+            results = _run_ray(todo, kwargs, workers, threads, config.address, advance)
+        else:
+            if log and not ray_installed():
+                log("Ray is not installed: scoring in-process, one shard after another (pip install 'mnistkit[scale]' "
+                    "parallelizes it over cores or a cluster)")
+            workers = 1
+            results = _run_local(todo, kwargs, advance)
+        end = time.perf_counter()
+        seconds = end - t0
+        check = check_output(out, shards)
+        check_seconds = time.perf_counter() - end
+        scored = sum(r["rows"] for r in results)
+        steady = None
+        if first and scored > first[0][1] and end > first[0][0]:
+            steady = round((scored - first[0][1]) / (end - first[0][0]), 1)
+        errors = check["error_rows"]
+        first_errors = [r["first_error"] for r in results if r["first_error"]][:MAX_ERRORS_LISTED]
+        summary = {
+            "model": str(model), "model_sha256": sha, "kind": info.kind, "backend": backend_name,
+            **({"deployment": deployment} if deployment else {}),
+            "labels": list(info.labels), "engine": "ray" if engine == "ray" else "in-process",
+            "address": config.address, "workers": workers,
+            "threads_per_worker": threads, "batch_size": config.batch_size, "inputs": [str(i) for i in config.inputs],
+            "images": total, "rows": check["rows"], "errors": errors, "first_errors": first_errors,
+            "scored_now": scored, "skipped_by_resume": skipped, "shards": len(shards), "seconds": round(seconds, 3),
+            "images_per_second": round(scored / seconds, 1) if seconds > 0 and scored else None,
+            # Ray's start, the workers' start and the first shard, then the rate once every worker is busy
+            "seconds_to_first_rows": round(first[0][0] - t0, 3) if first else None,
+            "steady_images_per_second": steady, "check_seconds": round(check_seconds, 3),
+            "check": check, "out": str(out),
+        }
+        with publishing(str(out)):
+            atomic_write_json(out / SUMMARY, summary)
+        return summary
 
 
 def _run_local(todo: list[Shard], kwargs: dict, advance) -> list[dict]:
@@ -813,9 +856,12 @@ def _run_ray(todo: list[Shard], kwargs: dict, workers: int, threads: int, addres
         if started:
             _check_reachable(address)
             cpus = None if address else max(os.cpu_count() or 1, workers * threads)
+            from .errors import keep_signal_handlers
+
             try:
-                ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR, configure_logging=False)
+                with keep_signal_handlers():  # Ray's driver handler would exit 15 without a line
+                    ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.ERROR, configure_logging=False)
             except Exception as exc:
                 from .errors import BackendUnavailableError
 

@@ -83,31 +83,48 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
         super().__init__(*args, **kwargs)
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
+        self._answer(head=False)
+
+    def do_HEAD(self):  # noqa: N802
+        self._answer(head=True)
+
+    def _answer(self, head: bool):
         route = self.path.split("?", 1)[0].split("#", 1)[0]
         if not _well_formed(route):
             return self.send_error(400, "malformed path")
         if route == "/model/model.onnx":
-            return self._send(self.model.read_bytes(), "application/octet-stream")
+            return self._send(self.model.read_bytes(), "application/octet-stream", head)
         if route == "/model/labels.json":
-            return self._send(json.dumps(self.contract).encode(), "application/json")
-        return super().do_GET()
+            return self._send(json.dumps(self.contract).encode(), "application/json", head)
+        if not _public(route):
+            return self.send_error(404, "not part of the demo page")
+        return super().do_HEAD() if head else super().do_GET()
 
-    def _send(self, body: bytes, ctype: str):
+    def _send(self, body: bytes, ctype: str, head: bool = False):
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
-
-    def do_HEAD(self):  # noqa: N802
-        if not _well_formed(self.path.split("?", 1)[0].split("#", 1)[0]):
-            return self.send_error(400, "malformed path")
-        return super().do_HEAD()
+        if not head:
+            self.wfile.write(body)
 
     def log_message(self, fmt, *args):
         if not self.quiet:
             super().log_message(fmt, *args)
+
+
+# What the page is made of: everything else in examples/web (node_modules/, package.json, the bench harness)
+# is the developer's, not the page's, and is never served; no folder is listed.
+PAGE_FILES = ("index.html", "app.mjs", "preprocess.mjs", "style.css")
+VENDOR_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
+
+
+def _public(route: str) -> bool:
+    import urllib.parse
+
+    name = urllib.parse.unquote(route).lstrip("/") or "index.html"
+    return name in PAGE_FILES or name in {f"vendor/{f}" for f in VENDOR_FILES}
 
 
 def _well_formed(route: str) -> bool:

@@ -270,7 +270,8 @@ def test_onnxruntime_path_never_imports_torch(tiny_export, tmp_path):
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         imported = __import__("json").loads(r.stderr.strip().splitlines()[-1])
-        assert imported == {"torch": False, "torchvision": False, "onnx": False}
+        # onnx (a core dependency, ~0.1 s) is the loading gate's reader of the graph; torch is never needed
+        assert imported == {"torch": False, "torchvision": False, "onnx": True}
 
 
 def test_a_missing_runtime_names_the_extra_that_installs_it(tiny_export, monkeypatch):

@@ -319,7 +319,7 @@ def test_out_dir_that_is_a_file(tmp_path, tiny_ckpt):
     [
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b""), "empty file"),
-        (lambda p: p.write_bytes(b"\x80\x02garbage"), "not a mnistkit checkpoint"),
+        (lambda p: p.write_bytes(b"\x80\x02garbage"), "not a pickle the gate can check to its end"),
         (lambda p: torch.save(MLP().state_dict(), p),
          "bare state_dict; name the class it was saved from with --model-class your_script.py:Net"),
         (lambda p: torch.save({"weights": [1, 2]}, p), "not a mnistkit checkpoint"),

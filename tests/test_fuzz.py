@@ -140,3 +140,94 @@ def test_the_mutator_changes_bytes():
     assert mutate(data, ("truncate", 0.5, 1, b"")) == data[:100]
     assert mutate(data, ("flip", 0.5, 3, b"")) != data
     assert mutate(data, ("splice", 0.1, 4, b"xyz")) == data[:20] + b"xyz" + data[24:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every format mnistkit writes, mutated where its parser looks (issue 20): bytes, zip members (and a member
+# swapped for a pickle that runs `touch MARKER`), ONNX attributes and tensor dimensions, flatbuffer fields (a
+# bit flip lands in an offset, a length or a shape). Through predict: exit 0 or 1 with one line, nothing run,
+# no hang, and the process's peak memory grows by less than the gate's cap over the whole hunt.
+
+FORMAT_FILES = ("model.pt2", "model.ts", "model.pte", "model.tflite", "model.xml", "model-int8.onnx", "model-app.onnx",
+                "model-int8.tflite")
+
+structured = st.one_of(
+    mutations.map(lambda m: ("bytes", m)),
+    st.tuples(st.just("member"), st.floats(0, 1, allow_nan=False), mutations),
+    st.tuples(st.just("payload"), st.floats(0, 1, allow_nan=False)),
+    st.tuples(st.just("onnx"), st.floats(0, 1, allow_nan=False), st.sampled_from([0, -1, 3, 1 << 20, 1 << 40, -(1 << 62)])),
+)
+
+
+def mutate_structured(src, dst, mutation, marker) -> None:
+    import io
+    import zipfile
+
+    data = src.read_bytes()
+    kind = mutation[0]
+    if kind in ("member", "payload") and data[:2] == b"PK":
+        with zipfile.ZipFile(io.BytesIO(data)) as zin:
+            infos = zin.infolist()
+            target = infos[min(len(infos) - 1, int(mutation[1] * len(infos)))].filename
+            out = io.BytesIO()
+            with zipfile.ZipFile(out, "w") as zout:
+                for info in infos:
+                    body = zin.read(info.filename)
+                    if info.filename == target:
+                        body = mutate(body, mutation[2]) if kind == "member" else _payload(marker)
+                    zout.writestr(info, body)
+        dst.write_bytes(out.getvalue())
+    elif kind == "onnx" and src.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(src))
+        nodes = list(model.graph.node)
+        node = nodes[min(len(nodes) - 1, int(mutation[1] * len(nodes)))]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.INT:
+                attr.i = mutation[2]
+            elif attr.type == onnx.AttributeProto.INTS and attr.ints:
+                attr.ints[0] = mutation[2]
+        inits = list(model.graph.initializer)
+        if inits:
+            t = inits[min(len(inits) - 1, int(mutation[1] * len(inits)))]
+            if t.dims:
+                t.dims[0] = mutation[2]
+        dst.write_bytes(model.SerializeToString())
+    else:
+        dst.write_bytes(mutate(data, mutation[1] if kind == "bytes" else ("flip", mutation[1], 8, b"")))
+
+
+def _payload(marker) -> bytes:
+    import pickle
+
+    import hostile
+
+    return pickle.dumps(hostile.Payload(marker), protocol=2)
+
+
+@pytest.fixture(scope="module")
+def rss_budget():
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    yield
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500, f"the mutated models took the process's peak memory up by {grown_mb:.0f} MB"
+
+
+@SETTINGS
+@given(mutation=structured, name=st.sampled_from(FORMAT_FILES))
+def test_mutated_artifacts_of_every_format_through_predict(corpus, tiny_export, rss_budget, mutation, name):
+    marker = corpus["dir"] / "MARKER"
+    src = tiny_export / name
+    folder = corpus["dir"] / "formats"
+    folder.mkdir(exist_ok=True)
+    bad = folder / f"mutated{src.suffix}"
+    if src.suffix == ".xml":
+        shutil.copy(tiny_export / "model.bin", folder / "mutated.bin")
+    mutate_structured(src, bad, mutation, marker)
+    code, out = invoke("predict", bad, corpus["png"], "--json")
+    assert not marker.exists(), f"{name} {mutation}: a mutated model ran code"
+    if code == 0:
+        assert json.loads(out)["predictions"]

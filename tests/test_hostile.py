@@ -8,6 +8,7 @@ the command refuses the input before importing torch; nothing left under a final
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -244,7 +245,7 @@ def test_idx_gzip_bomb(lab, tmp_path):
 def test_idx_header_that_claims_too_much(lab, tmp_path):
     p = hostile.gzip_bomb(tmp_path / "huge-idx3-ubyte.gz", declared=(60000, 28, 28 * 200), inflated=1 << 24)
     r = run("predict", lab["export"] / "model.onnx", p, cwd=tmp_path)
-    assert_refused(r, "over the", "limit", "MNISTKIT_MAX_IDX_BYTES")
+    assert_refused(r, "over the", "limit", "MNISTKIT_MAX_INPUT_BYTES")
     assert r.peak_mb < BOMB_LIMIT_MB
 
 
@@ -585,3 +586,285 @@ def test_program_checks_admit_what_torch_export_writes_and_nothing_else():
     for bad in ("torch.serialization.os.system", "builtins.eval", "torch.ops.__class__", "_operator.attrgetter",
                 "#custom", "os.system", "torch.load"):
         assert not _target_ok(bad), bad
+
+
+# ---------------------------------------------------------------------------------------------
+# The second trust audit (issue 20): each finding refused in one line, exit 1, <= 500 MB, <= 10 s, nothing run,
+# read or written. Each builder reproduces the audit's file (tests/hostile.py); on the code of that audit every
+# one of these ran code, touched a file, or took gigabytes.
+
+HUGE = (1 << 30) + (128 << 20)  # a raw tensor record just over the 1 GiB budget (the audit's was 2 GiB)
+
+AUDIT = {
+    # name: (builder(lab, dst) -> path, suffix, fragments of the one line)
+    "pt2-codecs-stack-global": (lambda lab, d: hostile.pt2_codecs_attack(lab["export"] / "model.pt2", d, lab["marker"]),
+                                ".pt2", ("data/sample_inputs/model.pt", "not a pickle the gate can check to its end")),
+    "pt2-decoy-config": (lambda lab, d: hostile.pt2_decoy_config(lab["export"] / "model.pt2", d, lab["marker"]),
+                         ".pt2", ("stored as a pickle",)),
+    "pt2-raw-and-pickled": (lambda lab, d: hostile.pt2_raw_and_pickled(lab["export"] / "model.pt2", d, lab["marker"]),
+                            ".pt2", ("stored as a pickle",)),
+    "ts-from-file-writes": (lambda lab, d: hostile.ts_from_file(d, lab["victim"]), ".ts", ("torch.from_file",)),
+    "ts-from-file-reads": (lambda lab, d: hostile.ts_from_file(d, Path("/etc/passwd"), write=False), ".ts",
+                           ("torch.from_file",)),
+    "pt2-aten-from-file": (lambda lab, d: hostile.pt2_target(lab["export"] / "model.pt2", d,
+                                                             "torch.ops.aten.from_file.default"),
+                           ".pt2", ("aten.from_file", "allowlist")),
+    "onnx-constant-of-shape": (lambda lab, d: hostile.onnx_constant_of_shape(d), ".onnx", ("16.0 GiB", "budget")),
+    "onnx-endless-loop": (lambda lab, d: hostile.onnx_endless_loop(d), ".onnx", ("operator Loop", "control flow")),
+    "pt2-huge-raw-record": (lambda lab, d: hostile.archive_with_huge_member(lab["export"] / "model.pt2", d,
+                                                                            "data/weights/weight_0", HUGE),
+                            ".pt2", ("archive members", "budget")),
+    "ts-huge-raw-record": (lambda lab, d: hostile.archive_with_huge_member(lab["export"] / "model.ts", d,
+                                                                           "constants/0", HUGE),
+                           ".ts", ("archive members", "budget")),
+    "checkpoint-huge-raw-record": (lambda lab, d: hostile.archive_with_huge_member(lab["ckpt"], d, "data/0", HUGE),
+                                   ".pt", ("archive members", "budget")),
+    "pt2-power-tower": (lambda lab, d: hostile.pt2_expression(lab["export"] / "model.pt2", d, "s77*0+2**2**34"),
+                        ".pt2", ("not plain arithmetic",)),
+    "pte-4gib-plan": (lambda lab, d: hostile.pte_planning(lab["export"] / "model.pte", d), ".pte",
+                      ("planned buffers", "4.0 GiB")),
+    "tflite-2e30-tensor": (lambda lab, d: hostile.tflite_big_tensor(lab["export"] / "model.tflite", d), ".tflite",
+                           ("4.0 GiB", "budget")),
+}
+
+
+@pytest.fixture(scope="module")
+def audit(lab, tmp_path_factory):
+    d = tmp_path_factory.mktemp("audit")
+    return {name: build(lab, d / f"{name}{suffix}") for name, (build, suffix, _) in AUDIT.items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _victim(lab):
+    lab["victim"] = lab["dir"] / "victim.txt"
+    lab["victim"].write_text("a user's file\n")
+    yield
+    assert lab["victim"].read_text() == "a user's file\n", "a model wrote into a user's file"
+
+
+@pytest.mark.parametrize("name", sorted(AUDIT))
+def test_every_audit_finding_is_refused_in_one_line_and_bounded(lab, audit, tmp_path, name):
+    start = time.monotonic()
+    r = run("predict", audit[name], lab["image"], cwd=tmp_path, timeout=60)
+    elapsed = time.monotonic() - start
+    assert_refused(r, "refuses to load", *AUDIT[name][2])
+    assert r.peak_mb < BOMB_LIMIT_MB, (name, r.peak_mb)
+    assert elapsed < 10, (name, elapsed)
+    assert lab["victim"].read_text() == "a user's file\n"
+
+
+@pytest.mark.parametrize("name", sorted(AUDIT))
+def test_every_audit_finding_is_refused_through_the_python_api(lab, audit, name):
+    import mnistkit
+    from mnistkit.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="refuses to load"):
+        mnistkit.load(audit[name])
+
+
+@pytest.mark.parametrize("name", ["pt2-codecs-stack-global", "pt2-decoy-config", "ts-from-file-writes"])
+def test_the_code_running_findings_are_refused_by_every_command(lab, audit, tmp_path, name):
+    evil, d = audit[name], tmp_path
+    for args in (("inspect", evil), ("verify", lab["ckpt"], evil, "--data-dir", lab["data"]),
+                 ("bench", evil, "--batch-sizes", "1", "--min-time", "0.05", "--warmup", "0", "--out-dir", d / "b"),
+                 ("score", evil, lab["image"], "--out", d / "scores")):
+        r = run(*args, cwd=d)
+        assert_refused(r, "refuses to load")
+    assert not (d / "scores").exists() and not (d / "b").exists()
+
+
+def test_the_audit_attacks_are_real(lab, audit, tmp_path):
+    """Without the gate, torch runs them: the sample-input and config pickles call os.system, and the TorchScript
+    file writes into the user's file. (One subprocess for all four: each is a fresh torch import otherwise.)"""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file\n")
+    writer = hostile.ts_from_file(tmp_path / "w.ts", victim)
+    code = (
+        "import logging, sys, torch\nlogging.raiseExceptions = False\n"
+        "for f in sys.argv[1:4]:\n"
+        "    try: torch.export.load(f)\n"
+        "    except Exception: pass\n"
+        "torch.jit.load(sys.argv[4])(torch.zeros(1, 1, 28, 28))\n")
+    markers = [tmp_path / f"RAN-{i}" for i in range(3)]
+    files = [hostile.pt2_codecs_attack(lab["export"] / "model.pt2", tmp_path / "a.pt2", markers[0]),
+             hostile.pt2_decoy_config(lab["export"] / "model.pt2", tmp_path / "b.pt2", markers[1]),
+             hostile.pt2_raw_and_pickled(lab["export"] / "model.pt2", tmp_path / "c.pt2", markers[2])]
+    subprocess.run([sys.executable, "-c", code, *map(str, files), str(writer)], capture_output=True, timeout=180)
+    assert [m.exists() for m in markers] == [True, True, True], "torch no longer runs these: revisit the gate"
+    assert victim.read_text().startswith("PWNED"), "torch.from_file no longer writes: revisit the TorchScript gate"
+
+
+def test_no_fallback_even_with_the_gate_switched_off(lab, audit, monkeypatch):
+    """The guard under the gate: with safeload's checks replaced by no-ops, loading the poisoned archives raises
+    instead of running code (torch's weights_only=False retry and its pickled payloads hit no_unsafe_loads)."""
+    import mnistkit.safeload
+    from mnistkit.backends import create_backend
+    from mnistkit.errors import ArtifactError
+
+    monkeypatch.setattr(mnistkit.safeload, "check_archive", lambda *a, **k: None)
+    for name in ("pt2-codecs-stack-global", "pt2-decoy-config", "pt2-raw-and-pickled"):
+        with pytest.raises(ArtifactError, match="without weights_only"):
+            create_backend(audit[name]).load()
+    assert not lab["marker"].exists()
+
+
+def test_the_guard_refuses_unsafe_unpickling_and_restores_everything():
+    import pickle
+
+    import torch
+
+    from mnistkit.gate import UnsafeLoad, no_unsafe_loads
+
+    before = (torch.load, pickle.loads, pickle.load)
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    with no_unsafe_loads():
+        assert torch.load(io.BytesIO(buf.getvalue()))["w"].sum() == 2  # weights-only loads still work
+        for call in (lambda: torch.load(io.BytesIO(buf.getvalue()), weights_only=False),
+                     lambda: pickle.loads(pickle.dumps(1)), lambda: pickle.load(io.BytesIO(pickle.dumps(1)))):
+            with pytest.raises(UnsafeLoad):
+                call()
+        with no_unsafe_loads():  # re-entrant
+            pass
+        with pytest.raises(UnsafeLoad):
+            pickle.loads(b"")
+    assert (torch.load, pickle.loads, pickle.load) == before
+
+
+def test_every_mnistkit_export_passes_the_gate(tiny_export):
+    """The allowlists and budgets admit everything mnistkit writes (export validation loads every file through the
+    gate too, so an export of the CNN, in test_export, proves it for convolutions)."""
+    from mnistkit.artifacts import _CHECKED, check_model, detect_kind
+    from mnistkit.formats import FORMATS
+
+    _CHECKED.clear()
+    for fmt in FORMATS.values():
+        if fmt.exportable:
+            path = tiny_export / fmt.file
+            assert check_model(path) == detect_kind(path), fmt.name
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit's exit codes and lines (issue 20 item 4): one line, the table's code, for each
+
+
+def test_bench_on_a_file_no_requested_backend_opens_exits_1(lab, tmp_path):
+    r = run("bench", lab["export"] / "model.onnx", "--backends", "torchscript", "--batch-sizes", "1",
+            "--out-dir", tmp_path / "b", "--json", cwd=tmp_path)
+    assert_refused(r, "nothing could be timed", "not on --backends torchscript")
+    assert r.out.strip() == "" and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_a_fifo_or_a_device_is_not_called_an_empty_file(lab, tmp_path, target):
+    if target == "fifo":
+        target = tmp_path / "pipe"
+        os.mkfifo(target)
+    for args in (("predict", target, lab["image"]), ("predict", lab["export"] / "model.onnx", target)):
+        r = run(*args, cwd=tmp_path, timeout=60)
+        assert_refused(r, "not a regular file")
+        assert "empty" not in r.err
+
+
+def test_a_path_with_control_characters_stays_one_line(lab, tmp_path):
+    r = run("predict", tmp_path / "no\nsuch\tfile.onnx", lab["image"], cwd=tmp_path)
+    assert_refused(r, "no\\nsuch\\tfile.onnx", "no such file")
+
+
+def test_an_unreadable_model_or_image_exits_1_not_click_usage(lab, tmp_path):
+    """As another user (root reads everything): the file's own line, exit 1, not click's three-line usage error."""
+    import shutil as sh
+
+    if os.geteuid() != 0 or not sh.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the command as an unprivileged user")
+    shared = Path(f"/tmp/mnistkit-unreadable-{os.getpid()}")  # pytest's own tmp_path is root's alone
+    shared.mkdir(mode=0o777, exist_ok=True)
+    try:
+        os.chmod(shared, 0o777)
+        model, image = shared / "model.onnx", shared / "digit.png"
+        sh.copy(lab["export"] / "model.onnx", model)
+        sh.copy(lab["image"], image)
+        for locked, other in ((model, image), (image, model)):
+            os.chmod(locked, 0)
+            os.chmod(other, 0o644)
+            args = ["predict", model, image]
+            p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                                "mnistkit", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=shared,
+                               env={**os.environ, "HOME": str(shared), "MNISTKIT_DATA": str(shared / ".cache")})
+            lines = [line for line in p.stderr.splitlines() if line.strip()]
+            assert p.returncode == 1 and len(lines) == 1, (p.returncode, p.stderr)
+            assert str(locked) in lines[0] and "cannot read" in lines[0] and "Usage" not in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_score_into_a_folder_it_cannot_write_is_one_line(lab, tmp_path):
+    for out in ("/proc/mnistkit-cannot-write-here", "/sys/kernel/mnistkit"):
+        r = run("score", lab["export"] / "model.onnx", lab["image"], "--out", out, cwd=tmp_path)
+        assert_refused(r, "cannot write there")
+
+
+def test_a_second_score_on_the_same_output_is_refused_while_the_first_runs(lab, tmp_path):
+    from mnistkit.score import output_lock
+    from mnistkit.errors import InvalidInputError
+
+    out = tmp_path / "out"
+    with output_lock(out):
+        (out / ".part-abc.parquet.tmp").write_bytes(b"a live run's part")
+        r = run("score", lab["export"] / "model.onnx", lab["image"], "--out", out, "--resume", cwd=tmp_path)
+        assert_refused(r, "another mnistkit score is writing into it")
+        assert (out / ".part-abc.parquet.tmp").exists()  # the live run's part survives
+        with pytest.raises(InvalidInputError, match="another mnistkit score"):
+            with output_lock(out):
+                pass
+    r = run("score", lab["export"] / "model.onnx", lab["image"], "--out", out, "--resume", cwd=tmp_path)
+    assert r.rc == 0, str(r)
+
+
+def test_a_parquet_value_that_inflates_past_the_limit_is_refused_from_its_footer(lab, tmp_path):
+    bomb = hostile.parquet_bomb(tmp_path / "bomb.parquet")
+    assert bomb.stat().st_size < 100_000
+    r = run("score", lab["export"] / "model.onnx", bomb, "--out", tmp_path / "o", cwd=tmp_path)
+    assert_refused(r, "row group 0", "input limit", "MNISTKIT_MAX_INPUT_BYTES")
+    assert r.peak_mb < BOMB_LIMIT_MB, r.peak_mb
+    assert not (tmp_path / "o" / "_SUCCESS.json").exists()
+
+
+def test_pte_commands_print_one_line_not_torchs_warning(lab, tmp_path):
+    r = run("predict", lab["export"] / "model.pte", tmp_path / "missing.png", cwd=tmp_path)
+    assert_refused(r, "missing.png")
+    r = run("predict", lab["export"] / "model.pte", lab["image"], "--json", cwd=tmp_path)
+    assert r.rc == 0 and r.err.strip() == "", str(r)
+
+
+def test_openvino_errors_say_what_happened_not_where(lab, tmp_path):
+    from mnistkit.errors import first_line
+
+    text = ("Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'res.status == pugi::status_ok' failed at "
+            "src/frontends/ir/src/input_model.cpp:219:\nStart-end tags mismatch at offset 2999\n")
+    assert first_line(RuntimeError(text)) == "Start-end tags mismatch at offset 2999"
+    assert first_line(RuntimeError("Exception from src/x.cpp:1:")) == "Exception from src/x.cpp:1:"
+
+
+def test_serve_demo_serves_the_page_and_nothing_else(lab):
+    import http.client
+
+    from mnistkit.serve import WEB_DIR, serve_in_background
+
+    if not (WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists():
+        pytest.skip("the web example's vendor files are not installed (make setup)")
+    server, url = serve_in_background(lab["export"] / "app")
+    port = server.server_address[1]
+    try:
+        for path, status in (("/", 200), ("/index.html", 200), ("/app.mjs", 200), ("/vendor/ort.wasm.bundle.min.mjs", 200),
+                             ("/model/labels.json", 200), ("/package.json", 404), ("/package-lock.json", 404),
+                             ("/node_modules/", 404), ("/node_modules/playwright-core/package.json", 404),
+                             ("/vendor/", 404), ("/bench.html", 404), ("/e2e.mjs", 404)):
+            for method in ("GET", "HEAD"):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request(method, path)
+                assert conn.getresponse().status == status, (method, path)
+                conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -91,7 +91,7 @@ class Foreign:
     [
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b""), "empty file"),
-        (lambda p: p.write_bytes(b"hello world, not torch"), "not a PyTorch file"),
+        (lambda p: p.write_bytes(b"hello world, not torch"), "not a file torch.save wrote"),
         (lambda p: torch.save([1, 2, 3], p), "found a list"),
         (lambda p: torch.save({"mnistkit": {"format": "other"}, "state_dict": {}}, p), "format tag"),
         (lambda p: p.write_bytes(pickle.dumps(Foreign())), "refuses to load: the pickle calls test_model.Foreign"),

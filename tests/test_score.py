@@ -398,3 +398,27 @@ def test_an_idx_gzip_that_inflates_past_its_header_is_refused_in_bounded_memory(
     with pytest.raises(InvalidInputError, match="has trailing bytes"):
         sc.plan([bomb])
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KB: never inflated whole
+
+
+@needs_ray
+def test_sigterm_during_a_ray_run_is_the_tables_exit_and_line(tmp_path, tiny_export):
+    """Ray's driver installs its own SIGTERM handler (exit 15, no line); score puts the command's back."""
+    np.save(tmp_path / "a.npy", np.random.default_rng(5).integers(0, 255, (60_000, 28, 28), dtype=np.uint8))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "mnistkit", "score", str(tiny_export / "model.onnx"),
+                             str(tmp_path / "a.npy"), "--out", str(out), "--address", "local", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not _actor_pids():
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before Ray's workers started"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 143 and lines == ["error: terminated (SIGTERM)"], (proc.returncode, err)
+    assert not (out / "_SUCCESS.json").exists()
+    deadline = time.time() + 30
+    while _actor_pids() and time.time() < deadline:  # Ray was shut down with the command
+        time.sleep(0.2)
+    assert not _actor_pids()

@@ -125,3 +125,58 @@ def test_loading_an_openvino_model_leaves_a_usable_signal_stack(tiny_export):
     with create_backend(tiny_export / "model.xml", "openvino") as b:
         b.run(__import__("numpy").zeros((3, 28, 28), "uint8"))
         assert _usable(_altstack())
+
+
+# A command whose commit step (the folder swap) is followed, or preceded, by a SIGTERM to itself: the outcome must
+# be one of the two the exit-code table allows, decided by whether the result was published (issue 20: a SIGTERM
+# just after optimize swapped its deploy folder in was reported as "terminated", or killed the process silently).
+SIGNAL_AROUND_SWAP = r"""
+import os, signal, sys
+import mnistkit.exporter, mnistkit.fileio
+real, write, when = mnistkit.fileio.replace_dir, mnistkit.exporter.atomic_write_json, sys.argv[1]
+def manifest(*args):  # the last step in the staging folder, before the swap
+    if when == "before":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return write(*args)
+def swap(new, target):
+    real(new, target)
+    if when == "after":
+        os.kill(os.getpid(), signal.SIGTERM)
+mnistkit.fileio.replace_dir = mnistkit.exporter.replace_dir = swap
+mnistkit.exporter.atomic_write_json = manifest
+from mnistkit.cli import main
+sys.argv = ["mnistkit", *sys.argv[2:]]
+main()
+"""
+
+
+def _around_swap(when, *args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", SIGNAL_AROUND_SWAP, when, *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_signal_at_the_export_swap_is_terminated_or_complete_never_both(tmp_path, tiny_ckpt, tiny_data, when):
+    out = tmp_path / "export"
+    r = _around_swap(when, "export", tiny_ckpt, "--format", "onnx", "--out-dir", out, "--data-dir", tiny_data,
+                     cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    if when == "before":
+        assert r.returncode == 143 and lines[-1] == "error: terminated (SIGTERM)", r.stderr
+        assert not out.exists()
+    else:
+        assert r.returncode == 0, r.stderr
+        assert lines[-1] == f"note: SIGTERM arrived after {out} was complete; finishing", r.stderr
+        assert (out / "manifest.json").is_file() and (out / "model.onnx").is_file()
+
+
+def test_a_signal_right_after_optimize_swaps_its_deploy_folder_in(tmp_path, tiny_export, tiny_data):
+    out = tmp_path / "deploy"
+    r = _around_swap("after", "optimize", tiny_export, "--out-dir", out, "--batch-sizes", "1", "--budget", "10s",
+                     "--data-dir", tiny_data, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"note: SIGTERM arrived after {out} was complete; finishing" in r.stderr.splitlines(), r.stderr
+    assert "error" not in r.stderr and (out / "deploy.json").is_file()

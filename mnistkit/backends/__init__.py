@@ -7,10 +7,10 @@ neither torch nor onnxruntime. A new runtime is one new file plus one entry here
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import check_against_manifest, detect_kind
+from ..artifacts import check_against_manifest, check_model, detect_kind
 from ..formats import DEVICES, KINDS  # noqa: F401  (DEVICES: the registry's device names)
 from ..formats.spec import resolve
 from ..errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
@@ -34,6 +34,7 @@ class BackendSpec:
     pool_threads: bool = False  # its thread pool is process-wide and fixed: bench plans one thread setting
     spinning_threads: bool = False  # its worker threads spin between calls: bench times it before the
     # others (torch's OpenMP workers linger after torch cases and would share the cores with them)
+    options: dict = field(default_factory=dict)  # the runtime options a deploy.json may set: name -> allowed values
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -50,17 +51,19 @@ BACKENDS: dict[str, BackendSpec] = {
         BackendSpec("onnxruntime", "mnistkit.backends.onnxrt:OnnxRuntimeBackend", ("onnx",), ("cpu", "cuda"),
                     ("onnxruntime",), "ONNX Runtime, CPU or CUDA execution provider (never a silent fallback)",
                     extra="all",
-                    bare_baseline="mnistkit.backends.onnxrt:BareSession", spinning_threads=True),
+                    bare_baseline="mnistkit.backends.onnxrt:BareSession", spinning_threads=True,
+                    options={"spinning": (True, False), "graph_level": ("basic", "extended", "all")}),
         BackendSpec("openvino", "mnistkit.backends.openvino:OpenVinoBackend", ("openvino-ir", "onnx"), ("cpu",),
                     ("openvino", "onnx"), "OpenVINO, CPU plugin, fp32 precision pinned (IR, and the ONNX files directly)",
                     extra="openvino",
-                    bare_baseline="mnistkit.backends.openvino:BareOpenVino"),
+                    bare_baseline="mnistkit.backends.openvino:BareOpenVino",
+                    options={"hint": ("LATENCY", "THROUGHPUT")}),
         BackendSpec("executorch", "mnistkit.backends.executorch:ExecuTorchBackend", ("executorch",), ("cpu",),
                     ("executorch", "torch"), "ExecuTorch runtime, XNNPACK delegate (.pte)", extra="edge",
                     bare_baseline="mnistkit.backends.executorch:BareExecuTorch", pool_threads=True),
         BackendSpec("litert", "mnistkit.backends.litert:LiteRTBackend", ("litert",), ("cpu",), ("ai_edge_litert",),
                     "LiteRT (ex-TensorFlow Lite) Interpreter, XNNPACK delegate (.tflite); no torch", extra="litert",
-                    bare_baseline="mnistkit.backends.litert:BareLiteRT"),
+                    bare_baseline="mnistkit.backends.litert:BareLiteRT", options={"xnnpack": (True, False)}),
         BackendSpec("onnx-reference", "mnistkit.backends.onnxref:OnnxReferenceBackend", ("onnx",), ("cpu",),
                     ("onnx",), "onnx.reference: slow, independent implementation for cross-checks", slow=True,
                     independent=True),
@@ -95,11 +98,13 @@ def backends_for(kind: str) -> list[str]:
 def create_backend(path, backend: str | None = None, device: str = "cpu", kind: str | None = None, **options):
     """A backend for the model file at `path` (not yet loaded). Picks the default for its kind.
 
-    A file listed in a manifest.json beside it is checked against its recorded sha256 first.
+    A file listed in a manifest.json beside it is checked against its recorded sha256 first, then the loading
+    gate runs (mnistkit.gate: operators, memory, no code), before the runtime is even imported.
     """
     path = Path(path)
     kind = kind or detect_kind(path)
     check_against_manifest(path)
+    check_model(path, kind)
     name = backend or KINDS[kind].default_backend
     spec = backend_spec(name)
     if kind not in spec.opens:

@@ -78,12 +78,44 @@ class Backend:
 
     # ---- lifecycle
     def load(self) -> "Backend":
+        """Take the runtime's resources, then run one batch of zeros (batch 1, or the model's fixed batch).
+
+        On the CPU both happen inside gate.memory_window: a file whose shapes lied to the loading gate meets
+        an allocation failure (one ArtifactError line) instead of exhausting the machine's memory. The first
+        batch is where a runtime sizes its activations, so a model that would need more than its budget per
+        image is refused here rather than at the user's first call."""
         if not self._loaded:
-            self.info = self._load()
-            self._native = self.info.input_form
-            self._mean, self._std = self.info.mean, self.info.std
-            self._loaded = True
+            from contextlib import nullcontext
+
+            from ..gate import is_allocation_failure, memory_window, over_memory
+
+            window = memory_window(self.path) if self.device == "cpu" else nullcontext()
+            try:
+                with window:
+                    self.info = self._load()
+                    self._native = self.info.input_form
+                    self._mean, self._std = self.info.mean, self.info.std
+                    self._loaded = True
+                    self._first_batch()
+            except Exception as exc:
+                if self._loaded:
+                    self.close()
+                if is_allocation_failure(exc):
+                    raise over_memory(self.path) from None
+                raise
         return self
+
+    def _first_batch(self) -> None:
+        """One batch of zeros in the artifact's native form; its failures other than memory are the first real
+        call's to report (a model may reject zeros, or a size its contract allows)."""
+        shape = (self.info.fixed_batch or 1, *(_FLOAT_TAIL if self._native == FLOAT_FORM else _PIXEL_TAIL))
+        try:
+            self._infer(np.zeros(shape, _F32 if self._native == FLOAT_FORM else _U8))
+        except Exception as exc:
+            from ..gate import is_allocation_failure
+
+            if is_allocation_failure(exc):
+                raise
 
     def close(self) -> None:
         if self._loaded:

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import MAX_METADATA_BYTES, ModelInfo, info_from_metadata
+from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, info_from_metadata
 from ..errors import ArtifactError, first_line
 from .base import Backend
 
@@ -36,18 +36,31 @@ INPUT_SIZES = 8  # batch sizes that keep an input tensor (see the module's notes
 
 
 def _quiet_import(module: str):
-    """Import an executorch module without its ExperimentalWarning reaching the user."""
+    """Import an executorch module without its ExperimentalWarning reaching the user, nor torch's log line about
+    executorch registering an Enum with pytree (`register_constant() on Enum subclasses is deprecated`): printed
+    on every import, it made every .pte command's one error line two."""
     import importlib
+    import logging
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return importlib.import_module(module)
+    pytree = logging.getLogger("torch.utils._pytree")
+    level = pytree.level
+    pytree.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    finally:
+        pytree.setLevel(level)
 
 
 def load_program(path):
-    """The runtime's Program for a .pte file, or its bytes (ArtifactError when the runtime refuses it)."""
+    """The runtime's Program for a .pte file (after the loading gate), or its bytes (a program mnistkit just
+    wrote; ArtifactError when the runtime refuses it)."""
     from ..capture import captured_output
+
+    if not isinstance(path, (bytes, bytearray)):
+        check_model(path)
 
     Runtime = _quiet_import("executorch.runtime").Runtime
 

@@ -10,13 +10,27 @@ from ..errors import InvalidInputError
 from .torch_common import TorchBackend
 
 
+def load_program(path: str):
+    """The archive's program, read the way torch.export.load reads a .pt2 (torch.export.pt2_archive's
+    load_pt2) but without its fallback: when that reader fails, torch.export.load retries the file as an
+    older layout whose payloads it unpickles without weights_only. mnistkit never takes that path."""
+    try:
+        from torch.export.pt2_archive._package import load_pt2
+    except ImportError:  # a torch that moved it: torch.export.load, still under no_unsafe_loads
+        import torch
+
+        return torch.export.load(path)
+    contents = load_pt2(path)
+    if "model" not in contents.exported_programs:
+        raise ValueError("the archive holds no program named 'model'")
+    return contents.exported_programs["model"]
+
+
 class ExportedProgramBackend(TorchBackend):
     name = "exported-program"
 
     def _load_module(self):
-        torch = self._torch
-        program, info = self._load_archive(
-            torch.export.load, "torch.export program")
+        program, info = self._load_archive(load_program, "torch.export program")
         module = program.module()
         if self._dev.type != "cpu":
             module = module.to(self._dev)

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import MAX_METADATA_BYTES, ModelInfo, info_from_metadata
+from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, info_from_metadata
 from ..errors import ArtifactError, first_line
 from ..pixels import FLOAT_FORM, UINT8_FORM
 from .base import Backend
@@ -109,6 +109,7 @@ def interpreter(path, threads: int, xnnpack: bool = True):
 
     from ..capture import captured_output
 
+    check_model(path)  # the loading gate (once per file and process)
     with captured_output() as cap:  # the runtime logs the delegate it creates to fd 2
         try:
             resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES

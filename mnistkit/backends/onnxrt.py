@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import ModelInfo, from_onnx_props, onnx_io_info
+from ..artifacts import ModelInfo, check_model, from_onnx_props, onnx_io_info
 from ..capture import captured_output
 from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, first_line
 from .base import _FLOAT_TAIL, _PIXEL_TAIL, Backend
@@ -87,6 +87,7 @@ class OnnxRuntimeBackend(Backend):
     def _load(self) -> ModelInfo:
         import onnxruntime as ort
 
+        check_model(self.path)  # the loading gate (a no-op when create_backend ran it on this file)
         want_cuda = self.device == "cuda"
         preload_text = preload_cuda_libraries() if want_cuda else ""
         if want_cuda:
@@ -306,6 +307,7 @@ class BareSession:
     def __init__(self, path, threads: int | None):
         import onnxruntime as ort
 
+        check_model(path)
         self.threads = threads or default_threads()
         self.sess = ort.InferenceSession(str(path), session_options(self.threads), providers=["CPUExecutionProvider"])
         inp = self.sess.get_inputs()[0]

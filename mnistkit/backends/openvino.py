@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import MAX_METADATA_BYTES, ModelInfo, detect_kind, onnx_io_info, onnx_metadata
+from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, detect_kind, onnx_io_info, onnx_metadata
 from ..errors import ArtifactError, InvalidInputError, ensure_signal_stack, first_line
 from .base import Backend
 
@@ -88,6 +88,7 @@ def _compile(path, threads: int, hint: str = "LATENCY"):
 
     from ..capture import captured_output
 
+    check_model(path)  # the loading gate (once per file and process)
     core = ov.Core()
     options = compile_options(threads, hint)
     with captured_output():

@@ -64,18 +64,22 @@ class TorchBackend(Backend):
         """(object, ModelInfo) from a TorchScript or .pt2 archive; its metadata is in extra/mnistkit.json."""
         import warnings
 
-        from ..artifacts import archive_metadata, info_from_metadata
+        from ..artifacts import archive_metadata, check_model, info_from_metadata
         from ..capture import captured_output
-        from ..safeload import check_archive
+        from ..gate import UnsafeLoad, no_unsafe_loads
 
-        check_archive(self.path)  # no pickle inside may name anything but tensors and plain data
+        check_model(self.path)  # the gate: pickles, TorchScript code, program nodes, sizes
         meta = archive_metadata(self.path)
         try:
             # torch.jit's FutureWarnings are said once, at export; torch's loggers print straight to
-            # stderr (a malformed archive even made one raise inside logging): keep it for the message
-            with warnings.catch_warnings(), captured_output():
+            # stderr (a malformed archive even made one raise inside logging): keep it for the message.
+            # no_unsafe_loads: should the gate ever miss a pickle, torch's unpickling of it raises instead.
+            with warnings.catch_warnings(), captured_output(), no_unsafe_loads():
                 warnings.simplefilter("ignore")
                 obj = loader(str(self.path))
+        except UnsafeLoad as exc:
+            raise ArtifactError(f"{self.path}: refuses to load: torch asked to unpickle part of it without "
+                                f"weights_only ({exc.what}); nothing from it was run") from None
         except Exception as exc:
             raise ArtifactError(f"{self.path}: not a loadable {what} ({first_line(exc, 200)})") from None
         return obj, info_from_metadata(self.path, self.name, meta)

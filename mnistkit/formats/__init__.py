@@ -84,20 +84,22 @@ DYNAMIC_BATCH = BatchCheck(atol=None, min_agreement=0.95,
 
 # ---- the kinds of file, recognised by their bytes (the first 8, and a zip archive's member names)
 
+_ARCHIVE_GATE = "mnistkit.safeload:check_archive"
 KINDS: dict[str, KindSpec] = {k.name: k for k in (
-    KindSpec("checkpoint", "pytorch", kinds.checkpoint, "a torch.save archive of weights (+ mnistkit metadata)"),
+    KindSpec("checkpoint", "pytorch", kinds.checkpoint, "a torch.save archive of weights (+ mnistkit metadata)",
+             gate=_ARCHIVE_GATE),
     KindSpec("torchscript", "torchscript", kinds.torchscript, "a TorchScript archive",
-             metadata="mnistkit.artifacts:archive_metadata"),
+             metadata="mnistkit.artifacts:archive_metadata", gate=_ARCHIVE_GATE),
     KindSpec("exported-program", "exported-program", kinds.exported_program, "a torch.export archive",
-             metadata="mnistkit.artifacts:archive_metadata"),
+             metadata="mnistkit.artifacts:archive_metadata", gate=_ARCHIVE_GATE),
     KindSpec("onnx", "onnxruntime", kinds.onnx, "an ONNX model (protobuf)", flops=f"{_ONNX}:flops_per_image",
-             metadata="mnistkit.artifacts:onnx_metadata"),
+             metadata="mnistkit.artifacts:onnx_metadata", gate="mnistkit.gate.onnx:check"),
     KindSpec("executorch", "executorch", kinds.executorch, "an ExecuTorch program (flatbuffer)",
-             metadata="mnistkit.backends.executorch:read_metadata"),
+             metadata="mnistkit.backends.executorch:read_metadata", gate="mnistkit.gate.executorch:check"),
     KindSpec("openvino-ir", "openvino", kinds.openvino_ir, "an OpenVINO IR graph (.xml, weights in the .bin beside it)",
-             metadata="mnistkit.backends.openvino:ir_metadata"),
+             metadata="mnistkit.backends.openvino:ir_metadata", gate="mnistkit.gate.openvino:check"),
     KindSpec("litert", "litert", kinds.litert, "a LiteRT model (.tflite flatbuffer)",
-             metadata="mnistkit.backends.litert:read_metadata"),
+             metadata="mnistkit.backends.litert:read_metadata", gate="mnistkit.gate.litert:check"),
 )}
 
 # ---- the formats

@@ -97,6 +97,7 @@ class KindSpec:
     description: str
     flops: str | None = None  # "module:function", flops(path) -> multiply-add FLOP per image or None
     metadata: str | None = None  # "module:function", metadata(path) -> mnistkit's metadata dict or None
+    gate: str | None = None  # "module:function", gate(path, label) -> None or raises ArtifactError (see gate/)
 
 
 @dataclass
