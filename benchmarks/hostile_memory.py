@@ -1,4 +1,5 @@
-"""Peak memory and time of the commands that refuse hostile inputs (the README's reliability numbers).
+"""Peak memory and time of the commands that refuse hostile inputs (the README's security numbers): the bombs
+of the first audit, and each file of the second trust audit (issue 20) built from a fresh export of a tiny MLP.
 
 Each command runs in its own process under a small launcher that reports getrusage(RUSAGE_CHILDREN)
 for the command alone (a child forked from a large process would inherit its peak RSS). The files
@@ -61,6 +62,41 @@ def plain_onnx(path: Path) -> Path:
     return path
 
 
+def audit_cases(d: Path, data: Path, image: Path) -> list:
+    """The second audit's files (tests/hostile.py's builders) from a real export of a tiny MLP."""
+    from conftest import write_tiny_dataset as tiny
+
+    from mnistkit.exporter import export_model
+    from mnistkit.train import TrainConfig, train
+
+    clean = tiny(d / "clean-data")
+    ckpt = d / "tiny.pt"
+    train(TrainConfig(dataset="mnist", data_dir=str(clean), epochs=1, out=str(ckpt), threads=2))
+    e = d / "export"
+    export_model(ckpt, ["onnx", "torchscript", "exported-program", "executorch", "litert"], out_dir=e, data_dir=clean)
+    marker, victim = d / "MARKER", d / "victim.txt"
+    victim.write_text("a user's file\n")
+    huge = (1 << 30) + (128 << 20)
+    files = [
+        ("pt2: _codecs + STACK_GLOBAL sample inputs", hostile.pt2_codecs_attack(e / "model.pt2", d / "a.pt2", marker)),
+        ("pt2: pickled weight behind a decoy config", hostile.pt2_decoy_config(e / "model.pt2", d / "b.pt2", marker)),
+        ("ts: torch.from_file writes a user's file", hostile.ts_from_file(d / "c.ts", victim)),
+        ("pt2: aten.from_file node", hostile.pt2_target(e / "model.pt2", d / "d.pt2", "torch.ops.aten.from_file.default")),
+        ("onnx: ConstantOfShape [65536, 65536]", hostile.onnx_constant_of_shape(d / "e.onnx")),
+        ("onnx: endless Loop", hostile.onnx_endless_loop(d / "f.onnx")),
+        ("pt2: 1.1 GiB raw record (deflated)", hostile.archive_with_huge_member(e / "model.pt2", d / "g.pt2",
+                                                                                "data/weights/weight_0", huge)),
+        ("checkpoint: 1.1 GiB raw record (deflated)", hostile.archive_with_huge_member(ckpt, d / "h.pt", "data/0", huge)),
+        ("pt2: shape expression s77*0+2**2**34", hostile.pt2_expression(e / "model.pt2", d / "i.pt2", "s77*0+2**2**34")),
+        ("pte: 4 GiB memory plan", hostile.pte_planning(e / "model.pte", d / "j.pte")),
+        ("tflite: [1, 2^30] tensor", hostile.tflite_big_tensor(e / "model.tflite", d / "k.tflite")),
+    ]
+    cases = [(f"audit {what}, predict", ["predict", path, image]) for what, path in files]
+    bomb = hostile.parquet_bomb(d / "bomb.parquet")
+    cases.append(("audit Parquet: 512 MiB value in a few KB, score", ["score", e / "model.onnx", bomb, "--out", d / "o"]))
+    return cases
+
+
 def main() -> None:
     from PIL import Image
 
@@ -79,6 +115,7 @@ def main() -> None:
             ("PNG 30000x30000 (header only)", ["predict", model, hostile.png_bomb(d / "b30k.png", 30000, 30000, 4)]),
             ("PNG 121 megapixels in ~120 KB", ["predict", model, hostile.png_bomb(d / "b121.png", 11000, 11000)]),
         ]
+        cases += audit_cases(d, data, d / "digit.png")
         rows = []
         for what, args in cases:
             row = {"case": what, **measure(args, d)}
