@@ -28,6 +28,7 @@ import numpy as np
 from .errors import ExportError, first_line
 from .pixels import native_batch
 
+CALIBRATION_BATCH = 64  # images per calibration batch; every batch is whole (see calibration_data)
 CALIBRATION_IMAGES = 512  # "a few hundred": more changed nothing measurable on the MLP (benchmarks/README.md)
 CALIBRATION_SEED = 0
 SELECTION_IMAGES = 5000  # held-out training images that choose the calibration method
@@ -59,6 +60,8 @@ def calibration_data(dataset: str, data_dir=None, n: int = CALIBRATION_IMAGES, s
 
     split = load_split(dataset, "train", data_dir, download=False)
     n = min(n, max(1, len(split) // 2))  # small training sets keep half for choosing the method
+    if n > CALIBRATION_BATCH:  # whole batches: ONNX Runtime's Entropy and Percentile calibrators stack the
+        n -= n % CALIBRATION_BATCH  # batches' histograms and fail on a short last one (800 images: 400 = 6x64 + 16)
     order = np.random.default_rng(seed).permutation(len(split))
     cal, sel = order[:n], order[n:n + selection]
     return CalibrationData(split.images[cal], split.images[sel], split.labels[sel], seed,
@@ -66,9 +69,10 @@ def calibration_data(dataset: str, data_dir=None, n: int = CALIBRATION_IMAGES, s
 
 
 class _Reader:
-    """onnxruntime.quantization.CalibrationDataReader over a fixed array, in batches of 64."""
+    """onnxruntime.quantization.CalibrationDataReader over a fixed array, in batches of CALIBRATION_BATCH (or one
+    batch of all, when there are fewer)."""
 
-    def __init__(self, name: str, data: np.ndarray, batch: int = 64):
+    def __init__(self, name: str, data: np.ndarray, batch: int = CALIBRATION_BATCH):
         self.name, self.data, self.batch, self.i = name, data, batch, 0
 
     def get_next(self):

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from conftest import write_tiny_dataset
 from mnistkit import quantize
 from mnistkit.cli import cli
 from mnistkit.exporter import export_model
@@ -107,6 +108,15 @@ def test_calibration_is_reproducible(tiny_ckpt, tiny_data, tmp_path):
     assert sha256_file(tmp_path / "a" / "model-int8.onnx") == a.artifacts[0]["sha256"]
     # only the derived file is written: the float model it came from stays in staging
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model-int8.onnx"]
+
+
+def test_calibration_uses_whole_batches_on_any_training_set(mnist_sample_dir, tmp_path):
+    """800 training digits gave 400 calibration images, 6 batches of 64 and one of 16, and ONNX Runtime's Entropy
+    calibrator failed on the short batch ("inhomogeneous shape"): every calibration batch is whole now."""
+    calib = quantize.calibration_data("mnist", mnist_sample_dir)
+    assert len(calib.images) == 384 and len(calib.images) % quantize.CALIBRATION_BATCH == 0
+    small = write_tiny_dataset(tmp_path / "small", n_train=100, n_test=20)
+    assert len(quantize.calibration_data("mnist", small).images) == 50  # fewer than a batch: one batch of all
 
 
 def test_calibration_draws_are_seeded(tiny_data):
