@@ -12,10 +12,7 @@ from click.testing import CliRunner
 
 from mnistkit.cli import DATASET_NAMES, cli
 from mnistkit.data import DATASETS
-
-
-def run(*args, **kw):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+from conftest import cli_run as run
 
 
 def test_dataset_choices_match_the_data_module():

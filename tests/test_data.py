@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_images, write_tiny_dataset
+from conftest import make_images, need_module, write_tiny_dataset
 from mnistkit import data
 from mnistkit.data import DATASETS, load_split, read_idx, read_idx_pair, write_idx
 from mnistkit.errors import DataError
@@ -145,7 +145,7 @@ def test_real_fashion_mnist_found_without_flags(fashion_dir, monkeypatch, tmp_pa
 def test_real_mnist_sample(mnist_sample_dir):
     train = load_split("mnist", "train", mnist_sample_dir)
     test = load_split("mnist", "test", mnist_sample_dir)
-    assert len(train) == 4000 and len(test) == 1000
+    assert len(train) == 800 and len(test) == 1000
 
 
 # ---- download: torchvision's real code against a local HTTP server serving files the test wrote
@@ -157,7 +157,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_download_with_torchvision_from_a_mirror(tmp_path, monkeypatch, capfd):
-    tv = pytest.importorskip("torchvision.datasets")
+    tv = need_module("torchvision.datasets", "torch")
     served = write_tiny_dataset(tmp_path / "served", 60, 20, gz=True)
     resources = [(p.name, hashlib.md5(p.read_bytes()).hexdigest()) for p in sorted(served.iterdir())]
     server = http.server.ThreadingHTTPServer(
@@ -180,7 +180,7 @@ def test_download_with_torchvision_from_a_mirror(tmp_path, monkeypatch, capfd):
 
 
 def test_download_fails_fast_without_network(tmp_path, monkeypatch):
-    tv = pytest.importorskip("torchvision.datasets")
+    tv = need_module("torchvision.datasets", "torch")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -196,7 +196,7 @@ def test_download_fails_fast_without_network(tmp_path, monkeypatch):
 
 
 def test_demo_dataset_falls_back_to_fashion(tmp_path, monkeypatch, fashion_dir):
-    tv = pytest.importorskip("torchvision.datasets")
+    tv = need_module("torchvision.datasets", "torch")
     monkeypatch.setattr(tv.MNIST, "mirrors", ["http://127.0.0.1:9/"])
     monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path / "empty"))
     name, why = data.resolve_demo_dataset()

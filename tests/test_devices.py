@@ -16,7 +16,6 @@ from mnistkit.bench import BenchConfig, check_complete, run_bench
 from mnistkit.cli import cli
 from mnistkit.errors import BenchError
 from mnistkit.report import device_table, markdown_report
-from test_embedding import chromium, node  # noqa: F401  (fixtures: present, or skip / fail in CI)
 
 PYTHON_ONLY = {"load_ms", "first_ms", "overhead_p50", "overhead_p99", "unchecked_overhead_p50", "unchecked_p50_ms",
                "roofline_fraction", "matmul_gflops", "split"}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import IN_CI, ROOT
+from conftest import ROOT
 from mnistkit.backends import create_backend
 from mnistkit.data import load_split
 from test_preprocess import draw_digit
@@ -21,30 +21,6 @@ from test_preprocess import draw_digit
 NODE_DIR = ROOT / "examples" / "node"
 WEB_DIR = ROOT / "examples" / "web"
 SCREENSHOT = os.environ.get("MNISTKIT_SCREENSHOT")  # e.g. docs/web-demo.png to refresh the README's picture
-
-
-def need(condition: bool, what: str):
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"{what}; `make test` installs it and CI must run these tests", pytrace=False)
-        pytest.skip(what)
-
-
-@pytest.fixture(scope="module")
-def node():
-    exe = shutil.which("node")
-    need(exe is not None, "Node.js is not installed")
-    need((NODE_DIR / "node_modules" / "onnxruntime-node").exists(), "examples/node has no node_modules (make setup)")
-    return exe
-
-
-@pytest.fixture(scope="module")
-def chromium(node):
-    exe = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    need(Path(exe).exists(), f"Chromium not found at {exe} (apt-get install chromium)")
-    need((WEB_DIR / "node_modules" / "playwright-core").exists(), "examples/web has no node_modules (make setup)")
-    need((WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists(), "examples/web/vendor is missing (make setup)")
-    return exe
 
 
 @pytest.fixture(scope="module")

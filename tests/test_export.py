@@ -19,13 +19,10 @@ from mnistkit.errors import CheckpointError, ExportError, InvalidInputError
 from mnistkit.exporter import export_model
 from mnistkit.formats import DEFAULT_OPSET, FORMAT_CHOICES, FORMATS, OPSET_RANGE, exportable, tolerance_for
 from mnistkit.model import MLP, load_checkpoint, save_checkpoint
+from conftest import cli_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TUTORIAL = FIXTURES / "tutorial_net.py"
-
-
-def cli_run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_format_table_drives_the_cli_choices():

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import hostile
-from conftest import has_cuda
+from conftest import has_cuda, need
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 BOMB_LIMIT_MB = 500
@@ -512,8 +512,8 @@ def test_serve_demo_answers_malformed_paths_without_tracebacks(lab, capfd):
 
     from mnistkit.serve import WEB_DIR, serve_in_background
 
-    if not (WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists():
-        pytest.skip("the web example's vendor files are not installed (make setup)")
+    need((WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists(),
+         "the web example's vendor files are not installed (make setup)")
     server, url = serve_in_background(lab["export"] / "app")
     port = server.server_address[1]
     try:
@@ -775,8 +775,8 @@ def test_an_unreadable_model_or_image_exits_1_not_click_usage(lab, tmp_path):
     """As another user (root reads everything): the file's own line, exit 1, not click's three-line usage error."""
     import shutil as sh
 
-    if os.geteuid() != 0 or not sh.which("setpriv"):
-        pytest.skip("needs root and setpriv to run the command as an unprivileged user")
+    need(os.geteuid() == 0 and sh.which("setpriv") is not None,
+         "needs root and setpriv (util-linux) to run the command as an unprivileged user")
     shared = Path(f"/tmp/mnistkit-unreadable-{os.getpid()}")  # pytest's own tmp_path is root's alone
     shared.mkdir(mode=0o777, exist_ok=True)
     try:
@@ -851,8 +851,8 @@ def test_serve_demo_serves_the_page_and_nothing_else(lab):
 
     from mnistkit.serve import WEB_DIR, serve_in_background
 
-    if not (WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists():
-        pytest.skip("the web example's vendor files are not installed (make setup)")
+    need((WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists(),
+         "the web example's vendor files are not installed (make setup)")
     server, url = serve_in_background(lab["export"] / "app")
     port = server.server_address[1]
     try:

@@ -9,10 +9,7 @@ from mnistkit import doctor as doctor_mod
 from mnistkit.cli import cli
 from mnistkit.formats import FORMATS, exportable
 from mnistkit.onnx_compat import min_onnxruntime
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+from conftest import cli_run as run
 
 
 # every exported file that is not derived from another (one per kind and input form), the manifest, the folder

@@ -16,14 +16,8 @@ from mnistkit.errors import InvalidInputError
 from mnistkit.deploy import deploy_choice, read_deploy
 from mnistkit.optimize import (MAX_NOISE, MIN_NOISE, PRUNE_REASONS, Candidate, _gate, choose, export_folder,
                                noise_band, onnx_graph_levels, pareto, plan_candidates)
-from mnistkit.cli import cli
 from mnistkit.plan import expand
-
-
-def run_cli(*args):
-    from click.testing import CliRunner
-
-    return CliRunner().invoke(cli, [str(a) for a in args])
+from conftest import cli_run as run_cli
 
 
 @pytest.fixture(scope="module")

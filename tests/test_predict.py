@@ -9,10 +9,7 @@ from PIL import Image
 from mnistkit.cli import cli
 from mnistkit.data import load_split
 from test_preprocess import draw_digit
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+from conftest import cli_run as run
 
 
 @pytest.mark.realdata

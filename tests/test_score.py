@@ -12,24 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from mnistkit import score as sc
-from mnistkit.cli import cli
 from mnistkit.data import write_idx
 from mnistkit.errors import InvalidInputError
 from mnistkit.predict import predict
+from conftest import cli_run as run, need_module
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-HAS_RAY = sc.ray_installed()
-needs_ray = pytest.mark.skipif(not HAS_RAY and os.environ.get("CI") != "true",
-                               reason="Ray is not installed (mnistkit[scale])")
+import pyarrow as pa  # noqa: E402  (a core dependency: score's Parquet)
+import pyarrow.parquet as pq  # noqa: E402
 
 
-def run(*args, **kw):
-    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
+@pytest.fixture
+def needs_ray():
+    need_module("ray", "scale")
 
 
 def png_bytes(a: np.ndarray) -> bytes:
@@ -263,7 +260,7 @@ def test_out_must_be_a_score_folder_and_usage_errors(tmp_path, tiny_export):
     assert r.exit_code == 1 and "Traceback" not in r.output
 
 
-@needs_ray
+@pytest.mark.usefixtures("needs_ray")
 def test_an_unreachable_cluster_fails_in_seconds(tmp_path, tiny_export):
     np.save(tmp_path / "a.npy", np.zeros((3, 28, 28), np.uint8))
     t0 = time.monotonic()
@@ -287,16 +284,15 @@ def test_cli_json_summary_and_other_runtimes(tmp_path, tiny_export):
     assert all(len(v["top_k_labels"]) == 2 for v in onnx_rows.values())
     r = run("score", tiny_export / "model.onnx", tmp_path / "a.npy", "--out", tmp_path / "o2", "--in-process")
     assert r.exit_code == 0 and "50 rows for 50 images" in r.output and "one row per input" in r.output
-    if (tiny_export / "model.tflite").exists():  # another runtime, the same contract
-        pytest.importorskip("ai_edge_litert")
-        r = run("score", tiny_export / "model.tflite", tmp_path / "a.npy", "--out", tmp_path / "o3", "--in-process",
-                "--json")
-        assert r.exit_code == 0, r.output
-        lite = read_rows(tmp_path / "o3")
-        assert [v["label"] for v in lite.values()] == [v["label"] for v in onnx_rows.values()]
+    need_module("ai_edge_litert", "litert")  # another runtime, the same contract
+    r = run("score", tiny_export / "model.tflite", tmp_path / "a.npy", "--out", tmp_path / "o3", "--in-process",
+            "--json")
+    assert r.exit_code == 0, r.output
+    lite = read_rows(tmp_path / "o3")
+    assert [v["label"] for v in lite.values()] == [v["label"] for v in onnx_rows.values()]
 
 
-@needs_ray
+@pytest.mark.usefixtures("needs_ray")
 def test_ray_gives_the_in_process_rows(tmp_path, tiny_export):
     model = tiny_export / "model.onnx"
     np.save(tmp_path / "a.npy", np.random.default_rng(3).integers(0, 255, (3000, 28, 28), dtype=np.uint8))
@@ -320,7 +316,7 @@ def _actor_pids() -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if "ray::" in line and "MapWorker" in line]
 
 
-@needs_ray
+@pytest.mark.usefixtures("needs_ray")
 def test_a_killed_worker_is_retried_and_the_output_stays_complete(tmp_path, tiny_export):
     """SIGKILL one Ray actor mid-run: Ray restarts it and re-runs its shard; the part it was writing is
     rewritten whole, so the output has exactly one row per input."""
@@ -360,7 +356,7 @@ def test_without_ray_it_runs_in_process_and_says_so(tmp_path, tiny_export, monke
         sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o2", engine="ray"))
 
 
-@needs_ray
+@pytest.mark.usefixtures("needs_ray")
 def test_one_shard_runs_in_process_unless_a_cluster_is_named(tmp_path, tiny_export):
     np.save(tmp_path / "a.npy", np.zeros((20, 28, 28), np.uint8))
     said = []
@@ -400,7 +396,7 @@ def test_an_idx_gzip_that_inflates_past_its_header_is_refused_in_bounded_memory(
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KB: never inflated whole
 
 
-@needs_ray
+@pytest.mark.usefixtures("needs_ray")
 def test_sigterm_during_a_ray_run_is_the_tables_exit_and_line(tmp_path, tiny_export):
     """Ray's driver installs its own SIGTERM handler (exit 15, no line); score puts the command's back."""
     np.save(tmp_path / "a.npy", np.random.default_rng(5).integers(0, 255, (60_000, 28, 28), dtype=np.uint8))

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from conftest import need_module
 from mnistkit.errors import resolve_signal_path, restart_interrupted_calls, signals_held
 
 
@@ -121,7 +122,7 @@ def test_a_small_alternate_signal_stack_is_replaced_and_signals_still_arrive(rai
 def test_loading_an_openvino_model_leaves_a_usable_signal_stack(tiny_export):
     from mnistkit.backends import create_backend
 
-    pytest.importorskip("openvino")
+    need_module("openvino", "openvino")
     with create_backend(tiny_export / "model.xml", "openvino") as b:
         b.run(__import__("numpy").zeros((3, 28, 28), "uint8"))
         assert _usable(_altstack())

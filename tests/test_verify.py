@@ -11,10 +11,7 @@ from mnistkit.backends import backends_for
 from mnistkit.compare import Tolerance, compare
 from mnistkit.formats import FORMATS, tolerance_for
 from mnistkit.verify import verify
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+from conftest import cli_run as run
 
 
 # ---- the comparison function on hand-computed arrays

@@ -50,18 +50,25 @@ def tutorial(tmp_path_factory, mnist_sample_dir):
     return d
 
 
-@pytest.mark.realdata
-def test_export_never_runs_the_script_and_exports_the_saved_weights(tutorial):
-    ckpt = tutorial / "cnn.pth"
-    before = ckpt.read_bytes()
+@pytest.fixture(scope="module")
+def exported(tutorial):
+    """`mnistkit export cnn.pth --model-class tutorial.py:Net --format all --json` in the user's folder, once:
+    (the export folder, the saved weights' bytes before it ran, the finished process)."""
+    before = (tutorial / "cnn.pth").read_bytes()
     r = mnistkit("export", "cnn.pth", "--model-class", "tutorial.py:Net", "--format", "all", "--json", cwd=tutorial)
+    return tutorial / "models" / "cnn", before, r
+
+
+@pytest.mark.realdata
+def test_export_never_runs_the_script_and_exports_the_saved_weights(tutorial, exported):
+    ckpt = tutorial / "cnn.pth"
+    export, before, r = exported
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)  # stdout is exactly one JSON object, whatever the script prints
     assert obj["passed"]
     assert "loss" not in r.stdout + r.stderr and "saved cnn.pth" not in r.stdout + r.stderr  # training never ran
     assert "defining Net" in r.stderr and "defining Net" not in r.stdout  # the class body's print: stderr
     assert ckpt.read_bytes() == before
-    export = tutorial / "models" / "cnn"
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["source"]["sha256"] == hashlib.sha256(before).hexdigest()
     assert manifest["dataset"] == "mnist" and manifest["labels"] == [str(i) for i in range(10)]
@@ -89,11 +96,9 @@ def test_export_never_runs_the_script_and_exports_the_saved_weights(tutorial):
 
 
 @pytest.mark.realdata
-def test_verify_predict_bench_with_no_more_flags(tutorial):
-    export = tutorial / "models" / "cnn"
-    if not export.exists():
-        assert mnistkit("export", "cnn.pth", "--model-class", "tutorial.py:Net", "--format", "all",
-                        cwd=tutorial).returncode == 0
+def test_verify_predict_bench_with_no_more_flags(tutorial, exported):
+    export, _, done = exported
+    assert done.returncode == 0, done.stderr
     r = mnistkit("verify", export, cwd=tutorial)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASSED" in r.stdout and "reference: " in r.stderr and "sha256 checked" in r.stderr
