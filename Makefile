@@ -41,7 +41,7 @@ demo: setup
 	$(VENV)/bin/mnistkit demo
 
 test: setup
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=25
 
 bench: setup
 	$(PY) benchmarks/train_speed.py
