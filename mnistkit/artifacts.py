@@ -269,24 +269,25 @@ def onnx_metadata(path: str | os.PathLike) -> dict:
     return from_onnx_props({p.key: p.value for p in model.metadata_props})
 
 
-_CHECKED: dict[tuple, str] = {}  # file identity -> kind, for files the gate let through in this process
+_CHECKED: dict[tuple, str] = {}  # (path, size, sha256) -> kind, for files the gate let through in this process
 
 
 def check_model(path: str | os.PathLike, kind: str | None = None) -> str:
     """Run the loading gate of the file's kind (formats.KINDS[kind].gate; see mnistkit.gate) before any
     runtime reads it; returns the kind. Raises ArtifactError, one line, when the file is refused.
 
-    Once per file and process: a file is known by its device, inode, size and modification time, so a file
-    replaced since it was checked is checked again."""
+    Once per file content and process: a file is known by its path, size and sha256 (~1 ms for a model of a few
+    MB), so a file changed since it was checked is checked again, however quickly it was rewritten (modification
+    times tick in milliseconds: a same-size rewrite within one tick kept its time, found in a fuzzing run)."""
+    from .fileio import sha256_file
     from .formats.spec import resolve
 
     path = Path(path)
     kind = kind or detect_kind(path)
     try:
-        st = path.stat()
+        key = (str(path.resolve()), path.stat().st_size, sha256_file(path))
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if _CHECKED.get(key) == kind:
         return kind
     gate = KINDS[kind].gate

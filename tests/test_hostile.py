@@ -868,3 +868,23 @@ def test_serve_demo_serves_the_page_and_nothing_else(lab):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_file_rewritten_in_place_is_checked_again(lab, tmp_path):
+    """The gate runs once per file *content*: a same-size rewrite that keeps the modification time (two writes
+    within one timestamp tick; found by the fuzzer) is checked again."""
+    from mnistkit.artifacts import check_model
+    from mnistkit.errors import ArtifactError
+
+    f = tmp_path / "model.onnx"
+    good = (lab["export"] / "model.onnx").read_bytes()
+    assert b"Relu" in good
+    f.write_bytes(good)
+    st = f.stat()
+    assert check_model(f) == "onnx"
+    with open(f, "r+b") as out:  # the same inode, the same size
+        out.write(good.replace(b"Relu", b"Loop"))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_ino == st.st_ino
+    with pytest.raises(ArtifactError, match="operator Loop"):
+        check_model(f)
