@@ -169,47 +169,42 @@ def test_litert_int8_chooses_by_held_out_accuracy_and_records_it(tiny_export):
     assert entry["test_accuracy"] == pytest.approx(entry["validation"]["accuracy"], abs=1e-9)
 
 
-def test_edge_runtimes_run_without_torch(tiny_export, tmp_path):
-    """LiteRT and OpenVINO IR files run with the runtime alone: predict imports neither torch nor onnx."""
+PREDICT_THEN = (
+    "import sys, json\n"
+    "from mnistkit.cli import main\n"
+    "sys.argv = ['mnistkit', 'predict', sys.argv[1], sys.argv[2], '--json']\n"
+    "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+)
+
+
+def predict_then(model, tmp_path, after: str) -> dict:
+    """`mnistkit predict MODEL x.png --json` in a fresh interpreter, then `after` (Python that writes one JSON
+    object to stderr about the process): that object, once the prediction's own output was checked."""
     from PIL import Image
 
     Image.fromarray(pixels(1)[0]).save(tmp_path / "x.png")
-    code = (
-        "import sys, json\n"
-        "from mnistkit.cli import main\n"
-        "sys.argv = ['mnistkit', 'predict', sys.argv[1], sys.argv[2], '--json']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-        "sys.stderr.write(json.dumps({m: m in sys.modules for m in ('torch', 'torchvision', 'onnx', 'litert_torch')}))\n"
-    )
+    r = subprocess.run([sys.executable, "-c", PREDICT_THEN + after, str(model), str(tmp_path / "x.png")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["predictions"][0]["label"]
+    return json.loads(r.stderr.strip().splitlines()[-1])
+
+
+def test_edge_runtimes_run_without_torch(tiny_export, tmp_path):
+    """LiteRT and OpenVINO IR files run with the runtime alone: predict imports neither torch nor onnx."""
+    modules = "sys.stderr.write(json.dumps({m: m in sys.modules for m in ('torch', 'torchvision', 'onnx', 'litert_torch')}))\n"
     for model in ("model.tflite", "model-int8.tflite", "model.xml"):
-        r = subprocess.run([sys.executable, "-c", code, str(tiny_export / model), str(tmp_path / "x.png")],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["predictions"][0]["label"]
-        imported = json.loads(r.stderr.strip().splitlines()[-1])
+        imported = predict_then(tiny_export / model, tmp_path, modules)
         assert imported == {"torch": False, "torchvision": False, "onnx": False, "litert_torch": False}, model
 
 
 def test_predict_on_a_pte_loads_the_runtime_not_the_compiler(tiny_export, tmp_path):
     """The runtime needs torch (its bindings link libtorch) but not executorch.exir, the compiler its Python module
     imports for one warning class (8 of the 14 s a .pte predict took); the compiler still imports afterwards."""
-    from PIL import Image
-
-    Image.fromarray(pixels(1)[0]).save(tmp_path / "x.png")
-    code = (
-        "import sys, json\n"
-        "from mnistkit.cli import main\n"
-        "sys.argv = ['mnistkit', 'predict', sys.argv[1], sys.argv[2], '--json']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-        "compiler = 'executorch.exir' in sys.modules\n"
-        "from executorch.exir import to_edge_transform_and_lower\n"
-        "sys.stderr.write(json.dumps({'compiler_imported_by_predict': compiler}))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code, str(tiny_export / "model.pte"), str(tmp_path / "x.png")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["predictions"][0]["label"]
-    assert json.loads(r.stderr.strip().splitlines()[-1]) == {"compiler_imported_by_predict": False}
+    after = ("compiler = 'executorch.exir' in sys.modules\n"
+             "from executorch.exir import to_edge_transform_and_lower\n"
+             "sys.stderr.write(json.dumps({'compiler_imported_by_predict': compiler}))\n")
+    assert predict_then(tiny_export / "model.pte", tmp_path, after) == {"compiler_imported_by_predict": False}
 
 
 # ---- ExecuTorch int8
