@@ -888,3 +888,44 @@ def test_a_file_rewritten_in_place_is_checked_again(lab, tmp_path):
     assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_ino == st.st_ino
     with pytest.raises(ArtifactError, match="operator Loop"):
         check_model(f)
+
+
+def test_the_gate_admits_what_users_bring(tmp_path):
+    """Files mnistkit did not make pass the allowlists: a scripted (not traced) module with BatchNorm, Dropout and
+    log_softmax (its TorchScript has loops, ops.prim.RaiseException, getattr on submodules), the same model through
+    torch.export and through ONNX's older TorchScript-based exporter with a dynamic batch (Shape -> Gather ->
+    Concat -> Reshape, whose output size only data propagation knows), and a torchvision ResNet-18."""
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+
+    from mnistkit.artifacts import check_model
+
+    class UserNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
+            self.seq = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Dropout(0.1))
+            self.fc = torch.nn.Linear(4 * 13 * 13, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(self.seq(self.bn(self.conv(x))), 2)
+            return F.log_softmax(self.fc(x.view(x.size(0), -1)), dim=1)
+
+    net, x = UserNet().eval(), torch.randn(2, 1, 28, 28)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(net).save(str(tmp_path / "scripted.ts"))
+        torch.export.save(torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("N")},)),
+                          str(tmp_path / "exported.pt2"))
+        torch.onnx.export(net, (x,), str(tmp_path / "legacy.onnx"), dynamo=False, input_names=["input"],
+                          dynamic_axes={"input": {0: "batch"}})
+        resnet = torchvision.models.resnet18(num_classes=10)
+        resnet.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        torch.onnx.export(resnet.eval(), (x,), str(tmp_path / "resnet18.onnx"), dynamo=False, input_names=["input"],
+                          dynamic_axes={"input": {0: "batch"}})
+    for name, kind in (("scripted.ts", "torchscript"), ("exported.pt2", "exported-program"), ("legacy.onnx", "onnx"),
+                       ("resnet18.onnx", "onnx")):
+        assert check_model(tmp_path / name) == kind, name
