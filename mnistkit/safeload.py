@@ -24,6 +24,7 @@ import zipfile
 from pathlib import PurePosixPath
 
 from .errors import ArtifactError
+from .gate import Refused, check_budget
 
 # No pickle in a model archive of this toolkit's size comes near this; a member that claims more is
 # refused before it is read, so a zip bomb cannot exhaust memory (checked: MLP/CNN pickles < 10 KB).
@@ -184,7 +185,7 @@ def check_pickle(data: bytes, allowed: frozenset[str] | None = None, max_pickles
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limit: int = MAX_PICKLE_BYTES) -> bytes:
     if info.file_size > limit:
-        raise ArtifactError(f"{label}: refuses to load: entry {info.filename} claims {info.file_size} bytes "
+        raise Refused(label, f"entry {info.filename} claims {info.file_size} bytes "
                             f"(at most {limit >> 20} MiB for what mnistkit reads to check it)")
     try:
         with zf.open(info) as f:
@@ -192,16 +193,15 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limit: 
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
         raise ArtifactError(f"{label}: corrupt archive entry {info.filename} ({exc})") from None
     if len(data) > limit:
-        raise ArtifactError(f"{label}: refuses to load: entry {info.filename} inflates past {limit >> 20} MiB")
+        raise Refused(label, f"entry {info.filename} inflates past {limit >> 20} MiB")
     return data
 
 
-class RefusedArtifact(ArtifactError):
+class RefusedArtifact(Refused):
     """An archive whose pickles ask for a global outside the allowlist."""
 
     def __init__(self, label: str, entry: str, name: str):
-        super().__init__(f"{label}: refuses to load: {entry} calls {name} (a model archive may unpickle only "
-                         "tensors and plain data)")
+        super().__init__(label, f"{entry} calls {name} (a model archive may unpickle only tensors and plain data)")
         self.label, self.entry, self.global_name = label, entry, name
 
 
@@ -213,7 +213,7 @@ def _check_pickle_entry(data: bytes, label: str, entry: str, allowed, max_pickle
     except RefusedGlobal as exc:
         raise RefusedArtifact(label, entry, exc.name) from None
     except ValueError as exc:
-        raise ArtifactError(f"{label}: refuses to load: {entry} is not a pickle the gate can check to its end ({exc}); "
+        raise Refused(label, f"{entry} is not a pickle the gate can check to its end ({exc}); "
                             "not a file torch.save wrote (torch would retry such a pickle without weights_only)") from None
 
 
@@ -316,7 +316,7 @@ def _size_bytes(meta: dict, label: str, entry: str) -> int:
         if value is None and isinstance(size, dict) and isinstance(size.get("as_expr"), dict):
             value = _per_image(size["as_expr"].get("expr_str"))
         if not isinstance(value, int) or value < 0:
-            raise ArtifactError(f"{label}: refuses to load: {entry} declares a tensor size mnistkit cannot bound "
+            raise Refused(label, f"{entry} declares a tensor size mnistkit cannot bound "
                                 f"({str(size)[:60]})")
         numel *= value
     dtype = meta.get("dtype")
@@ -383,16 +383,16 @@ def _check_program_json(data: bytes, label: str, entry: str) -> int:
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):
-        raise ArtifactError(f"{label}: refuses to load: {entry} is not a readable program (JSON)") from None
+        raise Refused(label, f"{entry} is not a readable program (JSON)") from None
     if not isinstance(doc, dict):
-        raise ArtifactError(f"{label}: refuses to load: {entry} is not a torch.export program")
+        raise Refused(label, f"{entry} is not a torch.export program")
     stack = [doc]
     seen = 0
     while stack:
         obj = stack.pop()
         seen += 1
         if seen > 5_000_000:
-            raise ArtifactError(f"{label}: refuses to load: {entry} is too large a program")
+            raise Refused(label, f"{entry} is too large a program")
         if isinstance(obj, list):
             stack.extend(obj)
             continue
@@ -402,22 +402,22 @@ def _check_program_json(data: bytes, label: str, entry: str) -> int:
             if key == "target" and isinstance(value, str):
                 problem = _target_problem(value)
                 if problem is not None:
-                    raise ArtifactError(f"{label}: refuses to load: {entry} calls {value}, which {problem}")
+                    raise Refused(label, f"{entry} calls {value}, which {problem}")
             if key == "expr_str" and isinstance(value, str) and not _expr_ok(value):
-                raise ArtifactError(f"{label}: refuses to load: {entry} holds a shape expression that is not "
+                raise Refused(label, f"{entry} holds a shape expression that is not "
                                     f"plain arithmetic ({value[:60]!r}); torch would evaluate it")
             if key == "range_constraints" and isinstance(value, dict):
                 bad = next((k for k in value if not _expr_ok(str(k))), None)
                 if bad is not None:
-                    raise ArtifactError(f"{label}: refuses to load: {entry} holds a shape symbol that is not "
+                    raise Refused(label, f"{entry} holds a shape symbol that is not "
                                         f"plain arithmetic ({str(bad)[:60]!r})")
             if key == "guards_code" and value:
-                raise ArtifactError(f"{label}: refuses to load: {entry} carries guard code "
+                raise Refused(label, f"{entry} carries guard code "
                                     f"({len(value) if isinstance(value, list) else 1} line(s)) that torch would "
                                     "execute; mnistkit loads programs without it (as torch.export writes them "
                                     "for a dynamic batch)")
             if key == "custom_obj_values" and value:
-                raise ArtifactError(f"{label}: refuses to load: {entry} holds C++ objects registered with torch "
+                raise Refused(label, f"{entry} holds C++ objects registered with torch "
                                     "(custom_obj_values); mnistkit loads programs made of tensors")
             if isinstance(value, (dict, list)):
                 stack.append(value)
@@ -441,16 +441,16 @@ def _records(infos: list[zipfile.ZipInfo], label: str) -> dict[str, zipfile.ZipI
     """The archive's members by the record name torch reads them by (the archive's root folder removed)."""
     roots = {i.filename.split("/", 1)[0] for i in infos}
     if len(roots) != 1 or any("/" not in i.filename for i in infos):
-        raise ArtifactError(f"{label}: refuses to load: its members are not all inside one root folder "
-                            "(torch.save, torch.jit.save and torch.export.save write one)")
+        raise Refused(label, "its members are not all inside one root folder "
+                             "(torch.save, torch.jit.save and torch.export.save write one)")
     records: dict[str, zipfile.ZipInfo] = {}
     for info in infos:
         name = info.filename.split("/", 1)[1]
         parts = PurePosixPath(name).parts
         if not name or name.startswith("/") or ".." in parts or "\\" in name:
-            raise ArtifactError(f"{label}: refuses to load: member {info.filename!r} has an unsafe path")
+            raise Refused(label, f"member {info.filename!r} has an unsafe path")
         if name in records:
-            raise ArtifactError(f"{label}: refuses to load: member {info.filename!r} appears twice (which copy "
+            raise Refused(label, f"member {info.filename!r} appears twice (which copy "
                                 "torch reads is not defined)")
         records[name] = info
     return records
@@ -467,8 +467,6 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
     from the one payload config torch reads; pickled payloads, compiled code and C++ objects refused), and the
     members' declared sizes and the tensors' claimed sizes are held to the model budget.
     """
-    from .gate import check_budget
-
     label = label or str(path)
     allowed = allowed_globals() if allowed is None else allowed
     head = _data
@@ -482,7 +480,7 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
             raise ArtifactError(f"{label}: cannot read ({exc.strerror or exc})") from None
     if head[:2] != b"PK":  # legacy torch.save: five small pickles, then raw storage bytes
         if len(head) > MAX_PICKLE_BYTES:
-            raise ArtifactError(f"{label}: refuses to load: its pickles run past {MAX_PICKLE_BYTES >> 20} MiB")
+            raise Refused(label, f"its pickles run past {MAX_PICKLE_BYTES >> 20} MiB")
         claimed = _check_pickle_entry(head, label, "the pickle", allowed, LEGACY_PICKLES)
         check_budget(label, claimed, "the tensors its pickle claims")
         return
@@ -498,7 +496,7 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
         for name in records:
             parts = PurePosixPath(name).parts
             if "aotinductor" in parts or name.endswith((".so", ".dll", ".dylib", ".cpp", ".o")):
-                raise ArtifactError(f"{label}: refuses to load: {name} is compiled code (AOTInductor "
+                raise Refused(label, f"{name} is compiled code (AOTInductor "
                                     "package); only torch.export programs without native code are loaded")
         claimed = 0
         for name, info in records.items():
@@ -519,14 +517,15 @@ def _check_nested(zf, info, label: str, entry: str, allowed, depth: int) -> int:
     data = _read_member(zf, info, label)
     if data[:2] == b"PK":
         if depth >= MAX_NESTING:
-            raise ArtifactError(f"{label}: refuses to load: archives nested deeper than {MAX_NESTING}")
+            raise Refused(label, f"archives nested deeper than {MAX_NESTING}")
         try:
             check_archive(None, label, allowed, depth + 1, data)
         except RefusedArtifact as exc:  # name the entry of the outer archive, as torch sees it
             raise RefusedArtifact(label, entry, exc.global_name) from None
-        except ArtifactError as exc:
-            reason = str(exc).removeprefix(f"{label}: ").removeprefix("refuses to load: ")
-            raise ArtifactError(f"{label}: refuses to load: {entry}: {reason}") from None
+        except Refused as exc:
+            raise Refused(label, f"{entry}: {exc.reason}") from None
+        except ArtifactError as exc:  # a corrupt nested archive
+            raise Refused(label, f"{entry}: {str(exc).removeprefix(f'{label}: ')}") from None
         return 0  # the nested archive held its own budget
     return _check_pickle_entry(data, label, entry, allowed, 1 if entry.endswith("pkl") else LEGACY_PICKLES)
 
@@ -537,7 +536,7 @@ def _check_pt2(zf, records: dict, label: str, allowed, depth: int) -> int:
     of one program named "model" (what torch.export.save writes and torch.export.load returns)."""
     programs = [name for name in records if name.startswith(_PT2_MODELS)]
     if programs != [f"{_PT2_MODELS}model.json"]:
-        raise ArtifactError(f"{label}: refuses to load: it holds programs {programs[:4]}; mnistkit loads "
+        raise Refused(label, f"it holds programs {programs[:4]}; mnistkit loads "
                             "archives of one program, models/model.json")
     claimed = _check_program_json(_read_member(zf, records[programs[0]], label, MAX_PROGRAM_BYTES), label,
                                   programs[0])
@@ -547,7 +546,7 @@ def _check_pt2(zf, records: dict, label: str, allowed, depth: int) -> int:
     for folder, config_name, kind in ((_PT2_WEIGHTS, _PT2_WEIGHTS_CONFIG, "weights"),
                                       (_PT2_CONSTANTS, _PT2_CONSTANTS_CONFIG, "constants")):
         if f"{folder}model.pt" in records:
-            raise ArtifactError(f"{label}: refuses to load: its {kind} are in the legacy layout ({folder}model.pt), "
+            raise Refused(label, f"its {kind} are in the legacy layout ({folder}model.pt), "
                                 "which torch unpickles without weights_only; re-save it with torch.export.save")
         config_name = config_name.format("model")
         if config_name not in records:
@@ -555,18 +554,18 @@ def _check_pt2(zf, records: dict, label: str, allowed, depth: int) -> int:
         try:
             config = json.loads(_read_member(zf, records[config_name], label)).get("config")
         except (ValueError, AttributeError, RecursionError):
-            raise ArtifactError(f"{label}: refuses to load: {config_name} is not a readable payload config") from None
+            raise Refused(label, f"{config_name} is not a readable payload config") from None
         if not isinstance(config, dict):
-            raise ArtifactError(f"{label}: refuses to load: {config_name} is not a payload config")
+            raise Refused(label, f"{config_name} is not a payload config")
         for fqn, meta in config.items():
             where = f"{config_name} ({str(fqn)[:60]})"
             if not isinstance(meta, dict) or not isinstance(meta.get("path_name"), str):
-                raise ArtifactError(f"{label}: refuses to load: {where} is malformed")
+                raise Refused(label, f"{where} is malformed")
             if meta.get("use_pickle"):
-                raise ArtifactError(f"{label}: refuses to load: {where} is stored as a pickle, which torch "
+                raise Refused(label, f"{where} is stored as a pickle, which torch "
                                     "unpickles without weights_only; mnistkit loads raw tensor payloads")
             if kind == "constants" and not meta["path_name"].startswith(_PT2_TENSOR_CONSTANT):
-                raise ArtifactError(f"{label}: refuses to load: {where} is a Python or C++ object, not a tensor "
+                raise Refused(label, f"{where} is a Python or C++ object, not a tensor "
                                     "(torch would unpickle it)")
             claimed += _size_bytes(meta.get("tensor_meta"), label, where)
     return claimed

@@ -8,6 +8,7 @@ the command refuses the input before importing torch; nothing left under a final
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -505,18 +506,27 @@ def test_no_colour_codes_off_a_terminal(lab, tmp_path):
 # 7. serve-demo
 
 
+@contextlib.contextmanager
+def demo_server(lab):
+    """`serve-demo` on the lab's app bundle, in this process; yields its port."""
+    from mnistkit.serve import WEB_DIR, serve_in_background
+
+    need((WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists(),
+         "the web example's vendor files are not installed (make setup)")
+    server, _ = serve_in_background(lab["export"] / "app")
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.node
 def test_serve_demo_answers_malformed_paths_without_tracebacks(lab, capfd):
     import http.client
     import socket
 
-    from mnistkit.serve import WEB_DIR, serve_in_background
-
-    need((WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists(),
-         "the web example's vendor files are not installed (make setup)")
-    server, url = serve_in_background(lab["export"] / "app")
-    port = server.server_address[1]
-    try:
+    with demo_server(lab) as port:
         for path, status in (("/%00", 400), ("/%ff%fe", 400), ("/a%0Ab", 400), ("/no-such-file.js", 404),
                              ("/../../etc/passwd", 404), ("/", 200)):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -529,9 +539,6 @@ def test_serve_demo_answers_malformed_paths_without_tracebacks(lab, capfd):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             s.close()
         time.sleep(0.5)
-    finally:
-        server.shutdown()
-        server.server_close()
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "Traceback" not in captured.out
 
@@ -849,13 +856,7 @@ def test_openvino_errors_say_what_happened_not_where(lab, tmp_path):
 def test_serve_demo_serves_the_page_and_nothing_else(lab):
     import http.client
 
-    from mnistkit.serve import WEB_DIR, serve_in_background
-
-    need((WEB_DIR / "vendor" / "ort-wasm-simd-threaded.wasm").exists(),
-         "the web example's vendor files are not installed (make setup)")
-    server, url = serve_in_background(lab["export"] / "app")
-    port = server.server_address[1]
-    try:
+    with demo_server(lab) as port:
         for path, status in (("/", 200), ("/index.html", 200), ("/app.mjs", 200), ("/vendor/ort.wasm.bundle.min.mjs", 200),
                              ("/model/labels.json", 200), ("/package.json", 404), ("/package-lock.json", 404),
                              ("/node_modules/", 404), ("/node_modules/playwright-core/package.json", 404),
@@ -865,9 +866,6 @@ def test_serve_demo_serves_the_page_and_nothing_else(lab):
                 conn.request(method, path)
                 assert conn.getresponse().status == status, (method, path)
                 conn.close()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_file_rewritten_in_place_is_checked_again(lab, tmp_path):

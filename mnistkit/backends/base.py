@@ -89,7 +89,7 @@ class Backend:
 
             from ..gate import is_allocation_failure, memory_window, over_memory
 
-            window = memory_window(self.path) if self.device == "cpu" else nullcontext()
+            window = memory_window() if self.device == "cpu" else nullcontext()
             try:
                 with window:
                     self.info = self._load()

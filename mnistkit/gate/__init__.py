@@ -183,7 +183,7 @@ def _data_segment() -> int | None:
 
 
 @contextlib.contextmanager
-def memory_window(label=None):
+def memory_window():
     """Cap the process's data segment at its current size + the model budget + RUNTIME_HEADROOM while the
     block runs (Linux: RLIMIT_DATA, which counts malloc and anonymous mmap alike). An allocation past it
     fails (MemoryError, or the runtime's own bad_alloc) instead of taking the machine's memory; the block's
