@@ -20,7 +20,7 @@ from . import exportdir
 from .errors import ExportError, InvalidInputError, publishing, raise_if_signalled
 from .fileio import atomic_write_json, replace_dir, sha256_file, staging_dir
 from .formats import (DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, FORMAT_CHOICES, FORMATS, KINDS, OPSET_RANGE,
-                      WriteContext, exportable, parse_formats)
+                      WriteContext, parse_formats)
 from .preprocess import RECIPES
 from .validate import Validation, validate_artifact
 
@@ -135,7 +135,7 @@ def export_model(
             atomic_write_json(ctx.staging / "manifest.json", exportdir.manifest(src, entries))
             app_entry = next((e for e in entries if e["format"] == exportdir.APP_FORMAT), None)
             had_bundle = previous is not None and (out_dir / "app").is_dir() and bool(kept)
-            if app_entry is not None and (set(exportable()) <= set(names) or had_bundle):
+            if app_entry is not None and (exportdir.APP_FORMAT in names or had_bundle):
                 exportdir.write_app_bundle(ctx.staging, src, app_entry)
                 bundle = out_dir / "app"
             with publishing(str(out_dir)):  # the commit point: after it, out_dir is the new export

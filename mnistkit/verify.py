@@ -149,7 +149,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
 
     with tempfile.TemporaryDirectory(prefix="mnistkit-verify-") as tmp:
         if not artifacts:
-            targets = _export_everything(src, tmp, data_dir, log)
+            targets = _export_everything(src, tmp, data_dir, backends, log)
         ref_target = target(ref_path)
         planned, not_run = cases([ref_target], backends, devices)
         planned = [c for c in planned if not (BACKENDS[c.backend].reference and c.device == "cpu")]  # itself
@@ -178,13 +178,20 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     return report
 
 
-def _export_everything(src, folder, data_dir, log):
-    """Every format of `src`, unvalidated, into a temporary folder (verify validates them itself)."""
+def _export_everything(src, folder, data_dir, backends, log):
+    """Every format of `src` that one of `backends` (None: any) opens, unvalidated, into a temporary folder
+    (verify validates them itself): `--backends onnxruntime` exports the ONNX formats only."""
+    from .backends import BACKENDS
     from .exporter import export_model
+    from .formats import FORMATS, exportable
 
-    log("no artifacts given: exporting every format to a temporary folder first")
+    names = [f for f in exportable() if backends is None or any(FORMATS[f].kind in BACKENDS[b].opens for b in backends)]
+    if not names:  # the named backends open no exportable format (e.g. only the PyTorch reference)
+        return []
+    log(f"no artifacts given: exporting {'every format' if len(names) == len(exportable()) else ', '.join(names)} "
+        "to a temporary folder first")
     norm = src.meta["normalization"]
-    exported = export_model(src.module, "all", out_dir=folder, validate=False, data_dir=data_dir,
+    exported = export_model(src.module, names, out_dir=folder, validate=False, data_dir=data_dir,
                             raise_on_failure=False, labels=src.meta["labels"], mean=norm["mean"][0],
                             std=norm["std"][0], recipe=src.meta["preprocess"], dataset=src.meta.get("dataset"))
     return [target(Path(folder) / a["file"]) for a in exported.artifacts]

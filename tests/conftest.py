@@ -181,6 +181,7 @@ def tiny_export(tmp_path_factory, tiny_ckpt, tiny_data) -> Path:
 
 @pytest.fixture(scope="session")
 def fashion_export(tmp_path_factory, fashion_ckpt) -> Path:
+    """Every format of the Fashion-MNIST MLP (verify runs each CPU backend on the full test split)."""
     from mnistkit.exporter import export_model
 
     out = tmp_path_factory.mktemp("fashion-export")
@@ -190,10 +191,11 @@ def fashion_export(tmp_path_factory, fashion_ckpt) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_export(tmp_path_factory, digits_ckpt, mnist_sample_dir) -> Path:
+    """The digits MLP's float and app ONNX files (with app/, what the Node and browser examples embed)."""
     from mnistkit.exporter import export_model
 
     out = tmp_path_factory.mktemp("digits-export")
-    export_model(digits_ckpt, "all", out_dir=out, data_dir=mnist_sample_dir)
+    export_model(digits_ckpt, "onnx,onnx-app", out_dir=out, data_dir=mnist_sample_dir)
     return out
 
 

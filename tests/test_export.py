@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -150,25 +151,6 @@ def test_python_api_exports_any_module(tmp_path, tiny_data):
     assert result.validation[0].data == "random images"  # the module names no dataset
 
 
-def test_tutorial_net_state_dict_exports_and_validates(tmp_path, mnist_sample_dir):
-    from fixtures.tutorial_net import Net
-
-    torch.manual_seed(1)
-    torch.save(Net().state_dict(), tmp_path / "mnist_cnn.pt")  # exactly as the example ends
-    r = CliRunner().invoke(cli, ["export", str(tmp_path / "mnist_cnn.pt"), "--model-class", f"{TUTORIAL}:Net",
-                                 "--format", "all", "--out-dir", str(tmp_path / "out"), "--dataset", "mnist",
-                                 "--data-dir", str(mnist_sample_dir), "--json"], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    obj = json.loads(r.stdout)
-    assert obj["passed"] and len(obj["validation"]) == len(exportable())
-    assert all(v["images"] == 1000 and v["data"] == "mnist test images" for v in obj["validation"])
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    # ToTensor scaling by default: pixels/255, no mean/std
-    assert manifest["normalization"] == {"mean": [0.0], "std": [1.0]}
-    assert manifest["source"]["model_class"].endswith("tutorial_net.py:Net")
-    assert (tmp_path / "out" / "app" / "labels.json").exists()
-
-
 def test_model_class_from_a_package_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FIXTURES))
     torch.save(__import__("tutorial_net").NeuralNetwork().state_dict(), tmp_path / "model.pth")
@@ -254,6 +236,8 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, tiny_ckpt, monkeypa
 
 
 def test_failing_validation_keeps_passing_artifacts_and_lists_all_failures(tmp_path, tiny_ckpt, tiny_data, monkeypatch):
+    """Two of four formats fail validation (a float, an app variant and a torch archive pass): every failure is
+    listed in the last line, the passing artifacts are kept and in the manifest, the failing ones never written."""
     from mnistkit.compare import Tolerance
 
     import mnistkit.validate
@@ -261,14 +245,15 @@ def test_failing_validation_keeps_passing_artifacts_and_lists_all_failures(tmp_p
     real = mnistkit.validate.tolerance_for
     monkeypatch.setattr(mnistkit.validate, "tolerance_for",
                         lambda fmt, device: Tolerance(-1.0) if fmt in ("onnx", "torchscript") else real(fmt, device))
-    r = cli_run("export", tiny_ckpt, "--format", "all", "--out-dir", tmp_path, "--data-dir", tiny_data)
+    formats = ["onnx", "onnx-app", "torchscript", "exported-program"]
+    r = cli_run("export", tiny_ckpt, "--format", ",".join(formats), "--out-dir", tmp_path, "--data-dir", tiny_data)
     assert r.exit_code == 1
     assert "✗ onnx " in r.output and "✗ torchscript" in r.output and "✓ onnx-app" in r.output
     last = r.output.strip().splitlines()[-1]
-    assert last.startswith(f"error: validation failed for 2 of {len(exportable())} artifacts: onnx (")
+    assert last.startswith(f"error: validation failed for 2 of {len(formats)} artifacts: onnx (")
     assert "torchscript (" in last
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert {a["format"] for a in manifest["artifacts"]} == set(exportable()) - {"onnx", "torchscript"}
+    assert {a["format"] for a in manifest["artifacts"]} == {"onnx-app", "exported-program"}
     assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "model.ts").exists()
 
 
@@ -384,3 +369,11 @@ def test_saved_checkpoint_without_dataset_validates_on_random_images(tmp_path):
     r = export_model(tmp_path / "c.pt", "onnx", out_dir=tmp_path / "o", log=messages.append)
     assert r.passed and r.validation[0].data == "random images"
     assert any("random images" in m for m in messages)
+
+
+def test_an_export_with_the_app_format_writes_the_app_bundle(tmp_path, tiny_ckpt):
+    """app/ (what the Node and browser examples embed) comes with onnx-app, not only with --format all."""
+    export_model(tiny_ckpt, "onnx-app", out_dir=tmp_path / "app-only", validate=False)
+    assert sorted(os.listdir(tmp_path / "app-only" / "app")) == ["README.md", "labels.json", "model.onnx"]
+    export_model(tiny_ckpt, "onnx", out_dir=tmp_path / "float-only", validate=False)
+    assert not (tmp_path / "float-only" / "app").exists()

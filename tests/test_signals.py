@@ -140,6 +140,8 @@ def manifest(*args):  # the last step in the staging folder, before the swap
         os.kill(os.getpid(), signal.SIGTERM)
     return write(*args)
 def swap(new, target):
+    if when == "during":
+        os.kill(os.getpid(), signal.SIGTERM)
     real(new, target)
     if when == "after":
         os.kill(os.getpid(), signal.SIGTERM)
@@ -159,7 +161,7 @@ def _around_swap(when, *args, cwd):
                           text=True, timeout=600, cwd=cwd)
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("when", ["before", "during", "after"])
 def test_a_signal_at_the_export_swap_is_terminated_or_complete_never_both(tmp_path, tiny_ckpt, tiny_data, when):
     out = tmp_path / "export"
     r = _around_swap(when, "export", tiny_ckpt, "--format", "onnx", "--out-dir", out, "--data-dir", tiny_data,
@@ -168,7 +170,7 @@ def test_a_signal_at_the_export_swap_is_terminated_or_complete_never_both(tmp_pa
     if when == "before":
         assert r.returncode == 143 and lines[-1] == "error: terminated (SIGTERM)", r.stderr
         assert not out.exists()
-    else:
+    else:  # during the swap is inside publishing: the signal waits, and the folder is complete
         assert r.returncode == 0, r.stderr
         assert lines[-1] == f"note: SIGTERM arrived after {out} was complete; finishing", r.stderr
         assert (out / "manifest.json").is_file() and (out / "model.onnx").is_file()
