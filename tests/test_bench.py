@@ -44,6 +44,16 @@ def test_interleaved_timing_alternates_blocks():
     assert switches >= 4  # several a-blocks and b-blocks, not one long run each
 
 
+def test_a_block_is_never_longer_than_min_time():
+    """A quick run asked for 20 ms per call: blocks of at most 20 ms each (not the 0.2 s default), so the whole
+    timing of two calls ends after a round or two (a block stops at its end, whatever the machine's load)."""
+    import time
+
+    a, b = time_interleaved([lambda: time.sleep(0.001), lambda: time.sleep(0.001)], 0, 0.02, 3, settle=0.0)
+    assert len(a) >= 3 and len(b) >= 3
+    assert max(a.sum(), b.sum()) < 0.2  # one 0.2 s default block alone would be 0.2 s of samples for each
+
+
 class NoisyBackend(OnnxRuntimeBackend):
     """ONNX Runtime with a deliberately erratic delay: ~0.1 ms usually, 3 ms on 30 % of calls."""
 

@@ -107,7 +107,8 @@ def test_verify_predict_bench_with_no_more_flags(tutorial, exported):
     r = mnistkit("verify", export, cwd=tutorial)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASSED" in r.stdout and "reference: " in r.stderr and "sha256 checked" in r.stderr
-    r = mnistkit("verify", export, "--json", cwd=tutorial)
+    torch_and_ort = ("--backends", "pytorch,torchscript,exported-program,onnxruntime")  # every runtime ran above
+    r = mnistkit("verify", export, *torch_and_ort, "--json", cwd=tutorial)
     report = json.loads(r.stdout)
     assert report["passed"] and report["dataset"] == "mnist" and report["images"] == 1000
     assert {p["format"] for p in report["pairs"]} >= {"onnx", "torchscript", "exported-program", "onnx-int8"}
@@ -120,8 +121,8 @@ def test_verify_predict_bench_with_no_more_flags(tutorial, exported):
     assert r.returncode == 0, r.stderr
     assert [p["input"] for p in json.loads(r.stdout)["predictions"]][:2] == ["digits.npy[0]", "digits.npy[1]"]
 
-    r = mnistkit("bench", export, "--batch-sizes", "1,64", "--min-time", "0.05", "--warmup", "0.02", "--no-baselines",
-                 "--out-dir", tutorial / "bench", "--json", cwd=tutorial)
+    r = mnistkit("bench", export, *torch_and_ort, "--batch-sizes", "1,64", "--min-time", "0.05", "--warmup", "0.02",
+                 "--no-baselines", "--out-dir", tutorial / "bench", "--json", cwd=tutorial)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["results"]
     assert all(row["status"] == "ok" for row in rows), [row for row in rows if row["status"] != "ok"]
