@@ -181,14 +181,15 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
 def _export_everything(src, folder, data_dir, backends, log):
     """Every format of `src` that one of `backends` (None: any) opens, unvalidated, into a temporary folder
     (verify validates them itself): `--backends onnxruntime` exports the ONNX formats only."""
-    from .backends import BACKENDS
+    from .backends import backends_for
     from .exporter import export_model
     from .formats import FORMATS, exportable
 
-    names = [f for f in exportable() if backends is None or any(FORMATS[f].kind in BACKENDS[b].opens for b in backends)]
+    every = exportable()
+    names = [f for f in every if backends is None or set(backends) & set(backends_for(FORMATS[f].kind))]
     if not names:  # the named backends open no exportable format (e.g. only the PyTorch reference)
         return []
-    log(f"no artifacts given: exporting {'every format' if len(names) == len(exportable()) else ', '.join(names)} "
+    log(f"no artifacts given: exporting {'every format' if names == every else ', '.join(names)} "
         "to a temporary folder first")
     norm = src.meta["normalization"]
     exported = export_model(src.module, names, out_dir=folder, validate=False, data_dir=data_dir,

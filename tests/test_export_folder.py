@@ -126,23 +126,18 @@ def test_staging_of_a_killed_export_is_cleaned_up(tmp_path, tiny_ckpt):
     assert_one_model(out)
 
 
-# The export runs in a real interpreter whose format writers announce themselves on stderr ("step <format>", then
-# "step swap" just before the folder is swapped in): the test sends SIGTERM the moment a chosen step begins, so each
-# point lands where it is meant to (inside a native converter, between writers, at the swap) on any machine's speed,
-# and each run ends there instead of running a whole export first to time it.
+# The export runs in a real interpreter whose format writers announce themselves on stderr ("step <format>"): the
+# test sends SIGTERM the moment a chosen step begins, so each point lands where it is meant to (inside a native
+# converter, between writers) on any machine's speed, and each run ends there instead of running a whole export
+# first to time it.
 ANNOUNCED_EXPORT = r"""
 import sys
-import mnistkit.exporter, mnistkit.fileio
 from mnistkit.formats import spec
-write, swap = spec.FormatSpec.write, mnistkit.fileio.replace_dir
+write = spec.FormatSpec.write
 def announced(self, *args):
     print("step", self.name, file=sys.stderr, flush=True)
     return write(self, *args)
-def announced_swap(*args):
-    print("step swap", file=sys.stderr, flush=True)
-    return swap(*args)
 spec.FormatSpec.write = announced
-mnistkit.fileio.replace_dir = mnistkit.exporter.replace_dir = announced_swap
 from mnistkit.cli import main
 sys.argv = ["mnistkit", *sys.argv[1:]]
 main()

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import hostile
-from conftest import has_cuda, need
+from conftest import cli_run, has_cuda, need
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 BOMB_LIMIT_MB = 500
@@ -96,24 +96,16 @@ def _in_process(args, cwd: Path, env: dict) -> Run:
     """The CLI in this process: its exit code (CliRunner), stdout and stderr (Python's and the descriptors'), in
     `cwd` with `env` set, as `python -m mnistkit` would run them (logging's own errors silenced, as main() does)."""
     import logging
+    from unittest import mock
 
-    from click.testing import CliRunner
-
-    from mnistkit.cli import cli
-
-    before_env, before_cwd, raise_exc = dict(os.environ), os.getcwd(), logging.raiseExceptions
-    os.environ.update(env)
-    os.environ.pop("MNISTKIT_DEBUG", None)
-    os.chdir(cwd)
+    raise_exc = logging.raiseExceptions
     logging.raiseExceptions = False
     try:
-        with _fds_captured(cwd) as fds:
-            r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, prog_name="mnistkit")
+        with mock.patch.dict(os.environ, env), contextlib.chdir(cwd), _fds_captured(cwd) as fds:
+            os.environ.pop("MNISTKIT_DEBUG", None)
+            r = cli_run(*args, prog_name="mnistkit")
             fd_out, fd_err = fds()
     finally:
-        os.chdir(before_cwd)
-        os.environ.clear()
-        os.environ.update(before_env)
         logging.raiseExceptions = raise_exc
     return Run(list(args), r.exit_code, r.stdout + fd_out, r.stderr + fd_err, float("nan"))
 
