@@ -4,7 +4,16 @@
 (The module is `exporter.py`, not `export.py`, so importing it never shadows that function.)
 """
 
+import os
+
 from ._version import __version__
+
+# ONNX Runtime 1.31's Linux builds queue usage events (Microsoft's 1DS) in ~/.cache/Microsoft/DeveloperTools/
+# .onnxruntime/ (a device id and an upload queue) at `import onnxruntime`, in Python and in onnxruntime-node,
+# unless ORT_DISABLE_TELEMETRY is set before the library loads (measured: onnxruntime-gpu 1.31). mnistkit sets
+# it here, before any of its modules imports onnxruntime, and its Node and Ray processes inherit it; a value the
+# user set is kept. (OpenVINO's telemetry is turned off where mnistkit imports it: backends/openvino.py.)
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __all__ = ["__version__", "export", "load"]
 

@@ -61,7 +61,9 @@ def probe_provider(provider: str) -> tuple[bool, str]:
 def openvino_checks() -> list[Check]:
     """OpenVINO: installed, and its CPU plugin really compiling and running a model here."""
     try:
-        import openvino as ov
+        from .backends.openvino import import_openvino
+
+        ov = import_openvino()
     except ImportError:
         return [Check("openvino", INFO, "not installed (optional runtime)", "pip install 'mnistkit[openvino]'")]
     except Exception as exc:  # installed but broken

@@ -326,7 +326,9 @@ def _litert_default(path: Path):
 
 
 def _openvino_default(path: Path):
-    import openvino as ov
+    from .backends.openvino import import_openvino
+
+    ov = import_openvino()
 
     from .capture import captured_output
 

@@ -6,7 +6,11 @@ absence is a failure: a skip in CI is not a pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +211,54 @@ def cli_run(*args, **kw):
     from mnistkit.cli import cli
 
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+@contextlib.contextmanager
+def fds_captured(folder: Path):
+    """File descriptors 1 and 2 into files for the block (what native code writes past Python's sys.stderr);
+    yields a function that returns (stdout, stderr) so far."""
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    files = {fd: open(folder / f".fd{fd}.{time.time_ns()}", "w+b") for fd in (1, 2)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        for fd, f in files.items():
+            os.dup2(f.fileno(), fd)
+
+        def read():
+            out = []
+            for f in files.values():
+                f.seek(0)
+                out.append(f.read().decode(errors="replace"))
+            return tuple(out)
+        yield read
+    finally:
+        for fd, old in saved.items():
+            os.dup2(old, fd)
+            os.close(old)
+        for f in files.values():
+            f.close()
+            Path(f.name).unlink(missing_ok=True)
+
+
+def cli_in_process(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`mnistkit ARGS` as `python -m mnistkit` would run it, in this process: in `cwd`, with `env` added, its exit
+    code (CliRunner's), its stdout and stderr (Python's and file descriptors 1 and 2, so a native library's own
+    print counts), logging's own errors silenced as main() does. Use a real process where the process is what
+    is tested (a signal, peak memory, import-time output of a fresh interpreter)."""
+    import logging
+    from unittest import mock
+
+    raise_exc = logging.raiseExceptions
+    logging.raiseExceptions = False
+    try:
+        with mock.patch.dict(os.environ, env or {}), contextlib.chdir(cwd), fds_captured(cwd) as fds:
+            os.environ.pop("MNISTKIT_DEBUG", None)
+            r = cli_run(*args, prog_name="mnistkit")
+            fd_out, fd_err = fds()
+    finally:
+        logging.raiseExceptions = raise_exc
+    return subprocess.CompletedProcess(["mnistkit", *map(str, args)], r.exit_code, r.stdout + fd_out, r.stderr + fd_err)
 
 
 def swap_writer(monkeypatch, name: str, writer) -> None:

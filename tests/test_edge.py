@@ -3,6 +3,7 @@ int8 selection; ExecuTorch int8; OpenVINO IR as a two-file artifact. (Parity of 
 runtime that opens it is tests/test_formats.py's matrix; the backend contract is tests/test_backends.py's.)"""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import swap_writer
+from conftest import need_module, swap_writer
 from mnistkit.artifacts import detect_kind, kind_metadata
 from mnistkit.backends import create_backend
 from mnistkit.backends.litert import INTERPRETERS, BareLiteRT, LiteRTBackend, read_metadata
@@ -231,6 +232,31 @@ def test_openvino_ir_is_two_files_listed_together(tiny_export):
     assert meta["format"] == "openvino" and meta["labels"] == manifest["labels"]
     with create_backend(tiny_export / "model.xml") as b:
         assert b.info.format == "openvino" and b.info.described
+
+
+def test_no_runtime_phones_home_or_writes_in_home(tiny_ckpt, tiny_data, tmp_path):
+    """`import openvino` sends a usage event and writes ~/intel/; `import onnxruntime` (1.31, Linux) writes a
+    device id and an event queue under ~/.cache/Microsoft/: each unless the user opted out, and OpenVINO's only
+    stops by itself under CI=true, so CI is unset here. An export to ONNX and IR, validated by ONNX Runtime and
+    OpenVINO, then benched on both, writes nothing in HOME."""
+    need_module("openvino", "openvino")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL", "ORT_DISABLE_TELEMETRY")}
+    homes = {name: tmp_path / name for name in ("plain", "mnistkit")}
+    for home in homes.values():
+        home.mkdir()
+    plain = subprocess.run([sys.executable, "-c", "import openvino, onnxruntime"], capture_output=True, text=True,
+                           env={**env, "HOME": str(homes["plain"])}, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    assert (homes["plain"] / "intel").is_dir() and (homes["plain"] / ".cache" / "Microsoft").is_dir(), \
+        "the telemetry this guards against is gone: drop the guard"
+    env = {**env, "HOME": str(homes["mnistkit"]), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    for args in (["export", tiny_ckpt, "--format", "onnx,openvino", "--data-dir", tiny_data, "--out-dir", tmp_path / "o"],
+                 ["bench", tmp_path / "o", "--backends", "onnxruntime,openvino", "--batch-sizes", "1", "--min-time",
+                  "0.01", "--warmup", "0", "--no-baselines", "--out-dir", tmp_path / "b"]):
+        r = subprocess.run([sys.executable, "-m", "mnistkit", *map(str, args)], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0 and "fork" not in r.stderr, r.stderr  # OpenVINO sends from a forked process
+    assert list(homes["mnistkit"].iterdir()) == []
 
 
 def test_openvino_ir_weights_are_checked_against_the_manifest(tiny_export, tmp_path):

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import hostile
-from conftest import cli_run, has_cuda, need
+from conftest import cli_in_process, has_cuda, need
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 BOMB_LIMIT_MB = 500
@@ -64,50 +64,9 @@ sys.exit(rc if rc >= 0 else 128 - rc)
 """
 
 
-@contextlib.contextmanager
-def _fds_captured(folder: Path):
-    """File descriptors 1 and 2 into files for the block (what native code writes past Python's sys.stderr);
-    yields a function that returns (stdout, stderr) so far."""
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    files = {fd: open(folder / f".fd{fd}.{time.time_ns()}", "w+b") for fd in (1, 2)}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        for fd, f in files.items():
-            os.dup2(f.fileno(), fd)
-
-        def read():
-            out = []
-            for f in files.values():
-                f.seek(0)
-                out.append(f.read().decode(errors="replace"))
-            return tuple(out)
-        yield read
-    finally:
-        for fd, old in saved.items():
-            os.dup2(old, fd)
-            os.close(old)
-        for f in files.values():
-            f.close()
-            Path(f.name).unlink(missing_ok=True)
-
-
 def _in_process(args, cwd: Path, env: dict) -> Run:
-    """The CLI in this process: its exit code (CliRunner), stdout and stderr (Python's and the descriptors'), in
-    `cwd` with `env` set, as `python -m mnistkit` would run them (logging's own errors silenced, as main() does)."""
-    import logging
-    from unittest import mock
-
-    raise_exc = logging.raiseExceptions
-    logging.raiseExceptions = False
-    try:
-        with mock.patch.dict(os.environ, env), contextlib.chdir(cwd), _fds_captured(cwd) as fds:
-            os.environ.pop("MNISTKIT_DEBUG", None)
-            r = cli_run(*args, prog_name="mnistkit")
-            fd_out, fd_err = fds()
-    finally:
-        logging.raiseExceptions = raise_exc
-    return Run(list(args), r.exit_code, r.stdout + fd_out, r.stderr + fd_err, float("nan"))
+    r = cli_in_process(*args, cwd=cwd, env=env)
+    return Run(list(args), r.returncode, r.stdout, r.stderr, float("nan"))
 
 
 def run(*args, cwd: Path, timeout: float = 300, env: dict | None = None, signal_after: tuple | None = None,

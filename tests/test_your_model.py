@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli_in_process
 
 from mnistkit.formats import exportable
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def mnistkit(*args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    # another seed than the one cnn.pth was trained with: were the script run, cnn.pth would change
-    env = {**os.environ, "TUTORIAL_SEED": "2"}
-    return subprocess.run([sys.executable, "-m", "mnistkit", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+def mnistkit(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """`mnistkit ARGS` in the user's folder, in this process with file descriptors 1/2 captured (conftest); another
+    seed than the one cnn.pth was trained with: were the script run, cnn.pth would change."""
+    return cli_in_process(*args, cwd=cwd, env={"TUTORIAL_SEED": "2"})
 
 
 def _sha(p: Path) -> str:

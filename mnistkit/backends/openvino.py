@@ -24,6 +24,7 @@ Choices, measured or documented:
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from typing import Callable
 
@@ -41,6 +42,19 @@ COPY_MAX = 16  # up to here the input is copied into a bound buffer (batch 1: 28
 
 
 HINTS = ("LATENCY", "THROUGHPUT")
+
+
+def import_openvino():
+    """`import openvino` without OpenVINO's usage telemetry. Left alone, `import openvino` (through its model
+    converter, imported by openvino/__init__.py) sends a Google Analytics event from a forked process and writes
+    ~/intel/openvino_ga_cid and ~/intel/stats, on every machine where nobody ran `opt_in_out --opt_out`
+    (measured: openvino 2026.4.1; only CI=true turns it off). OpenVINO falls back to its own no-op stub when the
+    `openvino_telemetry` package cannot be imported, which a None in sys.modules makes so. A process that
+    imported openvino_telemetry itself keeps it: that is its owner's choice, not ours."""
+    sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
 
 
 def compile_options(threads: int, hint: str = "LATENCY") -> dict:
@@ -84,7 +98,7 @@ def ir_metadata(path) -> dict | None:
 
 def _compile(path, threads: int, hint: str = "LATENCY"):
     """(read model, compiled model) on the CPU plugin; one ArtifactError line when OpenVINO cannot."""
-    import openvino as ov
+    ov = import_openvino()
 
     from ..capture import captured_output
 
@@ -103,7 +117,7 @@ def _compile(path, threads: int, hint: str = "LATENCY"):
 
 def _shape_request(model, shape: list[int], threads: int, hint: str = "LATENCY"):
     """An infer request of `model` compiled for exactly `shape` (the static path; see the module's notes)."""
-    import openvino as ov
+    ov = import_openvino()
 
     model = model.clone()
     model.reshape(list(shape))
@@ -128,7 +142,7 @@ class OpenVinoBackend(Backend):
     runtime = "OpenVINO"
 
     def _load(self) -> ModelInfo:
-        import openvino as ov
+        ov = import_openvino()
 
         from .onnxrt import default_threads
 
@@ -194,7 +208,7 @@ class OpenVinoBackend(Backend):
 
     def _runner(self, x: np.ndarray):
         """The call for x's batch size, fixed at its first call (see the module's notes)."""
-        import openvino as ov
+        ov = import_openvino()
 
         n, lock, index, Tensor = len(x), self._lock, self._out_index, ov.Tensor
         with lock:
@@ -247,7 +261,7 @@ class BareOpenVino:
         self.shape = [d.get_length() if d.is_static else -1 for d in model.inputs[0].get_partial_shape()]
 
     def call_for(self, x: np.ndarray) -> Callable:
-        import openvino as ov
+        ov = import_openvino()
 
         from .onnxrt import fixed_batches
 

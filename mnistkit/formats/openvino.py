@@ -32,7 +32,9 @@ def write_openvino_ir(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dic
     onnx_path = base_file(src, fmt, ctx)
     with captured_output() as cap:
         try:
-            import openvino as ov
+            from ..backends.openvino import import_openvino
+
+            ov = import_openvino()
         except ImportError:
             raise ExportError(f"{fmt.name}: needs openvino, which is not installed; pip install 'mnistkit[openvino]'") \
                 from None
