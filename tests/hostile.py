@@ -6,6 +6,7 @@ os.system, decompression bombs, models with NaN outputs, files truncated or garb
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -64,6 +65,12 @@ def evil_checkpoint(dst: Path, marker: Path) -> Path:
 
 def gzip_bomb(dst: Path, declared=(10000, 28, 28), inflated: int = 2 << 30) -> Path:
     """A valid IDX header for `declared` uint8 images, then zeros that inflate to `inflated` bytes (~2 MB file)."""
+    dst.write_bytes(_gzip_bomb_bytes(tuple(declared), inflated))
+    return dst
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb_bytes(declared: tuple, inflated: int) -> bytes:  # 2 GiB takes ~6 s to compress: made once
     header = bytes([0, 0, 8, len(declared)]) + np.asarray(declared, ">u4").tobytes()
     comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip container
     parts = [comp.compress(header)]
@@ -71,8 +78,7 @@ def gzip_bomb(dst: Path, declared=(10000, 28, 28), inflated: int = 2 << 30) -> P
     for _ in range(inflated // len(block)):
         parts.append(comp.compress(block))
     parts.append(comp.flush())
-    dst.write_bytes(b"".join(parts))
-    return dst
+    return b"".join(parts)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -150,9 +150,19 @@ def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data):
     }
     assert set(runs) == json_commands(), "a command with --json is missing here"
     env = {**os.environ, "NO_COLOR": "1"}
-    for name, args in runs.items():  # in order: each uses what the one before wrote
-        r = subprocess.run([sys.executable, "-m", "mnistkit", *map(str, args), "--json"], capture_output=True,
-                           text=True, env=env, timeout=300)
-        assert r.returncode in ((0, 1) if name == "doctor" else (0,)), f"{name}: {r.stderr[-500:]}"
-        obj = json.loads(r.stdout)  # exactly one object: json.loads refuses anything before or after it
-        assert isinstance(obj, dict) and obj, f"{name}: {r.stdout[:200]}"
+
+    def run(name):
+        return name, subprocess.run([sys.executable, "-m", "mnistkit", *map(str, runs[name]), "--json"],
+                                    capture_output=True, text=True, env=env, timeout=300)
+
+    # in waves, each using what the wave before wrote; a wave's processes run side by side (3 at a time)
+    waves = [("train", "doctor"), ("export",), ("optimize", "bench", "verify", "score", "predict", "inspect"), ("report",)]
+    assert sorted(n for wave in waves for n in wave) == sorted(runs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        for wave in waves:
+            for name, r in pool.map(run, wave):
+                assert r.returncode in ((0, 1) if name == "doctor" else (0,)), f"{name}: {r.stderr[-500:]}"
+                obj = json.loads(r.stdout)  # exactly one object: json.loads refuses anything before or after it
+                assert isinstance(obj, dict) and obj, f"{name}: {r.stdout[:200]}"
