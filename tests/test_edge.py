@@ -218,6 +218,21 @@ def test_executorch_int8_is_quantized_and_records_what_validation_measured(tiny_
     assert entry["test_accuracy"] == pytest.approx(entry["validation"]["accuracy"], abs=1e-9)
     assert entry["bytes"] < 0.4 * next(a for a in manifest["artifacts"] if a["format"] == "executorch")["bytes"]
     assert entry["validation"]["passed"] and entry["max_batch"] == 1024
+    # measured on the lowered program, then written into that program's own metadata (not lowered again)
+    assert kind_metadata(tiny_export / "model-int8.pte", "executorch")["test_accuracy"] == entry["test_accuracy"]
+
+
+def test_a_measured_value_is_written_into_the_program_in_place_or_not_at_all():
+    from mnistkit.formats.executorch import ROOM, _refill
+
+    old, new = {"format": "executorch-int8", "test_accuracy": None}, {"format": "executorch-int8", "test_accuracy": 0.875}
+    blob = (json.dumps(old) + " " * ROOM).encode()
+    data = b"program" + blob + b"rest"
+    out = _refill(data, old, new)
+    assert len(out) == len(data) and out.startswith(b"program") and out.endswith(b"rest")
+    assert json.loads(out[7:-4]) == new  # JSON's own whitespace fills the rest of the room
+    assert _refill(data + blob, old, new) is None  # twice: which copy is the metadata is not known
+    assert _refill(data, old, {**new, "note": "x" * ROOM}) is None  # more than the room: lowered again instead
 
 
 # ---- OpenVINO IR: one artifact in two files
