@@ -261,6 +261,15 @@ def cli_in_process(*args, cwd: Path, env: dict | None = None) -> subprocess.Comp
     return subprocess.CompletedProcess(["mnistkit", *map(str, args)], r.exit_code, r.stdout + fd_out, r.stderr + fd_err)
 
 
+def side_by_side(fn, items, workers: int = 3) -> list:
+    """[fn(item) for item in items], run in threads, `workers` at a time: for tests whose time is real processes
+    (start-up, imports, a converter) that do not depend on each other. An exception in one is raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
 def swap_writer(monkeypatch, name: str, writer) -> None:
     """Replace one format's writer by a function for a test (rows are frozen and name their writers as
     "module:function": the function is put in this module and the row replaced)."""

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from mnistkit.cli import DATASET_NAMES, cli
 from mnistkit.data import DATASETS
 from conftest import cli_run as run
+from conftest import side_by_side
 
 
 def test_dataset_choices_match_the_data_module():
@@ -158,11 +159,8 @@ def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data):
     # in waves, each using what the wave before wrote; a wave's processes run side by side (3 at a time)
     waves = [("train", "doctor"), ("export",), ("optimize", "bench", "verify", "score", "predict", "inspect"), ("report",)]
     assert sorted(n for wave in waves for n in wave) == sorted(runs)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(3) as pool:
-        for wave in waves:
-            for name, r in pool.map(run, wave):
-                assert r.returncode in ((0, 1) if name == "doctor" else (0,)), f"{name}: {r.stderr[-500:]}"
-                obj = json.loads(r.stdout)  # exactly one object: json.loads refuses anything before or after it
-                assert isinstance(obj, dict) and obj, f"{name}: {r.stdout[:200]}"
+    for wave in waves:
+        for name, r in side_by_side(run, wave):
+            assert r.returncode in ((0, 1) if name == "doctor" else (0,)), f"{name}: {r.stderr[-500:]}"
+            obj = json.loads(r.stdout)  # exactly one object: json.loads refuses anything before or after it
+            assert isinstance(obj, dict) and obj, f"{name}: {r.stdout[:200]}"

@@ -253,7 +253,7 @@ def test_no_runtime_phones_home_or_writes_in_home(tiny_ckpt, tiny_data, tmp_path
     """`import openvino` sends a usage event and writes ~/intel/; `import onnxruntime` (1.31, Linux) writes a
     device id and an event queue under ~/.cache/Microsoft/: each unless the user opted out, and OpenVINO's only
     stops by itself under CI=true, so CI is unset here. An export to ONNX and IR, validated by ONNX Runtime and
-    OpenVINO, then benched on both, writes nothing in HOME."""
+    OpenVINO (both imported and run), writes nothing in HOME."""
     need_module("openvino", "openvino")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL", "ORT_DISABLE_TELEMETRY")}
     homes = {name: tmp_path / name for name in ("plain", "mnistkit")}
@@ -264,13 +264,10 @@ def test_no_runtime_phones_home_or_writes_in_home(tiny_ckpt, tiny_data, tmp_path
     assert plain.returncode == 0, plain.stderr
     assert (homes["plain"] / "intel").is_dir() and (homes["plain"] / ".cache" / "Microsoft").is_dir(), \
         "the telemetry this guards against is gone: drop the guard"
-    env = {**env, "HOME": str(homes["mnistkit"]), "MPLCONFIGDIR": str(tmp_path / "mpl")}
-    for args in (["export", tiny_ckpt, "--format", "onnx,openvino", "--data-dir", tiny_data, "--out-dir", tmp_path / "o"],
-                 ["bench", tmp_path / "o", "--backends", "onnxruntime,openvino", "--batch-sizes", "1", "--min-time",
-                  "0.01", "--warmup", "0", "--no-baselines", "--out-dir", tmp_path / "b"]):
-        r = subprocess.run([sys.executable, "-m", "mnistkit", *map(str, args)], env=env, capture_output=True,
-                           text=True, timeout=300)
-        assert r.returncode == 0 and "fork" not in r.stderr, r.stderr  # OpenVINO sends from a forked process
+    r = subprocess.run([sys.executable, "-m", "mnistkit", "export", str(tiny_ckpt), "--format", "onnx,openvino",
+                        "--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "o")],
+                       env={**env, "HOME": str(homes["mnistkit"])}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "fork" not in r.stderr, r.stderr  # OpenVINO sends from a forked process
     assert list(homes["mnistkit"].iterdir()) == []
 
 

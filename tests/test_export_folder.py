@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import swap_writer
+from conftest import side_by_side, swap_writer
 from mnistkit.errors import ExportError, InvalidInputError
 from mnistkit.exporter import export_model
 from mnistkit.formats import exportable
@@ -163,18 +163,23 @@ def _export_until(step: str, formats: str, ckpt, out, data) -> tuple[int, str]:
 # two writers, each as the format's own export so the step comes seconds after start-up (the writers' order within
 # `--format all` does not change what a signal there meets). Signals at the swap, just before it and just after it
 # are tests/test_signals.py's.
-@pytest.mark.parametrize(("formats", "step"), [("litert", "litert"),
-                                               ("executorch-int8", "executorch-int8"),
-                                               ("onnx,torchscript,openvino", "openvino")])
-def test_sigterm_at_any_step_leaves_the_old_model(tmp_path, tiny_export, tiny_ckpt, tiny_cnn_ckpt, tiny_data,
-                                                   formats, step):
-    """SIGTERM during a re-export with another model: exit 143, one line, and the old folder whole."""
-    folder = tmp_path / "export"
-    shutil.copytree(tiny_export, folder)
-    before = snapshot(folder)
-    code, err = _export_until(step, formats, tiny_cnn_ckpt, folder, tiny_data)
-    assert f"step {step}" in err.splitlines(), err  # the step was reached and the signal sent there
-    assert "Traceback" not in err
-    assert code == 143 and err.strip().splitlines()[-1] == "error: terminated (SIGTERM)", err
-    assert snapshot(folder) == before
-    assert_one_model(folder, sha(tiny_ckpt))
+STEPS = [("litert", "litert"), ("executorch-int8", "executorch-int8"), ("onnx,torchscript,openvino", "openvino")]
+
+
+def test_sigterm_at_any_step_leaves_the_old_model(tmp_path, tiny_export, tiny_ckpt, tiny_cnn_ckpt, tiny_data):
+    """SIGTERM during a re-export with another model: exit 143, one line, and the old folder whole (each step's
+    export in its own folder and process, side by side)."""
+    def case(i):
+        formats, step = STEPS[i]
+        folder = tmp_path / f"export-{i}"
+        shutil.copytree(tiny_export, folder)
+        before = snapshot(folder)
+        code, err = _export_until(step, formats, tiny_cnn_ckpt, folder, tiny_data)
+        return step, folder, before, code, err
+
+    for step, folder, before, code, err in side_by_side(case, range(len(STEPS))):
+        assert f"step {step}" in err.splitlines(), err  # the step was reached and the signal sent there
+        assert "Traceback" not in err
+        assert code == 143 and err.strip().splitlines()[-1] == "error: terminated (SIGTERM)", (step, err)
+        assert snapshot(folder) == before
+        assert_one_model(folder, sha(tiny_ckpt))

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import need_module
+from conftest import need_module, side_by_side
 from mnistkit.errors import resolve_signal_path, restart_interrupted_calls, signals_held
 
 
@@ -161,19 +161,23 @@ def _around_swap(when, *args, cwd):
                           text=True, timeout=600, cwd=cwd)
 
 
-@pytest.mark.parametrize("when", ["before", "during", "after"])
-def test_a_signal_at_the_export_swap_is_terminated_or_complete_never_both(tmp_path, tiny_ckpt, tiny_data, when):
-    out = tmp_path / "export"
-    r = _around_swap(when, "export", tiny_ckpt, "--format", "onnx", "--out-dir", out, "--data-dir", tiny_data,
-                     cwd=tmp_path)
-    lines = r.stderr.strip().splitlines()
-    if when == "before":
-        assert r.returncode == 143 and lines[-1] == "error: terminated (SIGTERM)", r.stderr
-        assert not out.exists()
-    else:  # during the swap is inside publishing: the signal waits, and the folder is complete
-        assert r.returncode == 0, r.stderr
-        assert lines[-1] == f"note: SIGTERM arrived after {out} was complete; finishing", r.stderr
-        assert (out / "manifest.json").is_file() and (out / "model.onnx").is_file()
+def test_a_signal_at_the_export_swap_is_terminated_or_complete_never_both(tmp_path, tiny_ckpt, tiny_data):
+    """Before the swap, during it and after it (three exports side by side, each in its own process)."""
+    def case(when):
+        out = tmp_path / when / "export"
+        out.parent.mkdir()
+        return when, out, _around_swap(when, "export", tiny_ckpt, "--format", "onnx", "--out-dir", out, "--data-dir",
+                                       tiny_data, cwd=out.parent)
+
+    for when, out, r in side_by_side(case, ["before", "during", "after"]):
+        lines = r.stderr.strip().splitlines()
+        if when == "before":
+            assert r.returncode == 143 and lines[-1] == "error: terminated (SIGTERM)", r.stderr
+            assert not out.exists()
+        else:  # during the swap is inside publishing: the signal waits, and the folder is complete
+            assert r.returncode == 0, (when, r.stderr)
+            assert lines[-1] == f"note: SIGTERM arrived after {out} was complete; finishing", (when, r.stderr)
+            assert (out / "manifest.json").is_file() and (out / "model.onnx").is_file()
 
 
 def test_a_signal_right_after_optimize_swaps_its_deploy_folder_in(tmp_path, tiny_export, tiny_data):
