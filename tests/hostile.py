@@ -64,7 +64,7 @@ def evil_checkpoint(dst: Path, marker: Path) -> Path:
 
 
 def gzip_bomb(dst: Path, declared=(10000, 28, 28), inflated: int = 1 << 30) -> Path:
-    """A valid IDX header for `declared` uint8 images, then zeros that inflate to `inflated` bytes (~2 MB file)."""
+    """A valid IDX header for `declared` uint8 images, then zeros that inflate to `inflated` bytes (~1 MB per GiB)."""
     dst.write_bytes(_gzip_bomb_bytes(tuple(declared), inflated))
     return dst
 
