@@ -336,9 +336,11 @@ def test_torchscript_deprecation_said_in_one_line(tiny_ckpt, tmp_path):
     assert r.stderr.count("deprecated") == 1 and "FutureWarning" not in r.output
 
 
-def test_cnn_exports_every_format(tmp_path, tiny_cnn_ckpt, tiny_data):
-    result = export_model(tiny_cnn_ckpt, "all", out_dir=tmp_path, data_dir=tiny_data)
-    assert result.passed and len(result.artifacts) == len(exportable())
+def test_cnn_exports_every_format(tiny_cnn_export):
+    manifest = json.loads((tiny_cnn_export / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == exportable()
+    assert all(a["validation"]["passed"] and (tiny_cnn_export / a["file"]).is_file() for a in manifest["artifacts"])
+    assert {a["validation"]["images"] for a in manifest["artifacts"]} == {128}  # the tiny test split, every image
 
 
 def test_checkpoint_metadata_survives_into_artifacts(tiny_export, tiny_ckpt):

@@ -7,7 +7,6 @@ computed at run time.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -37,28 +36,18 @@ def _sha(p: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tutorial(tmp_path_factory, mnist_sample_dir):
+def tutorial(tutorial_export):
     """A user's folder: the unguarded tutorial script, torchvision's MNIST layout in ./data (the real
-    sample), and the cnn.pth the script wrote when the user ran it."""
-    d = tmp_path_factory.mktemp("user")
-    shutil.copy(FIXTURES / "tutorial_unguarded.py", d / "tutorial.py")
-    raw = d / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in mnist_sample_dir.glob("*-ubyte.gz"):
-        (raw / f.name[:-3]).write_bytes(gzip.decompress(f.read_bytes()))
-    run = subprocess.run([sys.executable, "tutorial.py"], cwd=d, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "TUTORIAL_SEED": "1"})
-    assert run.returncode == 0 and (d / "cnn.pth").exists(), run.stderr
-    return d
+    sample), and the cnn.pth the script wrote when the user ran it (conftest._tutorial_export)."""
+    return tutorial_export[0]
 
 
 @pytest.fixture(scope="module")
-def exported(tutorial):
-    """`mnistkit export cnn.pth --model-class tutorial.py:Net --format all --json` in the user's folder, once:
-    (the export folder, the saved weights' bytes before it ran, the finished process)."""
-    before = (tutorial / "cnn.pth").read_bytes()
-    r = mnistkit("export", "cnn.pth", "--model-class", "tutorial.py:Net", "--format", "all", "--json", cwd=tutorial)
-    return tutorial / "models" / "cnn", before, r
+def exported(tutorial_export):
+    """`mnistkit export cnn.pth --model-class tutorial.py:Net --format all --json` in the user's folder, once, as a
+    real process: (the export folder, the saved weights' bytes before it ran, the finished process)."""
+    folder, before, r = tutorial_export
+    return folder / "models" / "cnn", before, r
 
 
 @pytest.mark.realdata
