@@ -227,12 +227,8 @@ def prefetch(request, tmp_path_factory):
     wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     pre = Prefetch(tmp_path_factory.mktemp("prefetch"))
     jobs = []
-    if wanted & {"tiny_cnn_ckpt", "tiny_cnn_export"}:
-        tiny_data = request.getfixturevalue("tiny_data")
-        ckpt = tmp_path_factory.mktemp("ckpt") / "tiny-cnn.pt"
-        jobs.append({"name": "tiny_cnn_ckpt", "kind": "train", "result": str(ckpt),
-                     "config": {"dataset": "mnist", "data_dir": str(tiny_data), "model": "cnn", "epochs": 3,
-                                "out": str(ckpt), "threads": 2}})
+    # in the order the tests need them (files run in name order: test_devices.py is the first to need the
+    # Fashion-MNIST export, test_backends.py the CNN checkpoint, a little later)
     if wanted & {"fashion_ckpt", "fashion_export"} and FASHION_DIR.exists():
         ckpt = tmp_path_factory.mktemp("fashion") / "mlp-fashion.pt"
         jobs.append({"name": "fashion_ckpt", "kind": "train", "result": str(ckpt),
@@ -242,10 +238,16 @@ def prefetch(request, tmp_path_factory):
             out = tmp_path_factory.mktemp("fashion-export")
             jobs.append({"name": "fashion_export", "kind": "export", "ckpt": str(ckpt), "out": str(out),
                          "data_dir": None, "result": str(out)})
-    if "tiny_cnn_export" in wanted:
-        out = tmp_path_factory.mktemp("cnn-export")
-        jobs.append({"name": "tiny_cnn_export", "kind": "export", "ckpt": jobs[0]["result"], "out": str(out),
-                     "data_dir": str(request.getfixturevalue("tiny_data")), "result": str(out)})
+    if wanted & {"tiny_cnn_ckpt", "tiny_cnn_export"}:
+        tiny_data = request.getfixturevalue("tiny_data")
+        ckpt = tmp_path_factory.mktemp("ckpt") / "tiny-cnn.pt"
+        jobs.append({"name": "tiny_cnn_ckpt", "kind": "train", "result": str(ckpt),
+                     "config": {"dataset": "mnist", "data_dir": str(tiny_data), "model": "cnn", "epochs": 3,
+                                "out": str(ckpt), "threads": 2}})
+        if "tiny_cnn_export" in wanted:
+            out = tmp_path_factory.mktemp("cnn-export")
+            jobs.append({"name": "tiny_cnn_export", "kind": "export", "ckpt": str(ckpt), "out": str(out),
+                         "data_dir": str(tiny_data), "result": str(out)})
     if jobs:
         pre.script(jobs)
     if "tutorial_export" in wanted and MNIST_SAMPLE_DIR.exists():

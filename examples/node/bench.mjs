@@ -21,6 +21,7 @@ import { benchSession, oneLine } from '../web/bench-core.mjs';
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 let ort;
+process.env.ORT_DISABLE_TELEMETRY ??= '1'; // before the native library loads: no usage events under ~/.cache/Microsoft/
 try {
   ort = await import('onnxruntime-node');
 } catch (e) {

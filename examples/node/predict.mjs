@@ -114,6 +114,9 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   // imported here so that usage errors answer without loading the native runtime
   if (!fs.existsSync(opts.model)) throw new InputError(`${opts.model}: no such file`);
+  // onnxruntime-node 1.30 queues usage events and a device id under ~/.cache/Microsoft/ unless this is set before
+  // its native library loads (a value the user set is kept)
+  process.env.ORT_DISABLE_TELEMETRY ??= '1';
   const ort = (await import('onnxruntime-node')).default;
   const contract = readContract(opts.model, opts.labels);
   const recipe = opts.recipe ?? contract.preprocess ?? 'digits';
