@@ -23,6 +23,24 @@ MNIST_SAMPLE_DIR = ROOT / "tests" / "data" / "mnist-sample"  # committed: 800 + 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+# Hypothesis profiles (tests/test_fuzz.py): `ci` (what CI=true loads) runs 40 examples per property, derandomized, so a
+# failure in CI is the same files on every rerun; `dev` (the default elsewhere) runs 40 new ones each time; `hunt` runs
+# 1,000 per property, for a bug hunt. Pick one with `pytest --hypothesis-profile hunt` or HYPOTHESIS_PROFILE=hunt.
+def _hypothesis_profiles() -> None:
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the test extra is not installed: test_fuzz.py says so
+        return
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+    settings.register_profile("ci", max_examples=40, derandomize=True, **common)
+    settings.register_profile("dev", max_examples=40, **common)
+    settings.register_profile("hunt", max_examples=1000, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))
+
+
+_hypothesis_profiles()
+
+
 def require_path(path: Path, what: str) -> Path:
     """Skip (locally) or fail (in CI) when a real-data folder is absent."""
     if not path.exists():
@@ -61,12 +79,23 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+# the results made beside the tests (Prefetch, below), in the order they are made
+PREFETCHED = ("fashion_ckpt", "fashion_export", "tiny_cnn_ckpt", "tiny_cnn_export", "tutorial_export")
+
+
 def pytest_collection_modifyitems(config, items):
     skip_cuda = pytest.mark.skip(reason="needs a usable CUDA GPU")
     cuda = has_cuda()
     for item in items:
         if "cuda" in item.keywords and not cuda:
             item.add_marker(skip_cuda)
+    # Whole modules, in name order, except that a module waiting on a result made beside the tests runs after those
+    # needing none, in the order the results come: the tests never wait while the results are made.
+    rank: dict = {}
+    for item in items:
+        needs = [PREFETCHED.index(name) for name in getattr(item, "fixturenames", ()) if name in PREFETCHED]
+        rank[item.path] = max([rank.get(item.path, -1), *needs])
+    items.sort(key=lambda item: rank[item.path])  # stable: name order within a rank, and within a module
 
 
 @pytest.fixture(scope="session")

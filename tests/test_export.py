@@ -46,7 +46,10 @@ def test_all_formats_written_validated_and_described(tiny_export, tiny_ckpt):
         path = tiny_export / entry["file"]
         assert path.exists() and entry["bytes"] == path.stat().st_size
         assert detect_kind(path) == FORMATS[fmt].kind
-        assert entry["validation"]["passed"] is True and entry["validation"]["top1_agreement"] == 1.0
+        # float formats agree on every image; int8 and fp16 by their tolerance (their kernels, and so a near-tie's
+        # answer, differ by CPU: VNNI, AVX-512, AVX2)
+        assert entry["validation"]["passed"] is True
+        assert entry["validation"]["top1_agreement"] >= tolerance_for(fmt, "cpu").min_agreement
         assert entry["inputs"][0]["dtype"] == ("uint8" if FORMATS[fmt].app else "float32")
     onnx_entry = files["onnx"]
     assert onnx_entry["opset"] == DEFAULT_OPSET and onnx_entry["ir_version"] >= 8

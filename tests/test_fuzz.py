@@ -10,14 +10,13 @@ through real subprocesses.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mnistkit.cli import cli
@@ -76,14 +75,10 @@ def invoke(*args) -> tuple[int, str]:
     return r.exit_code, r.stdout
 
 
-# 40 examples per property in the suite (derandomized: the same files every run); MNISTKIT_FUZZ_EXAMPLES
-# raises it for a longer hunt. Hunts of 300-1,500 per property found four bugs, each fixed: zipfile's
-# ValueError on corrupt offsets, ONNX names/metadata that are not UTF-8, a graph that fails at run time,
-# symbolic inner dimensions; 1,500 per property then passed (2026-11-28).
-SETTINGS = settings(max_examples=int(os.environ.get("MNISTKIT_FUZZ_EXAMPLES", "40")), deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
+# Examples per property come from the hypothesis profile (tests/conftest.py: `ci` 40 derandomized, `dev` 40 new ones,
+# `hunt` 1,000). Hunts of 300-1,500 per property found four bugs, each fixed: zipfile's ValueError on corrupt
+# offsets, ONNX names/metadata that are not UTF-8, a graph that fails at run time, symbolic inner dimensions;
+# 1,500 per property then passed (2026-11-28).
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, tiny_export, tiny_ckpt, tiny_data):
     from PIL import Image
@@ -96,7 +91,6 @@ def corpus(tmp_path_factory, tiny_export, tiny_ckpt, tiny_data):
             "png": d / "digit.png", "idx": tiny_data / "t10k-images-idx3-ubyte.gz"}
 
 
-@SETTINGS
 @given(mutation=mutations, kind=st.sampled_from(["idx", "png"]))
 def test_mutated_inputs_through_predict(corpus, mutation, kind):
     src = corpus[kind]
@@ -107,7 +101,6 @@ def test_mutated_inputs_through_predict(corpus, mutation, kind):
         assert json.loads(out)["predictions"]
 
 
-@SETTINGS
 @given(mutation=mutations)
 def test_mutated_onnx_through_predict_and_verify(corpus, mutation):
     bad = corpus["dir"] / "mutated.onnx"
@@ -116,7 +109,6 @@ def test_mutated_onnx_through_predict_and_verify(corpus, mutation):
     invoke("verify", corpus["ckpt"], bad, "--data-dir", corpus["data"], "--backends", "onnxruntime", "--limit", "64")
 
 
-@SETTINGS
 @given(mutation=mutations)
 def test_mutated_checkpoints_through_predict_and_verify(corpus, mutation):
     bad = corpus["dir"] / "mutated.pt"
@@ -125,7 +117,6 @@ def test_mutated_checkpoints_through_predict_and_verify(corpus, mutation):
     invoke("verify", bad, corpus["onnx"], "--data-dir", corpus["data"], "--backends", "onnxruntime", "--limit", "64")
 
 
-@SETTINGS
 @given(mutation=mutations)
 def test_mutated_idx_through_verify(corpus, mutation, tmp_path_factory):
     data = corpus["dir"] / "data"
@@ -216,7 +207,6 @@ def rss_budget():
     assert grown_mb < 500, f"the mutated models took the process's peak memory up by {grown_mb:.0f} MB"
 
 
-@SETTINGS
 @given(mutation=structured, name=st.sampled_from(FORMAT_FILES))
 def test_mutated_artifacts_of_every_format_through_predict(corpus, tiny_export, rss_budget, mutation, name):
     marker = corpus["dir"] / "MARKER"
