@@ -337,9 +337,11 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
     """Score many images with one model into Parquet, exactly one row per input.
 
     MODEL is any model file, or a deploy folder from `mnistkit optimize` (its choice for the batch
-    size nearest --batch-size: file, runtime and options; threads stay --threads-per-worker). INPUTS are folders of images (recursive), images, IDX files, .npy arrays and Parquet files (a
-    column of encoded images, binary or Hugging Face's {bytes, path}; or of 784 uint8 pixels per row,
-    as fixed_size_binary(784), the fastest to read, or a list). Each row: id (the path, or file[index] as predict names it), label,
+    size nearest --batch-size: file, runtime and options; threads stay --threads-per-worker). INPUTS are
+    folders of images (recursive), images, IDX files, .npy arrays and Parquet files (a column of encoded
+    images, binary or Hugging Face's {bytes, path}; or of 784 uint8 pixels per row, as
+    fixed_size_binary(784), the fastest to read, or a list). Each row: id (the path, or file[index] as
+    predict names it), label,
     class_index, top-k labels and probabilities, all probabilities, the model's sha256, and an
     error for an input that could not be read (--strict fails instead). Runs on Ray Data
     (`pip install 'mnistkit[scale]'`) with an actor pool, locally or on a cluster (--address), and

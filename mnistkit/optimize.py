@@ -489,7 +489,7 @@ def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 
             choices[str(b)], rounds[str(b)] = _decision(b, top, finalists, defaults, ref_acc)
             chosen = next(s for s in top if s.candidate.label == choices[str(b)]["label"])
             x = x_for[chosen.input_form]
-            bare, checked = time_interleaved([_call(chosen.backend, x), lambda run=chosen.backend.run: run(x)], 0.02,
+            bare, checked = time_interleaved([_call(chosen.backend, x), lambda run=chosen.backend.run, x=x: run(x)], 0.02,
                                              min(0.3, max(0.05, 0.04 * share)), 10, block=0.05, settle=0.01)
             checked_p50 = Timing.of(checked).p50_ms
             choices[str(b)]["checked_run_p50_ms"] = checked_p50
@@ -831,8 +831,8 @@ def markdown(result: dict, table: dict, has_plot: bool) -> str:
               "| batch | default | its p50 | chosen is faster by |", "|---|---|---|---|"]
     for b, c in result["choices"].items():
         for d in c["defaults"]:
-            lines.append(f"| {b} | {d['name']} ({d['file']}) | {_us(d['p50_ms'])} | {d['speedup']:.2f}x"
-                         f"{'' if d['at_least_as_fast'] else ' (the choice is slower than this default beyond the noise band)'} |")
+            slower = '' if d['at_least_as_fast'] else ' (the choice is slower than this default beyond the noise band)'
+            lines.append(f"| {b} | {d['name']} ({d['file']}) | {_us(d['p50_ms'])} | {d['speedup']:.2f}x{slower} |")
     for n in s["defaults_not_timed"]:
         lines.append(f"\n- {n}")
     if has_plot:
