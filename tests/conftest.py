@@ -202,10 +202,15 @@ class Prefetch:
         self.procs: list = []
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
 
-    def run(self, args, **kw) -> subprocess.CompletedProcess:
-        p = subprocess.Popen(["nice", "-n", "10", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, stdin=subprocess.DEVNULL, **kw)
+    def start(self, args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw) -> subprocess.Popen:
+        """`args` as a process at low priority, killed by close()."""
+        p = subprocess.Popen(["nice", "-n", "10", *map(str, args)], stdout=stdout, stderr=stderr, text=True,
+                             stdin=subprocess.DEVNULL, **kw)
         self.procs.append(p)
+        return p
+
+    def run(self, args, **kw) -> subprocess.CompletedProcess:
+        p = self.start(args, **kw)
         out, err = p.communicate(timeout=900)
         return subprocess.CompletedProcess(args, p.returncode, out, err)
 
@@ -219,9 +224,7 @@ class Prefetch:
         def work():
             err = self.folder / "prefetch.err"
             with open(err, "w") as e:
-                p = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", PREFETCH_SCRIPT, json.dumps(jobs)],
-                                     stdout=subprocess.PIPE, stderr=e, text=True, stdin=subprocess.DEVNULL)
-                self.procs.append(p)
+                p = self.start([sys.executable, "-c", PREFETCH_SCRIPT, json.dumps(jobs)], stderr=e)
                 for line in p.stdout:
                     if line.startswith("done "):
                         name = line.split()[1]
@@ -256,8 +259,7 @@ def prefetch(request, tmp_path_factory):
     wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     pre = Prefetch(tmp_path_factory.mktemp("prefetch"))
     jobs = []
-    # in the order the tests need them (files run in name order: test_devices.py is the first to need the
-    # Fashion-MNIST export, test_backends.py the CNN checkpoint, a little later)
+    # in PREFETCHED's order, the order pytest_collection_modifyitems runs the modules that wait on them
     if wanted & {"fashion_ckpt", "fashion_export"} and FASHION_DIR.exists():
         ckpt = tmp_path_factory.mktemp("fashion") / "mlp-fashion.pt"
         jobs.append({"name": "fashion_ckpt", "kind": "train", "result": str(ckpt),

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli_in_process
+from conftest import FIXTURES, cli_in_process
 
 from mnistkit.formats import exportable
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def mnistkit(*args, cwd: Path) -> subprocess.CompletedProcess:
