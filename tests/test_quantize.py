@@ -5,6 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 from click.testing import CliRunner
 
 from conftest import write_tiny_dataset
@@ -180,3 +181,46 @@ def test_the_gate_refuses_a_broken_quantization(fashion_ckpt, tmp_path, monkeypa
     assert not (tmp_path / "model-int8.onnx").exists()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [a["format"] for a in manifest["artifacts"]] == ["onnx"]
+
+
+class _Confident(torch.nn.Module):
+    """pytorch/examples' MNIST Net ends in log_softmax; trained, its unlikely classes sit at -20 to -100."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+        with torch.no_grad():
+            self.fc.weight.mul_(40)
+
+    def forward(self, x):
+        return torch.nn.functional.log_softmax(self.fc(x.flatten(1)), dim=1)
+
+
+def test_fp16_keeps_log_softmax_in_float32_so_every_runtime_agrees(tmp_path, mnist_sample_dir):
+    """A runtime that computes log-softmax as log(softmax) in float16 (onnx.reference) got -inf for every class whose
+    probability is below float16's 6e-8: verify failed the fp16 pairs of a clean export."""
+    from mnistkit.backends import create_backend
+    from mnistkit.compare import compare
+    from mnistkit.data import load_split
+    from mnistkit.formats import tolerance_for
+
+    torch.manual_seed(0)
+    module = _Confident().eval()
+    export_model(module, ["onnx-fp16"], out_dir=tmp_path, validate=False)
+    path = tmp_path / "model-fp16.onnx"
+    graph = onnx.load(str(path)).graph
+    half = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    casts_to_float = {n.output[0] for n in graph.node if n.op_type == "Cast" and
+                      any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)}
+    for node in (n for n in graph.node if n.op_type in ("LogSoftmax", "Softmax")):
+        assert node.input[0] in casts_to_float and node.input[0] not in half
+    images = load_split("mnist", "test", mnist_sample_dir).images[:200]
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images.astype(np.float32) / 255).unsqueeze(1)).numpy()
+    assert expected.min() < -40  # confident: far below what float16 softmax can hold
+    for backend in ("onnx-reference", "onnxruntime"):
+        with create_backend(path, backend, "cpu") as b:
+            got = b.run(images)
+        assert np.isfinite(got).all(), backend
+        result = compare(expected, got, tolerance_for("onnx-fp16", "cpu"))
+        assert result, (backend, result.failures)
