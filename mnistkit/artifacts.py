@@ -117,13 +117,60 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
     )
 
 
+def output_text(name: str, dtype: str | None, shape: list | None) -> str:
+    if dtype is None or shape is None:
+        return f"{name} ({dtype or 'not a tensor'})"
+    dims = ",".join("N" if i == 0 and not (isinstance(d, int) and d > 0) else
+                    (str(d) if isinstance(d, int) and d > 0 else "?") for i, d in enumerate(shape))
+    return f"{name} {dtype} [{dims}]"
+
+
+def onnx_signature(value_info) -> tuple:
+    """(name, dtype, shape) of an ONNX graph input/output (a ValueInfoProto), as pick_output reads them."""
+    import onnx
+
+    if value_info.type.WhichOneof("value") != "tensor_type":
+        return value_info.name, onnx.helper.printable_type(value_info.type).replace("Unknown type ", ""), None
+    tt = value_info.type.tensor_type
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+    except (KeyError, ValueError, TypeError):
+        dtype = f"element type {tt.elem_type}"
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+    return value_info.name, dtype, dims if tt.HasField("shape") else None
+
+
+def pick_output(path, outputs: list[tuple]) -> str:
+    """The output holding the class scores: the one named logits, else the first float tensor [N,C].
+
+    `outputs`: (name, dtype, shape) per output; dtype is a numpy name ("float32", "int64") or a
+    non-tensor type's text (scikit-learn's ZipMap gives a sequence of maps), shape a list or None.
+    A classical classifier from skl2onnx has a `label` int64 [N] output first and `probabilities`
+    float32 [N,C] second: the scores are the second. No [N,C] float output is one line listing them all.
+    """
+    names = [o[0] for o in outputs]
+    if "logits" in names:
+        return "logits"
+    scores = [n for n, dtype, shape in outputs
+              if dtype in ("float32", "float16", "float64") and shape is not None and len(shape) == 2]
+    if scores:
+        return scores[0]
+    found = "; ".join(output_text(*o) for o in outputs) or "none"
+    hint = ""
+    if any(isinstance(o[1], str) and o[1].startswith(("seq", "map", "sequence")) for o in outputs):
+        hint = (" (scikit-learn's ZipMap writes the probabilities as a list of dicts: convert the model with "
+                "skl2onnx options {'zipmap': False} to get them as a float [N,C] tensor)")
+    raise ArtifactError(f"{path}: no output holds class scores as float [N,C]; its outputs: {found}{hint}")
+
+
 def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, input_shape: list,
-                 output_names: list[str], kind: str = "onnx") -> ModelInfo:
+                 outputs: list, kind: str = "onnx") -> ModelInfo:
     """ModelInfo for an ONNX model (or an OpenVINO IR, `kind`) from its metadata and its input signature.
 
     `input_dtype` is "uint8" or "float32"; `input_shape` holds ints or None/str for symbolic dims.
-    A model from elsewhere (no mnistkit metadata) gets labels 0-9 and ToTensor scaling; its input
-    must still fit one of the two contracts.
+    `outputs`: the output names, or (name, dtype, shape) per output (then the class scores are found
+    among them: pick_output). A model from elsewhere (no mnistkit metadata) gets labels 0-9 and
+    ToTensor scaling; its input must still fit one of the two contracts.
     """
     info = info_from_metadata(path, kind, meta if meta.get("labels") or meta.get("normalization") else None)
     shape = list(input_shape)
@@ -147,7 +194,10 @@ def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, inpu
     info.input_name = input_name
     info.fixed_batch = fixed
     info.metadata = {**info.metadata, "input_shape": shape}
-    info.output_name = "logits" if "logits" in output_names else output_names[0]
+    if outputs and isinstance(outputs[0], tuple):
+        info.output_name = pick_output(path, outputs)
+    else:
+        info.output_name = "logits" if "logits" in outputs else outputs[0]
     return info
 
 
@@ -219,21 +269,38 @@ def check_against_manifest(path: str | os.PathLike) -> None:
     Files with no manifest beside them, or not listed in it, are not checked (there is nothing to
     check against); a manifest that is not a mnistkit manifest is ignored.
     """
+    listed = manifest_listing(path)
+    if listed is not None:
+        path = Path(path)
+        _check_entry(path.parent, listed[1], path.parent / "manifest.json")
+
+
+def manifest_listing(path: str | os.PathLike) -> tuple[dict, dict] | None:
+    """(manifest, the file's entry) when a mnistkit manifest.json beside `path` lists it; else None (no
+    manifest, not listed, or a manifest.json that is not mnistkit's). The file itself is not checked here."""
     path = Path(path)
     manifest_path = path.parent / "manifest.json"
     if path.name == "manifest.json" or not manifest_path.is_file():
-        return
+        return None
     from .fileio import read_json
 
     try:
         _, manifest = read_json(manifest_path, "manifest.json", "a mnistkit manifest", ArtifactError)
     except ArtifactError:
-        return
+        return None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return
-    for entry in _entries(manifest, manifest_path):
-        if entry["file"] == path.name:
-            _check_entry(path.parent, entry, manifest_path)
+        return None
+    entry = next((e for e in _entries(manifest, manifest_path) if e["file"] == path.name), None)
+    return None if entry is None else (manifest, entry)
+
+
+def recorded_reference(path: str | os.PathLike) -> Path | None:
+    """The export folder of an artifact whose manifest lists it and records the PyTorch source it came from
+    (a checkpoint, or a state_dict and its class): verify and bench take their reference from there."""
+    listed = manifest_listing(path)
+    if listed is None or (listed[0].get("source") or {}).get("kind") not in ("checkpoint", "state_dict"):
+        return None
+    return Path(path).parent
 
 
 def archive_metadata(path: str | os.PathLike) -> dict | None:

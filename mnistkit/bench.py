@@ -253,6 +253,7 @@ class _Run:
     total: int
     done: int = 0
     probes: dict = field(default_factory=dict)
+    independent: dict = field(default_factory=dict)  # (file, backend) -> its logits on the first 64 images
 
     def step(self, label: str, n: int = 1) -> None:
         self.done = min(self.total, self.done + n)
@@ -294,11 +295,19 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
         from .source import data_for, reference_for
         from .plan import target
 
-        src, checkpoint, _ = reference_for(ref_arg, model_class if ref_arg.is_file() else None, labels, mean, std,
-                                           log=log)
-        data_dir = data_for(src, data_dir, log)
-        if not any(t.path.resolve() == checkpoint.resolve() for t in targets):
-            targets.insert(0, target(checkpoint))
+        implicit = not any(Path(m).resolve() in (ref_arg.resolve(), ref_arg.resolve() / "manifest.json")
+                           for m in models)  # the export folder that lists the artifacts given
+        try:
+            src, checkpoint, _ = reference_for(ref_arg, model_class if ref_arg.is_file() else None, labels, mean,
+                                               std, log=log)
+        except InvalidInputError as exc:
+            if not implicit:
+                raise
+            log(f"no PyTorch reference: {exc}")  # the gate falls back to an independent runtime
+        else:
+            data_dir = data_for(src, data_dir, log)
+            if not implicit and not any(t.path.resolve() == checkpoint.resolve() for t in targets):
+                targets.insert(0, target(checkpoint))
     images, reference, data_desc = _parity_data(src, dataset, data_dir)
     planned, not_run = plan_bench(targets, config)
     from .devices import EXTERNAL_DEVICES
@@ -391,19 +400,30 @@ def _run_case(run: _Run, bc: BenchCase) -> None:
         run.step(bc.label, len(run.config.batch_sizes))
 
 
-def _parity_gate(run: _Run, bc: BenchCase, fmt: str, device: str, out: np.ndarray):
-    """The comparison that admits a case to timing: against the reference, else (no reference known)
-    against an independent implementation that opens the file; None when there is neither."""
+NO_REFERENCE = "no reference to check parity against (pass the checkpoint too)"
+
+
+def _parity_gate(run: _Run, t: Target, fmt: str, device: str, out: np.ndarray, also: tuple[str, ...] = ()):
+    """(comparison, what it was against) that admits a case to timing: against the PyTorch reference, else (no
+    reference known) against an independent implementation that opens the file, else against the backends in
+    `also` (a JavaScript runtime's rows take ONNX Runtime's CPU answers on the same file); (None, None) when
+    there is none of these."""
     if run.reference is not None:
-        return compare(run.reference, out, tolerance_for(fmt, device))
-    for name, spec in BACKENDS.items():
-        if spec.independent and bc.case.target.kind in spec.opens:
+        return compare(run.reference, out, tolerance_for(fmt, device)), "pytorch"
+    names = [n for n, spec in BACKENDS.items() if spec.independent] + list(also)
+    for name in names:
+        if t.kind not in BACKENDS[name].opens:
+            continue
+        key = (t.path, name)
+        if key not in run.independent:
             try:
-                with create_backend(bc.case.target.path, name, "cpu") as independent:
-                    return compare(independent.run(run.images[:64]), out[:64], tolerance_for(fmt, device))
+                with create_backend(t.path, name, "cpu") as independent:
+                    run.independent[key] = independent.run(run.images[:64])
             except UnsupportedModelError:  # e.g. QDQ operators onnx.reference does not implement
-                continue
-    return None
+                run.independent[key] = None
+        if run.independent[key] is not None:
+            return compare(run.independent[key], out[:64], tolerance_for(fmt, device)), f"{name}/cpu"
+    return None, None
 
 
 def _bench_case(run: _Run, bc: BenchCase, backend, load_ms: float) -> None:
@@ -418,10 +438,9 @@ def _bench_case(run: _Run, bc: BenchCase, backend, load_ms: float) -> None:
         t1 = time.perf_counter()
         out = backend.run(_native_batch(info, run.images, len(run.images)))
         first_ms = (time.perf_counter() - t1) * 1e3
-        gate = _parity_gate(run, bc, fmt, backend.device, out)
+        gate, against = _parity_gate(run, t, fmt, backend.device, out)
         if gate is None or not gate:
-            why = ("no reference to check parity against (pass the checkpoint too)" if gate is None
-                   else "parity failed: " + "; ".join(gate.failures))
+            why = NO_REFERENCE if gate is None else "parity failed: " + "; ".join(gate.failures)
             run.failed(bc, "parity-failed", why, fmt, backend.provider, eff_threads)
             run.step(bc.label, len(config.batch_sizes))
             return
@@ -436,7 +455,7 @@ def _bench_case(run: _Run, bc: BenchCase, backend, load_ms: float) -> None:
             x = _native_batch(info, run.images, b)
             extra: dict = {"load_ms": load_ms, "first_ms": first_ms, "bytes": t.path.stat().st_size,
                            "accuracy": info.metadata.get("test_accuracy"),
-                           "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement}}
+                           "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement, "against": against}}
             if info.fixed_batch and b != info.fixed_batch:  # a fixed-batch model runs a batch as several calls
                 extra["split"] = f"{math.ceil(b / info.fixed_batch)} × batch {info.fixed_batch}"
             modes_here = [mode]
@@ -510,7 +529,6 @@ def _run_external(run: _Run, device: str, targets: list[Target]) -> None:
     """The ONNX artifacts on a JavaScript runtime (devices.py): the same parity gate against the reference
     and the same statistics and row keys as Python's runtimes; a device this machine lacks gives rows that
     say so (status unavailable)."""
-    from .artifacts import info_from_metadata, kind_metadata
     from .devices import BACKEND_NAME, run_external, unavailable
 
     config, backend = run.config, BACKEND_NAME[device]
@@ -531,16 +549,17 @@ def _run_external(run: _Run, device: str, targets: list[Target]) -> None:
             run.step(f"{backend}/{device} {t.path.name}", n)
         return
     infos = {}
-    for t in targets:
+    for t in targets:  # the file as ONNX Runtime's CPU backend reads it: its signature, as the harness needs it
         try:
-            infos[t] = info_from_metadata(t.path, t.kind, kind_metadata(t.path, t.kind))
+            with create_backend(t.path, "onnxruntime", "cpu") as b:
+                infos[t] = b.info
         except Exception as exc:  # an unreadable file: a row that says so
             failed(t, "error", first_line(exc))
     groups: dict[tuple, list[Target]] = {}  # one harness run per normalization (one per model, in practice)
     for t, info in infos.items():
         groups.setdefault((info.mean, info.std), []).append(t)
     for (mean, std), group in groups.items():
-        models = [(t.path, "uint8" if infos[t].input_form == "uint8" else "float32") for t in group]
+        models = [(t.path, _signature(infos[t])) for t in group]
         out = run_external(device, models, run.images, mean, std, config.batch_sizes, threads, config.warmup,
                            config.min_time, config.min_reps, config.max_reps)
         run.report.environment.setdefault("devices", {})[device] = out.get("runtime")
@@ -554,6 +573,16 @@ def _run_external(run: _Run, device: str, targets: list[Target]) -> None:
             for c in cases_:
                 _external_rows(run, t, infos[t], device, backend, c, out.get("runtime") or {})
             run.step(f"{backend}/{device} {t.path.name}", n)
+
+
+def _signature(info) -> dict:
+    """What a JavaScript harness needs to feed a model as Python's backends do: the native dtype, the input and
+    output names, the input's dims after the batch axis, and the batch a fixed-batch model takes per call."""
+    shape = info.metadata.get("input_shape") or []
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape[1:]]
+    return {"dtype": "uint8" if info.input_form == "uint8" else "float32", "input": info.input_name,
+            "output": info.output_name, "fixed_batch": info.fixed_batch,
+            **({"dims": dims} if dims and None not in dims else {})}
 
 
 def _external_rows(run: _Run, t: Target, info, device: str, backend: str, c: dict, runtime: dict) -> None:
@@ -570,10 +599,10 @@ def _external_rows(run: _Run, t: Target, info, device: str, backend: str, c: dic
     if c.get("error"):
         return rows("error", c["error"])
     logits = np.asarray(c.get("parity_logits") or [], np.float32)
-    if run.reference is None:
-        return rows("parity-failed", "no reference to check parity against (pass the checkpoint too)")
-    gate = compare(run.reference, logits.reshape(len(logits), -1) if logits.size else logits,
-                   tolerance_for(fmt, "cpu"))
+    gate, against = _parity_gate(run, t, fmt, "cpu", logits.reshape(len(logits), -1) if logits.size else logits,
+                                 also=("onnxruntime",))
+    if gate is None:
+        return rows("parity-failed", NO_REFERENCE)
     if not gate:
         return rows("parity-failed", "parity failed: " + "; ".join(gate.failures))
     for b in config.batch_sizes:
@@ -587,8 +616,11 @@ def _external_rows(run: _Run, t: Target, info, device: str, backend: str, c: dic
         warnings_ = [f"high variance: CV {stats.cv:.2f} > {CV_WARN} (noisy machine?)"] if stats.cv > CV_WARN else []
         row = _row(t, fmt, backend, device, provider, "host", b, c["threads"], "ok", bytes=t.path.stat().st_size,
                    accuracy=info.metadata.get("test_accuracy"),
-                   parity={"max_abs": gate.max_abs, "top1": gate.top1_agreement}, **_stats_fields(stats, b),
+                   parity={"max_abs": gate.max_abs, "top1": gate.top1_agreement, "against": against},
+                   **_stats_fields(stats, b),
                    warnings=warnings_)
+        if info.fixed_batch and b != info.fixed_batch:  # the harness runs it as several calls, as Python does
+            row["split"] = f"{math.ceil(b / info.fixed_batch)} × batch {info.fixed_batch}"
         if b in config.keep_samples_at:
             row["samples_ms"] = _samples_field(seconds)
         run.report.results.append(row)

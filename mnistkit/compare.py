@@ -115,3 +115,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def are_probabilities(scores: np.ndarray) -> bool:
+    """True when every row already is a probability distribution (in [0, 1], summing to 1 within 1e-3): the
+    scores of a model that ends in a softmax (scikit-learn's `probabilities`, a Keras head). Logits of a
+    trained classifier are never all of that form, and a softmax over probabilities would flatten them
+    (0.9 would show as ~0.22 among ten classes)."""
+    return bool(scores.size and scores.min() >= 0 and scores.max() <= 1
+                and np.abs(scores.sum(axis=1, dtype=np.float64) - 1).max() <= 1e-3)
+
+
+def probabilities(scores: np.ndarray) -> np.ndarray:
+    """Class probabilities from a model's scores: softmax of logits; probabilities pass through as they are."""
+    return scores if are_probabilities(scores) else softmax(scores)

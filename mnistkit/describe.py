@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import (archive_metadata, check_against_manifest, check_model, detect_kind, from_onnx_props, manifest_artifacts,
-                        read_manifest)
+from .artifacts import (archive_metadata, check_against_manifest, check_model, detect_kind, from_onnx_props,
+                        manifest_artifacts, onnx_signature, read_manifest)
 from .errors import ArtifactError, first_line
 from .fileio import sha256_file
 
@@ -28,9 +28,8 @@ def _onnx_details(path: Path) -> dict:
             raise ArtifactError(f"{path}: not a loadable ONNX file ({first_line(exc, 200)})") from None
 
         def tensor_info(v):
-            tt = v.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
-            return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name, "shape": dims}
+            name, dtype, dims = onnx_signature(v)  # a scikit-learn ZipMap output is a sequence of maps: no shape
+            return {"name": name, "dtype": dtype, "shape": None if dims is None else [d or "?" for d in dims]}
 
         init = {i.name for i in model.graph.initializer}
         opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)

@@ -61,11 +61,12 @@ def unavailable(device: str) -> str | None:
     return None
 
 
-def run_external(device: str, models: list[tuple[Path, str]], images: np.ndarray, mean: float, std: float,
+def run_external(device: str, models: list[tuple[Path, dict]], images: np.ndarray, mean: float, std: float,
                  batch_sizes, threads, warmup: float, min_time: float, min_reps: int, max_reps: int) -> dict:
-    """Run the device's harness on `models` ([(path, native dtype 'float32' | 'uint8')]) with the uint8 parity
-    `images`; returns {"runtime": {...}, "cases": [{"model", "threads", "parity_logits", "timings", "error"}]}
-    or {"error": "one line"}."""
+    """Run the device's harness on `models` ([(path, signature)]: the native "dtype" 'float32' | 'uint8', and
+    where known the "input" and "output" names, the "dims" after the batch axis and the "fixed_batch") with
+    the uint8 parity `images`; returns {"runtime": {...}, "cases": [{"model", "threads", "parity_logits",
+    "timings", "error"}]} or {"error": "one line"}."""
     with tempfile.TemporaryDirectory(prefix=f"mnistkit-{device}-") as tmp:
         tmp = Path(tmp)
         parity = tmp / "parity"
@@ -76,16 +77,16 @@ def run_external(device: str, models: list[tuple[Path, str]], images: np.ndarray
                   "parity": {"count": int(len(images))}}
         if device == "node":
             config["parity"]["path"] = str(parity)
-            config["cases"] = [{"model": str(Path(p).resolve()), "dtype": d} for p, d in models]
+            config["cases"] = [{"model": str(Path(p).resolve()), **sig} for p, sig in models]
             (tmp / "config.json").write_text(json.dumps(config))
             return _harness(["node", str(NODE_DIR / "bench.mjs"), str(tmp / "config.json")], NODE_DIR)
         links = tmp / "models"
         links.mkdir()
         cases = []
-        for i, (p, d) in enumerate(models):
+        for i, (p, sig) in enumerate(models):
             served = links / f"{i}-{p.name}"
             shutil.copyfile(p, served)
-            cases.append({"model": str(p), "url": f"/data/models/{served.name}", "dtype": d})
+            cases.append({"model": str(p), "url": f"/data/models/{served.name}", **sig})
         config["parity"]["url"] = "/data/parity"
         config["cases"] = cases
         server = _server(tmp)

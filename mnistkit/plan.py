@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import detect_kind, manifest_artifacts, read_manifest, recorded_format
+from .artifacts import detect_kind, manifest_artifacts, read_manifest, recorded_format, recorded_reference
 from .backends import BACKENDS, backends_for
 from .errors import ArtifactError, InvalidInputError
 from .formats import DEVICES
@@ -46,7 +46,8 @@ def target(path) -> Target:
 
 def expand(models) -> tuple[list[Target], Path | None]:
     """MODEL arguments -> (artifact targets, what names the PyTorch reference: a checkpoint among them, or
-    an export folder whose manifest records a checkpoint or state_dict source; None if neither).
+    an export folder whose manifest records a checkpoint or state_dict source, given or holding every
+    artifact given; None if neither).
 
     Export folders (or their manifest.json) are expanded through the manifest, every file checked
     against its sha256; a file given twice is one target.
@@ -68,6 +69,10 @@ def expand(models) -> tuple[list[Target], Path | None]:
     targets = [target(f) for f in dict.fromkeys(files)]
     if reference is None or reference.is_dir():  # a checkpoint given by name names the reference
         reference = next((t.path for t in targets if t.kind == "checkpoint"), reference)
+    if reference is None and targets:  # artifacts of one export folder: the source its manifest records
+        folders = {recorded_reference(t.path) for t in targets}
+        if len(folders) == 1 and None not in folders:
+            reference = folders.pop()
     return targets, reference
 
 

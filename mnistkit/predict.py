@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import softmax
+from .compare import probabilities
 from .errors import InvalidInputError
 from .preprocess import load_inputs
 
@@ -64,10 +64,12 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
             more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
             raise InvalidInputError(f"{model}: the model's outputs are not finite (NaN or infinite logits) for "
                                     f"{bad[0]}{more}; expected finite logits, so no label is given")
+        if not info.described and logits.shape[1] != info.num_classes:  # a model from elsewhere: classes by index
+            info.labels = [str(i) for i in range(logits.shape[1])]
         if logits.shape[1] != info.num_classes:
             raise InvalidInputError(
                 f"{model}: the model has {logits.shape[1]} outputs but {info.num_classes} labels")
-        probs = softmax(logits.astype(np.float64))
+        probs = probabilities(logits.astype(np.float64))
         k = min(top_k, info.num_classes)
         predictions = []
         for s, p in zip(samples, probs):

@@ -276,7 +276,8 @@ def markdown_report(reports: list[dict], plots: dict | None = None, title: str =
                  f"{cfg.get('min_time_s')} s and {cfg.get('min_reps')} calls per case; percentiles are numpy's "
                  "(linear); throughput = batch / mean latency")
     lines.append(f"- parity gate before timing: {cfg.get('parity_images')} {cfg.get('parity_data')} against the "
-                 "PyTorch reference")
+                 "PyTorch reference (where none is known, against an independent runtime on the same file: each "
+                 "row's `parity.against`)")
     lines += ["", "## Baselines measured in the same run", ""]
     for rep in reports:
         b = rep.get("baselines", {})

@@ -512,7 +512,7 @@ class Scorer:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from .compare import softmax
+        from .compare import probabilities
 
         n, c, k = chunk.n, len(self.labels), self.k
         probs = np.zeros((n, c), np.float32)
@@ -525,7 +525,7 @@ class Scorer:
             for j in rows[~finite]:
                 errors[int(j)] = f"{chunk.name(j)}: the model's outputs are not finite (NaN or infinite logits)"
                 good[j] = False
-            probs[rows] = softmax(logits)  # float32: the order (the labels) is the logits' own either way
+            probs[rows] = probabilities(logits)  # float32: the order (the labels) is the logits' own either way
         bad = pa.array(~good)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         offsets = pa.array(np.concatenate([[0], np.cumsum(np.where(good, k, 0))]).astype(np.int32))

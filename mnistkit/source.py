@@ -277,7 +277,26 @@ def reference_for(model, model_class: str | None = None, labels=None, mean=None,
         if rec.data_dir and not data_dir:
             src.data_origin = "recorded in the export's manifest"
         return src, rec.checkpoint, folder
+    not_a_reference(path)
     return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log), path, None
+
+
+def not_a_reference(path: Path) -> None:
+    """Raise InvalidInputError when `path` is an artifact (ONNX, TorchScript, LiteRT...) rather than the PyTorch
+    model artifacts are compared with; files of no known kind are left to the checkpoint loader's message."""
+    from .artifacts import detect_kind
+    from .errors import ArtifactError
+    from .formats import KINDS
+
+    try:
+        kind = detect_kind(path)
+    except ArtifactError:
+        return
+    if kind != "checkpoint":
+        raise InvalidInputError(
+            f"{path}: is {KINDS[kind].description}, not a PyTorch reference; verify compares artifacts with the "
+            "PyTorch model they were exported from: pass that checkpoint (or its state_dict with --model-class), or its "
+            f"export folder first, then the artifact (e.g. `mnistkit verify model.pt {path.name}`)")
 
 
 def data_for(src: Source, data_dir, log=None):

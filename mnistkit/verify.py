@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from .artifacts import detect_kind, recorded_reference
 from .backends import BACKENDS, create_backend, default_devices, reference_backend
 from .compare import Comparison, compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
@@ -130,6 +131,10 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     explicit_devices = devices is not None
     devices = list(devices) if devices else default_devices()
 
+    listed_in = recorded_reference(checkpoint) if Path(checkpoint).is_file() and model_class is None else None
+    if listed_in is not None and detect_kind(checkpoint) != "checkpoint":  # an artifact of an export folder
+        log(f"{checkpoint} is listed in {listed_in / 'manifest.json'}: verifying it against the source recorded there")
+        artifacts, checkpoint = [checkpoint, *artifacts], listed_in
     src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log)
     if folder is not None and not artifacts:
         artifacts = [folder]

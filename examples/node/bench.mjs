@@ -4,7 +4,8 @@
 //
 //   node bench.mjs CONFIG.json        ->  one JSON object on stdout
 //
-// CONFIG: {"cases": [{"model": PATH, "dtype": "float32"|"uint8"}], "threads": [1, 2], "batch_sizes": [1, 64],
+// CONFIG: {"cases": [{"model": PATH, "dtype": "float32"|"uint8", "input": NAME, "output": NAME, "dims": [1, 28, 28],
+//          "fixed_batch": null}], "threads": [1, 2], "batch_sizes": [1, 64],
 //          "parity": {"path": FILE, "count": N}, "warmup_s": 0.2, "min_time_s": 1, "min_reps": 20, "max_reps": N}
 // parity.path holds N images in each case's native form, back to back: N*784 float32 (normalized) for
 // float models and N*784 uint8 pixels for app-ready ones, as FILE.float32 and FILE.uint8. Batches are the
@@ -54,7 +55,7 @@ for (const c of config.cases) {
       const session = await ort.InferenceSession.create(c.model, {
         intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
       });
-      Object.assign(out, await benchSession(ort, session, images, c.dtype, config, nowMs));
+      Object.assign(out, await benchSession(ort, session, images, c, config, nowMs));
     } catch (e) {
       out.error = oneLine(e);
     }

@@ -31,7 +31,7 @@ async function run(config) {
       }
       const session = await ort.InferenceSession.create(c.url, { executionProviders: ['wasm'],
                                                                  graphOptimizationLevel: 'all' });
-      Object.assign(out, await benchSession(ort, session, parityCache[c.dtype], c.dtype, config,
+      Object.assign(out, await benchSession(ort, session, parityCache[c.dtype], c, config,
                                             () => performance.now()));
     } catch (e) {
       out.error = oneLine(e);

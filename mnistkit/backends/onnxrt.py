@@ -11,12 +11,25 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import ModelInfo, check_model, from_onnx_props, onnx_io_info
+from ..artifacts import ModelInfo, check_model, from_onnx_props, onnx_io_info, pick_output
 from ..capture import captured_output
 from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, first_line
 from .base import _FLOAT_TAIL, _PIXEL_TAIL, Backend
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
+
+
+def ort_signature(name: str, type_: str, shape) -> tuple:
+    """(name, dtype, shape) of an ONNX Runtime input/output: "tensor(float)" is float32, "tensor(int64)"
+    int64; a sequence or map keeps ONNX Runtime's text and has no shape."""
+    if type_.startswith("tensor(") and type_.endswith(")"):
+        elem = type_[7:-1]
+        try:
+            dtype = np.dtype({"float": "float32", "double": "float64", "float16": "float16"}.get(elem, elem)).name
+        except TypeError:
+            dtype = elem
+        return name, dtype, list(shape)
+    return name, type_, None
 _BINDING_CHECKED: dict[str, bool] = {}  # onnxruntime version -> its C++ binding answers like the public run
 
 
@@ -126,6 +139,7 @@ class OnnxRuntimeBackend(Backend):
             props = self._sess.get_modelmeta().custom_metadata_map
             outputs = self._sess.get_outputs()
             output_types = {o.name: o.type for o in outputs}
+            output_sigs = [ort_signature(o.name, o.type, o.shape) for o in outputs]
             shapes = [(i.name, i.type, list(i.shape)) for i in inputs]
         except (UnicodeDecodeError, RuntimeError) as exc:
             self._sess = None
@@ -139,7 +153,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: input {in_name!r} is {in_type}; expected tensor(float) [N,1,28,28] "
                 f"or tensor(uint8) [N,28,28]")
         meta = from_onnx_props(props)
-        info = onnx_io_info(self.path, meta, in_name, dtype, in_shape, list(output_types))
+        info = onnx_io_info(self.path, meta, in_name, dtype, in_shape, output_sigs)
         self._in = info.input_name
         self._outs = [info.output_name]
         self._fixed = info.fixed_batch
@@ -148,7 +162,7 @@ class OnnxRuntimeBackend(Backend):
         self._run_fn = self._sess.run
         self._float_out = output_types[info.output_name] == "tensor(float)"
         if not info.described:
-            self.notes.append(f"{self.path.name} carries no mnistkit metadata: labels 0-9, pixels/255 assumed")
+            self.notes.append(f"{self.path.name} carries no mnistkit metadata: classes named by their index, pixels/255 assumed")
         return info
 
     def load(self):
@@ -314,8 +328,7 @@ class BareSession:
         self.input = inp.name
         self.shape = [d if isinstance(d, int) and d > 0 else -1 for d in inp.shape]
         self.fixed = self.shape[0] if self.shape and self.shape[0] > 0 else None
-        outs = [o.name for o in self.sess.get_outputs()]
-        self.outputs = ["logits"] if "logits" in outs else outs[:1]
+        self.outputs = [pick_output(path, [ort_signature(o.name, o.type, o.shape) for o in self.sess.get_outputs()])]
 
     def call_for(self, x: np.ndarray) -> Callable:
         """A call as a user of the bare session would write it: reshaped to the model's input rank and, for a

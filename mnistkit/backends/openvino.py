@@ -110,9 +110,20 @@ def _compile(path, threads: int, hint: str = "LATENCY"):
             model = core.read_model(str(path))
             return model, core.compile_model(model, "CPU", options)
         except Exception as exc:
-            raise ArtifactError(f"{path}: OpenVINO cannot load it: {first_line(exc, 300)}") from None
+            raise ArtifactError(f"{path}: OpenVINO cannot load it: {conversion_failure(exc)}") from None
         finally:
             ensure_signal_stack()  # the CPU plugin leaves this thread a ~10 KB signal stack (errors.py)
+
+
+def conversion_failure(exc: Exception) -> str:
+    """One line for OpenVINO's refusal: its ONNX front end ends a multi-line report with a summary of the
+    operators it has no rule for (scikit-learn's ai.onnx.ml classifiers, for one); that summary is the news."""
+    text = str(exc)
+    if "Summary:" in text:
+        lines = [ln.strip(" -") for ln in text.split("Summary:", 1)[1].splitlines() if ln.strip(" -")]
+        if lines:
+            return "; ".join(lines)[:300]
+    return first_line(exc, 300)
 
 
 def _shape_request(model, shape: list[int], threads: int, hint: str = "LATENCY"):
@@ -127,12 +138,27 @@ def _shape_request(model, shape: list[int], threads: int, hint: str = "LATENCY")
         ensure_signal_stack()
 
 
-def _logits_output(outputs) -> int:
-    """Index of the output named logits (OpenVINO may show another of the tensor's names first)."""
-    for i, o in enumerate(outputs):
-        if "logits" in o.get_names():
-            return i
-    return 0
+def _signature(output) -> tuple:
+    """(name, dtype, shape) of a compiled model's output, as artifacts.pick_output reads them; the name is
+    logits when that is one of the tensor's names (OpenVINO may show another of them first)."""
+    import numpy as np
+
+    name = "logits" if "logits" in output.get_names() else output.get_any_name()
+    try:
+        dtype = np.dtype(output.get_element_type().to_dtype()).name
+    except Exception:
+        dtype = output.get_element_type().get_type_name()
+    pshape = output.get_partial_shape()
+    shape = [d.get_length() if d.is_static else None for d in pshape] if pshape.rank.is_static else None
+    return name, dtype, shape
+
+
+def _score_output(path, outputs) -> int:
+    """Index of the output holding the class scores (artifacts.pick_output)."""
+    from ..artifacts import pick_output
+
+    sigs = [_signature(o) for o in outputs]
+    return [sig[0] for sig in sigs].index(pick_output(path, sigs))
 
 
 class OpenVinoBackend(Backend):
@@ -157,14 +183,14 @@ class OpenVinoBackend(Backend):
             raise ArtifactError(f"{self.path}: input is {inp.get_element_type().get_type_name()}; expected float32 "
                                 "[N,1,28,28] or uint8 [N,28,28]")
         shape = [d.get_length() if d.is_static else None for d in inp.get_partial_shape()]
-        out_index = _logits_output(compiled.outputs)
         kind = detect_kind(self.path)
         try:
             meta = (ir_metadata(self.path) if kind == "openvino-ir" else onnx_metadata(self.path)) or {}
         except ImportError:  # the runtime-only install without onnx: the file's contract still decides
             meta = {}
-        names = ["logits" if "logits" in o.get_names() else o.get_any_name() for o in compiled.outputs]
-        info = onnx_io_info(self.path, meta, inp.get_any_name(), dtype, shape, names, kind)
+        sigs = [_signature(o) for o in compiled.outputs]
+        info = onnx_io_info(self.path, meta, inp.get_any_name(), dtype, shape, sigs, kind)
+        out_index = [sig[0] for sig in sigs].index(info.output_name)
         self._model, self._out_index = model, out_index
         self._float_out = compiled.outputs[out_index].get_element_type().get_type_name() == "f32"
         self._request = compiled.create_infer_request()
@@ -257,7 +283,7 @@ class BareOpenVino:
         self.threads = threads or default_threads()
         model, compiled = _compile(path, self.threads)
         self.model = model
-        self.index = _logits_output(compiled.outputs)
+        self.index = _score_output(path, compiled.outputs)
         self.shape = [d.get_length() if d.is_static else -1 for d in model.inputs[0].get_partial_shape()]
 
     def call_for(self, x: np.ndarray) -> Callable:
