@@ -7,6 +7,7 @@
 import os
 
 from ._version import __version__
+from .errors import AssumptionWarning
 
 # ONNX Runtime 1.31's Linux builds queue usage events (Microsoft's 1DS) in ~/.cache/Microsoft/DeveloperTools/
 # .onnxruntime/ (a device id and an upload queue) at `import onnxruntime`, in Python and in onnxruntime-node,
@@ -15,7 +16,7 @@ from ._version import __version__
 # user set is kept. (OpenVINO's telemetry is turned off where mnistkit imports it: backends/openvino.py.)
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-__all__ = ["__version__", "export", "load"]
+__all__ = ["__version__", "AssumptionWarning", "export", "load"]
 
 
 def export(*args, **kwargs):

@@ -274,7 +274,7 @@ class _Run:
 def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset: str | None = None,
               progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] | None = None,
               extra_env: dict | None = None, model_class: str | None = None, labels=None, mean=None,
-              std=None) -> BenchReport:
+              std=None, model_args=None) -> BenchReport:
     """Benchmark every artifact of `models` on every backend that opens it.
 
     The parity reference is the checkpoint among `models` (a state_dict with `model_class`), or the
@@ -299,7 +299,7 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
                            for m in models)  # the export folder that lists the artifacts given
         try:
             src, checkpoint, _ = reference_for(ref_arg, model_class if ref_arg.is_file() else None, labels, mean,
-                                               std, log=log)
+                                               std, log=log, model_args=model_args if ref_arg.is_file() else None)
         except InvalidInputError as exc:
             if not implicit:
                 raise

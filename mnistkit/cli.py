@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from ._version import __version__
 from .backends import BACKENDS
-from .errors import MnistkitError
+from .errors import AssumptionWarning, MnistkitError
 from .bench import DEFAULT_BATCH_SIZES, DEFAULT_BENCH_DIR
 from .report import DEFAULT_REPORT_DIR
 from .formats import DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, DEVICES, FORMAT_CHOICES, OPSET_RANGE
@@ -39,7 +40,9 @@ class MnistkitGroup(click.Group):
 
         reset_committed()
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # the CLI says its assumptions as notes (log); not twice
+                warnings.simplefilter("ignore", AssumptionWarning)
+                return super().invoke(ctx)
         except MnistkitError as exc:
             error_line(str(exc))
             ctx.exit(exc.exit_code)
@@ -104,10 +107,25 @@ def model_class_options(f):
     f = click.option("--mean", type=float, default=None,
                      help="Normalization mean (with --model-class) [default: the script's Normalize(...), else 0].")(f)
     f = click.option("--labels", default=None, help="Comma-separated class labels (with --model-class) [default: 0-9].")(f)
+    f = click.option("--model-args", default=None, metavar="JSON", callback=_model_args,
+                     help="Keyword arguments for --model-class, a JSON object of plain values: "
+                          "'{\"hidden\": 256}' (recorded in the manifest).")(f)
     f = click.option("--model-class", default=None, metavar="FILE.py:CLASS",
-                     help="The class a bare state_dict was saved from (FILE.py:Net is read, not run; "
-                          "or package.module:Net).")(f)
+                     help="The class a state_dict or training checkpoint was saved from, or a function that builds "
+                          "the model (FILE.py:Net is read, not run; or package.module:Net, "
+                          "torchvision.models:resnet18).")(f)
     return f
+
+
+def _model_args(ctx, param, value):
+    """--model-args parsed where click parses: a malformed value is a usage error (exit 2)."""
+    from .errors import InvalidInputError
+    from .source import parse_model_args
+
+    try:
+        return parse_model_args(value)
+    except InvalidInputError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--model-args {value!r}: ")) from None
 
 
 def dataset_options(f):
@@ -218,8 +236,8 @@ def _formats(ctx, param, value):
               show_default=True,
               help="Accuracy gate of the int8/fp16 formats, in points, vs the float model on the test split.")
 @json_option
-def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels, mean, std, recipe, dataset,
-           data_dir, max_accuracy_drop, as_json):
+def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_args, labels, mean, std, recipe,
+           dataset, data_dir, max_accuracy_drop, as_json):
     """Export a checkpoint (or your state_dict + class) to ONNX, ExecuTorch, TorchScript and torch.export.
 
     Every artifact is validated right after export: loaded in its own runtime and run on real test
@@ -233,6 +251,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
       mnistkit export models/mlp-fashion-mnist.pt --format onnx
       mnistkit export models/mlp-fashion-mnist.pt --format all --out-dir build/
       mnistkit export cnn.pth --model-class train.py:Net --format onnx
+      mnistkit export last.ckpt --model-class train.py:Net --model-args '{"hidden": 256}' --format all
     """
     from .errors import require
 
@@ -243,7 +262,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, labels
 
     result = export_model(
         checkpoint, formats, out_dir=out_dir, opset=opset, validate=not no_validate, model_class=model_class,
-        labels=labels.split(",") if labels else None, mean=mean, std=std, recipe=recipe, dataset=dataset,
+        model_args=model_args, labels=labels.split(",") if labels else None, mean=mean, std=std, recipe=recipe, dataset=dataset,
         data_dir=data_dir, log=None if as_json else note, raise_on_failure=False,
         max_accuracy_drop=max_accuracy_drop,
     )
@@ -397,12 +416,14 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
 @click.option("--load-outputs", type=click.Path(path_type=str, readable=False), default=None,
               help="Compare logits saved on another machine (e.g. a GPU box) against this reference.")
 @json_option
-def verify(checkpoint, artifacts, model_class, labels, mean, std, backends, devices, dataset, data_dir, limit,
-           allow_fallback, save_outputs, load_outputs, as_json):
+def verify(checkpoint, artifacts, model_class, model_args, labels, mean, std, backends, devices, dataset, data_dir,
+           limit, allow_fallback, save_outputs, load_outputs, as_json):
     """Prove every runtime gives PyTorch's answers on the real test split.
 
-    CHECKPOINT is the reference: a mnistkit checkpoint, your state_dict with --model-class, or an
-    export folder (its manifest names the checkpoint and class it came from, checked by sha256).
+    CHECKPOINT is the reference: a mnistkit checkpoint, your state_dict or training checkpoint (Lightning
+    .ckpt, {"model_state_dict": ...}) with --model-class, or an export folder (its manifest names the
+    checkpoint and class it came from, checked by sha256); an artifact of an export folder alone is
+    verified against the source that folder records.
     Runs every backend x device x artifact (files, or export folders with a manifest) and compares
     each with PyTorch eager on CPU: max abs/rel and mean abs difference, top-1 agreement, accuracy
     and its delta, and the smallest tolerance that would have passed. Without ARTIFACTS, verifies
@@ -426,7 +447,7 @@ def verify(checkpoint, artifacts, model_class, labels, mean, std, backends, devi
 
     report = run_verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, save_outputs,
                         load_outputs, allow_fallback, log=None if as_json else note, model_class=model_class,
-                        mean=mean, std=std, labels=labels.split(",") if labels else None)
+                        mean=mean, std=std, labels=labels.split(",") if labels else None, model_args=model_args)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -532,8 +553,8 @@ def _ints(ctx, param, value):
 @click.option("--allow-missing", is_flag=True,
               help="Exit 0 even when a requested runtime or device is not available here (its rows say so).")
 @json_option
-def bench(models, model_class, labels, mean, std, backends, devices, batch_sizes, threads, modes, warmup, min_time,
-          min_reps, no_baselines, dataset, data_dir, out_dir, allow_missing, as_json):
+def bench(models, model_class, model_args, labels, mean, std, backends, devices, batch_sizes, threads, modes, warmup,
+          min_time, min_reps, no_baselines, dataset, data_dir, out_dir, allow_missing, as_json):
     """Benchmark latency and throughput of every artifact on every runtime, side by side.
 
     MODEL: a checkpoint (your state_dict with --model-class), an export folder (its manifest, which
@@ -564,7 +585,7 @@ def bench(models, model_class, labels, mean, std, backends, devices, batch_sizes
     with BenchProgress(enabled=not as_json) as progress:
         obj = run_and_write(models, config, Path(out_dir), create_parents=out_dir == DEFAULT_BENCH_DIR,
                             data_dir=data_dir, dataset=dataset, progress=progress.update,
-                            log=None if as_json else note, model_class=model_class,
+                            log=None if as_json else note, model_class=model_class, model_args=model_args,
                             labels=labels.split(",") if labels else None, mean=mean, std=std)
     if as_json:
         emit_json(obj)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, require
+from .errors import DataError, assumed, require
 
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
 IDX_DTYPES = {
@@ -331,10 +331,9 @@ def validation_images(dataset: str | None, data_dir=None, limit: int | None = No
         except DataError as exc:
             if data_dir is not None:
                 raise
-            if log:
-                log(f"validating on random images: {exc}")
-    elif log:
-        log("validating on random images: the model names no dataset (pass --dataset/--data-dir)")
+            assumed(log, f"validating on random images: {exc}")
+    else:
+        assumed(log, "validating on random images: the model names no dataset (pass --dataset/--data-dir)")
     rng = np.random.default_rng(0)
     n = VALIDATION_FALLBACK_IMAGES if limit is None else min(limit, VALIDATION_FALLBACK_IMAGES)
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), None, "random images"

@@ -50,6 +50,27 @@ class UnsupportedModelError(BackendUnavailableError):
     """A runtime cannot run this particular model (an operator or version it does not implement)."""
 
 
+class AssumptionWarning(UserWarning):
+    """mnistkit assumed something about a model that the caller did not say and the model's source does not:
+    its normalization (pixels / 255), or that it can be validated on random images for want of its test data.
+    The CLI prints each as a line; the library warns, so `warnings.simplefilter("error", AssumptionWarning)`
+    makes a script stop instead of exporting on an assumption."""
+
+
+def assumed(log, message: str) -> None:
+    """Say an assumption: through `log` (the CLI's note), and as an AssumptionWarning for library callers."""
+    import os
+    import sys
+    import warnings
+
+    if log is not None:
+        log(message)
+    package, frame, level = os.path.dirname(__file__) + os.sep, sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):  # the caller's line, outside mnistkit
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, AssumptionWarning, stacklevel=level)
+
+
 class MissingDependencyError(BackendUnavailableError):
     """An optional dependency (torch, onnx, matplotlib) is needed and not installed."""
 

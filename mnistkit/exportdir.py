@@ -63,6 +63,7 @@ def _same_model(previous: dict, src) -> bool:
     old, new = previous.get("source") or {}, src.description
     return (bool(new.get("sha256")) and old.get("sha256") == new.get("sha256")
             and old.get("model_class") == new.get("model_class")
+            and old.get("model_args") == new.get("model_args")
             and previous.get("labels") == src.meta["labels"]
             and previous.get("normalization") == src.meta["normalization"])
 

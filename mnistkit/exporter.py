@@ -63,6 +63,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     validate: bool = True,
     model_class: str | None = None,
+    model_args=None,
     labels=None,
     mean: float | None = None,
     std: float | None = None,
@@ -75,6 +76,8 @@ def export_model(
     max_accuracy_drop: float = DEFAULT_ACCURACY_BUDGET * 100,
 ) -> ExportResult:
     """Export `source` (checkpoint path, state_dict path + model_class, or nn.Module).
+
+    `model_args`: keyword arguments `model_class` is called with (a dict of plain values, or its JSON text).
 
     `max_accuracy_drop` (in points of accuracy, 0.3 = 0.3 %) is the accuracy gate of the int8 and fp16
     formats: measured on the full test split against the float model.
@@ -101,7 +104,7 @@ def export_model(
         dataset_spec(dataset)  # an unknown name fails before anything is loaded
     from .source import data_for, load_source
 
-    src = load_source(source, model_class, labels, mean, std, recipe, dataset, data_dir, log)
+    src = load_source(source, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args)
     data_dir = data_for(src, data_dir, log)
     out_dir = _out_dir(out_dir, src)
     previous = exportdir.check_export_target(out_dir)

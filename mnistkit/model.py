@@ -119,6 +119,49 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> Pa
     return path
 
 
+# Where training scripts keep the weights inside a checkpoint dict, in the order they are looked for: PyTorch
+# Lightning and many repos ("state_dict"), PyTorch's "general checkpoint" tutorial ("model_state_dict"),
+# torchvision's reference scripts and timm ("model"), and other common names.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state", "weights")
+
+
+@dataclass
+class Weights:
+    """The tensors found in a file, and how: for the log and the manifest."""
+
+    tensors: dict
+    key: str | None = None  # where inside the checkpoint (None: the file is the state_dict)
+    kind: str = "state_dict"  # "state_dict", "Lightning checkpoint", "training checkpoint"
+    hyper_parameters: dict | None = None  # Lightning's saved __init__ arguments
+
+
+def _all_tensors(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def find_weights(obj, path: Path) -> Weights:
+    """The state_dict in what torch.load returned: the object itself, or a checkpoint dict's entry under one of
+    STATE_DICT_KEYS. Raises CheckpointError naming the keys found when there is none."""
+    if _all_tensors(obj):
+        return Weights(obj)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors) or a checkpoint dict holding one, "
+                              f"found a {type(obj).__name__}")
+    if "mnistkit" in obj and _all_tensors(obj.get("state_dict")):  # a mnistkit checkpoint through a user's class
+        return Weights(obj["state_dict"], "state_dict", "mnistkit checkpoint")
+    lightning = "pytorch-lightning_version" in obj or "lightning_version" in obj
+    for key in STATE_DICT_KEYS:
+        if _all_tensors(obj.get(key)):
+            hp = obj.get("hyper_parameters")
+            return Weights(obj[key], key, "Lightning checkpoint" if lightning else "training checkpoint",
+                           hp if isinstance(hp, dict) else None)
+    keys = [str(k) for k in list(obj)[:8]]
+    more = " ..." if len(obj) > 8 else ""
+    raise CheckpointError(f"{path}: no state_dict found: expected a dict of tensors, or a checkpoint holding one under "
+                          f"{', '.join(repr(k) for k in STATE_DICT_KEYS)}; its keys: {', '.join(keys)}{more}")
+
+
 BARE_STATE_DICT_HINT = (
     "it looks like a bare state_dict; name the class it was saved from with "
     "--model-class your_script.py:Net (export, verify and bench take it; e.g. "
@@ -203,6 +246,14 @@ def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Check
         return Checkpoint(path, meta, obj["state_dict"])
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a mnistkit checkpoint: {BARE_STATE_DICT_HINT}")
+    try:
+        weights = find_weights(obj, path)
+    except CheckpointError:
+        weights = None
+    if weights is not None:
+        raise CheckpointError(f"{path}: not a mnistkit checkpoint: a {weights.kind} (its weights under "
+                              f"{weights.key!r}); name the class it was saved from with --model-class your_script.py:Net "
+                              "(and its arguments with --model-args '{\"hidden\": 256}' if it takes any)")
     raise CheckpointError(
         f"{path}: not a mnistkit checkpoint (found a {type(obj).__name__}; expected a dict with "
         f"'mnistkit' metadata and a 'state_dict')"

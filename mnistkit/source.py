@@ -89,18 +89,115 @@ def _read_once(path: Path) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+def load_weights(data: bytes, path: Path):
+    """The weights (model.Weights) in a state_dict or checkpoint file's bytes, through the loading gate and
+    weights_only."""
+    from .model import find_weights, load_torch_bytes
+
+    return find_weights(load_torch_bytes(data, path, "state_dict or checkpoint"), path)
+
+
 def load_state_dict(data: bytes, path: Path) -> dict:
-    """A state_dict (or a mnistkit checkpoint's) from bytes, through the loading gate and weights_only."""
-    import torch
+    """A state_dict (or the one inside a checkpoint) from bytes, through the loading gate and weights_only."""
+    return load_weights(data, path).tensors
 
-    from .model import load_torch_bytes
 
-    state = load_torch_bytes(data, path, "state_dict")
-    if isinstance(state, dict) and "mnistkit" in state and "state_dict" in state:
-        state = state["state_dict"]  # a mnistkit checkpoint exported through a user's class
-    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found a {type(state).__name__}")
-    return state
+def fit_weights(model, tensors: dict, path: Path, name: str, log) -> dict:
+    """`tensors` as `model` takes them: as they are, or with the key prefix a saver added stripped (Lightning's
+    attribute, `model.`; DataParallel's `module.`; torch.compile's `_orig_mod.`), saying so. Raises
+    CheckpointError with what is missing, unexpected or of another shape when no prefix makes them fit."""
+    mismatch = _state_dict_mismatch(model, tensors)
+    if mismatch is None:
+        return tensors
+    own = set(model.state_dict())
+    prefixes = sorted({k[:i + 1] for k in tensors for i, ch in enumerate(k) if ch == "."}, key=lambda p: (len(p), p))
+    for prefix in prefixes:
+        sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if set(sub) == own and _state_dict_mismatch(model, sub) is None:
+            left = [k for k in tensors if not k.startswith(prefix)]
+            log(f"weights: the prefix {prefix!r} stripped from their keys to fit {name}"
+                + (f"; {len(left)} other entries not used ({', '.join(left[:3])}{' ...' if len(left) > 3 else ''})"
+                   if left else ""))
+            return sub
+    raise CheckpointError(f"{path}: state_dict does not fit {name}: {mismatch}")
+
+
+def parse_model_args(value) -> dict | None:
+    """--model-args: a JSON object of plain values (strings, numbers, booleans, null, lists and objects of them),
+    given as text (the CLI) or a dict (the API). Raises InvalidInputError."""
+    import json
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"--model-args {value!r}: not JSON ({exc.msg} at character {exc.pos}); "
+                                    "expected an object such as '{\"hidden\": 256}'") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InvalidInputError(f"--model-args {value!r}: expected a JSON object of keyword arguments, "
+                                "such as '{\"hidden\": 256}'")
+    if not _plain(value):
+        raise InvalidInputError(f"--model-args {value!r}: only plain values (strings, numbers, booleans, null, lists "
+                                "and objects of them)")
+    return dict(value)
+
+
+def _plain(v) -> bool:
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return False
+
+
+def call_text(name: str, args: dict) -> str:
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+
+def model_arguments(builder, given: dict | None, hyper_parameters: dict | None, log) -> tuple[dict, str]:
+    """The keyword arguments the model is built with, and where they came from: a Lightning checkpoint's
+    hyper_parameters that the class or function takes by name (plain values only), then --model-args over them."""
+    import inspect
+
+    args: dict = {}
+    origins = []
+    if hyper_parameters:
+        try:
+            params = inspect.signature(builder).parameters
+        except (TypeError, ValueError):
+            params = {}
+        named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        taken = {k: v for k, v in hyper_parameters.items() if k in named and _plain(v)}
+        if taken:
+            args.update(taken)
+            origins.append("the checkpoint's hyper_parameters")
+            log(f"model arguments from the checkpoint's hyper_parameters: {call_text(builder.__name__, taken)}")
+    if given:
+        args.update(given)
+        origins.append("--model-args")
+    return args, " and ".join(origins) or "defaults"
+
+
+def _defaults_hint(builder, args: dict) -> str:
+    """What to add to a refusal when the model was built with (some of) its defaults."""
+    import inspect
+
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return ""
+    open_ = [n for n, p in params.items() if n not in args and p.default is not p.empty
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not open_:
+        return ""
+    example = ", ".join(f'"{n}": ...' for n in open_[:2])
+    built = "its defaults" if not args else f"defaults for {', '.join(open_[:4])}"
+    return (f" (built as {call_text(builder.__name__, args)}, with {built}: pass the arguments it was trained "
+            f"with as --model-args '{{{example}}}')")
 
 
 def _dataset_defaults(dataset, labels, recipe):
@@ -113,23 +210,102 @@ def _dataset_defaults(dataset, labels, recipe):
     return labels or list(spec.labels), recipe or spec.recipe
 
 
+def _build(builder, args: dict, spec: str):
+    """The user's class (or factory function) called with `args`, as an nn.Module in eval mode."""
+    import torch
+
+    try:
+        model = builder(**args)
+    except Exception as exc:
+        raise InvalidInputError(f"--model-class {spec}: {call_text(builder.__name__, args)} failed: "
+                                f"{exc.__class__.__name__}: {first_line(exc, 160)}"
+                                + ("" if args else "; pass its arguments with --model-args '{\"name\": value}'")) from None
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidInputError(f"--model-class {spec}: {call_text(builder.__name__, args)} returned a "
+                                f"{type(model).__name__}; expected a torch.nn.Module")
+    return model
+
+
+@dataclass
+class ScriptFacts:
+    """What the script that defines the model says about its training: dataset, data folder, normalization."""
+
+    dataset: str | None
+    data_dir: str | None
+    data_origin: str | None
+    norm: Any  # usercode.Normalization
+
+
+def _module_origin(module):
+    """Where a live module's class is defined (its script, read for Normalize(...) and the dataset), or None for
+    classes of installed packages (torch.nn.Sequential, torchvision's models): their files say nothing of training."""
+    import inspect
+    import sysconfig
+
+    from .usercode import ClassSource
+
+    cls = type(module)
+    try:
+        file = inspect.getsourcefile(cls)
+    except (TypeError, OSError):  # a module loaded from a path without a sys.modules entry: its methods' code says
+        file = next((f.__code__.co_filename for f in vars(cls).values() if hasattr(f, "__code__")), None)
+    if not file or not Path(file).is_file():
+        return None
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib", "stdlib")}
+    resolved = Path(file).resolve()
+    if any(resolved.is_relative_to(root) for root in installed):
+        return None
+    return ClassSource(f"{resolved}:{type(module).__name__}", resolved, sha256_file(resolved))
+
+
+def _script_facts(origin, dataset, data_dir, mean, std, log, flags: str) -> ScriptFacts:
+    """The dataset and data folder the script trains on (unless given) and the normalization (flags, else the
+    script's Normalize(...), else pixels / 255: an assumption, said through `log` and warned as an
+    AssumptionWarning so a library caller sees it as the CLI user does)."""
+    from .errors import assumed
+    from .usercode import DEFAULT_ORIGIN, find_dataset, user_normalization
+
+    data_origin = None
+    if origin is not None and origin.file is not None and (dataset is None or data_dir is None):
+        found = find_dataset(origin.file)
+        if found is not None and dataset in (None, found.dataset):
+            if dataset is None:
+                dataset = found.dataset
+                log(f"dataset from {found.origin}: {found.dataset}")
+            if data_dir is None and found.root is not None:
+                data_dir = str(found.root)
+                data_origin = f"from {found.origin}"
+    norm = user_normalization(origin, mean, std)
+    if mean is None and std is None:
+        if norm.origin == DEFAULT_ORIGIN:
+            where = origin.file.name if origin is not None and origin.file else "the model's source"
+            assumed(log, f"normalization: pixels / 255 (ToTensor; no Normalize(...) in {where}); "
+                         f"pass {flags} if the model was trained otherwise")
+        else:
+            log(f"normalization from {norm.origin}: mean {norm.mean:g}, std {norm.std:g}")
+    return ScriptFacts(dataset, data_dir, data_origin, norm)
+
+
 def load_source(source, model_class=None, labels=None, mean=None, std=None, recipe=None, dataset=None,
-                data_dir=None, log=None) -> Source:
-    """The PyTorch model to export or compare with. Raises CheckpointError / InvalidInputError."""
+                data_dir=None, log=None, model_args=None) -> Source:
+    """The PyTorch model to export or compare with. Raises CheckpointError / InvalidInputError.
+
+    `model_args`: keyword arguments for `model_class` (a dict, or its JSON text), recorded in the manifest."""
     import torch
 
     from .model import load_checkpoint
-    from .usercode import DEFAULT_ORIGIN, load_class, user_normalization
+    from .usercode import load_class, user_normalization
 
     log = log or (lambda m: None)
     if isinstance(source, torch.nn.Module):
-        labels, recipe = _dataset_defaults(dataset, labels, recipe)
         module = source.eval().cpu()
         c = probe_module(module, type(source).__name__)
-        meta = user_meta(labels, user_normalization(None, mean, std), recipe, dataset, c)
+        facts = _script_facts(_module_origin(source), dataset, data_dir, mean, std, log, "mean=/std=")
+        labels, recipe = _dataset_defaults(facts.dataset, labels, recipe)
+        meta = user_meta(labels, facts.norm, recipe, facts.dataset, c)
         meta["arch"] = type(source).__name__
         return Source(module, meta, {"kind": "module", "class": type(source).__qualname__}, Path("models") / "export",
-                      str(data_dir) if data_dir else None)
+                      str(facts.data_dir) if facts.data_dir else None)
 
     path = Path(source)
     data, sha = _read_once(path)
@@ -137,6 +313,8 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
     described = {"path": str(path), "abspath": str(path.resolve()), "sha256": sha}
 
     if model_class is None:
+        if model_args is not None:
+            raise InvalidInputError("--model-args goes with --model-class (the class or function they are passed to)")
         ckpt = load_checkpoint(path, data=data)  # clear error, with the --model-class hint, for a bare state_dict
         meta = {k: ckpt.meta.get(k) for k in
                 ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "test_accuracy")}
@@ -148,43 +326,32 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
         return Source(module, meta, {"kind": "checkpoint", **described}, default_out,
                       str(data_dir) if data_dir else recorded)
 
-    state = load_state_dict(data, path)  # the bytes read above: the script cannot have changed them
+    weights = load_weights(data, path)  # the bytes read above: the script cannot have changed them
+    if weights.key is not None:
+        log(f"weights: {weights.kind}, the state_dict under {weights.key!r}")
     data_origin = "--data-dir"
     cls, origin = load_class(model_class)
+    args, args_origin = model_arguments(cls, parse_model_args(model_args), weights.hyper_parameters, log)
+    model = _build(cls, args, model_class)
     try:
-        model = cls()
-    except Exception as exc:
-        raise InvalidInputError(f"--model-class {model_class}: {cls.__name__}() failed: "
-                                f"{exc.__class__.__name__}: {first_line(exc, 160)}") from None
-    mismatch = _state_dict_mismatch(model, state)
-    if mismatch:
-        raise CheckpointError(f"{path}: state_dict does not fit {cls.__name__}: {mismatch}")
+        state = fit_weights(model, weights.tensors, path, cls.__name__, log)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{_defaults_hint(cls, args)}") from None
     model.load_state_dict(state)
     model.eval()
-    c = probe_module(model, f"--model-class {model_class}")
-    if origin.file is not None and (dataset is None or data_dir is None):  # what the script trains on
-        from .usercode import find_dataset
-
-        found = find_dataset(origin.file)
-        if found is not None and dataset in (None, found.dataset):
-            if dataset is None:
-                dataset = found.dataset
-                log(f"dataset from {found.origin}: {found.dataset}")
-            if data_dir is None and found.root is not None:
-                data_dir = str(found.root)
-                data_origin = f"from {found.origin}"
+    c = probe_module(model, f"--model-class {model_class}" + (f" built as {call_text(cls.__name__, args)}" if args else ""))
+    facts = _script_facts(origin, dataset, data_dir, mean, std, log, "--mean/--std")
+    dataset, data_dir = facts.dataset, facts.data_dir
+    if facts.data_origin:
+        data_origin = facts.data_origin
     labels, recipe = _dataset_defaults(dataset, labels, recipe)
-    norm = user_normalization(origin, mean, std)
-    if mean is None and std is None:
-        if norm.origin == DEFAULT_ORIGIN:
-            where = origin.file.name if origin.file else "the class's module"
-            log(f"normalization: pixels / 255 (ToTensor; no Normalize(...) in {where}); "
-                "pass --mean/--std if the model was trained otherwise")
-        else:
-            log(f"normalization from {norm.origin}: mean {norm.mean:g}, std {norm.std:g}")
+    norm = facts.norm
     meta = user_meta(labels, norm, recipe, dataset, c)
     meta["arch"] = cls.__name__
-    described.update(kind="state_dict", model_class=model_class,
+    if args:
+        meta["arch_args"] = args
+    described.update(kind="state_dict", model_class=model_class, model_args=args or None,
+                     model_args_origin=args_origin if args else None, weights_key=weights.key,
                      class_file=str(origin.file) if origin.file else None, class_sha256=origin.sha256)
     return Source(model, meta, described, default_out, str(data_dir) if data_dir else None, data_origin)
 
@@ -199,6 +366,7 @@ class Recorded:
 
     checkpoint: Path
     model_class: str | None
+    model_args: dict | None
     labels: list[str] | None
     mean: float | None
     std: float | None
@@ -245,12 +413,12 @@ def recorded_source(folder: Path, manifest: dict) -> Recorded:
         mean, std = float(norm["mean"][0]), float(norm["std"][0])
     except (KeyError, IndexError, TypeError, ValueError):
         mean = std = None
-    return Recorded(found, model_class, manifest.get("labels"), mean, std, manifest.get("preprocess"),
-                    manifest.get("dataset"), src.get("data_dir"))
+    return Recorded(found, model_class, src.get("model_args") or None, manifest.get("labels"), mean, std,
+                    manifest.get("preprocess"), manifest.get("dataset"), src.get("data_dir"))
 
 
 def reference_for(model, model_class: str | None = None, labels=None, mean=None, std=None, recipe=None,
-                  dataset=None, data_dir=None, log=None) -> tuple[Source, Path, Path | None]:
+                  dataset=None, data_dir=None, log=None, model_args=None) -> tuple[Source, Path, Path | None]:
     """The PyTorch reference for verify and bench: (Source, its file, the export folder or None).
 
     `model` is a checkpoint, a state_dict (with `model_class`), or an export folder, whose manifest
@@ -261,9 +429,9 @@ def reference_for(model, model_class: str | None = None, labels=None, mean=None,
     path = Path(model)
     if path.is_dir() or path.name == "manifest.json":
         folder = path if path.is_dir() else path.parent
-        if model_class is not None:
-            raise InvalidInputError(f"--model-class goes with a checkpoint file, not the export folder {folder}; "
-                                    "an export folder remembers its class")
+        if model_class is not None or model_args is not None:
+            raise InvalidInputError(f"--model-class and --model-args go with a checkpoint file, not the export folder "
+                                    f"{folder}; an export folder remembers its class and arguments")
         rec = recorded_source(folder, read_manifest(folder))
         if log:
             log(f"reference: {rec.checkpoint}" + (f" through {rec.model_class}" if rec.model_class else "")
@@ -271,14 +439,15 @@ def reference_for(model, model_class: str | None = None, labels=None, mean=None,
         src = load_source(rec.checkpoint, rec.model_class, labels or rec.labels,
                           mean if mean is not None else (rec.mean if rec.model_class else None),
                           std if std is not None else (rec.std if rec.model_class else None),
-                          recipe or rec.recipe, dataset or rec.dataset, data_dir or rec.data_dir)
+                          recipe or rec.recipe, dataset or rec.dataset, data_dir or rec.data_dir,
+                          model_args=rec.model_args)
         if rec.model_class:
             src.meta["normalization_source"] = "the export's manifest"
         if rec.data_dir and not data_dir:
             src.data_origin = "recorded in the export's manifest"
         return src, rec.checkpoint, folder
     not_a_reference(path)
-    return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log), path, None
+    return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args), path, None
 
 
 def not_a_reference(path: Path) -> None:

@@ -110,9 +110,12 @@ class ClassSource:
 
 
 def load_class(spec: str) -> tuple[type, ClassSource]:
-    """'path/to/file.py:Name' (read, not run) or 'package.module:Name' (imported). Raises InvalidInputError."""
+    """'path/to/file.py:Name' (read, not run) or 'package.module:Name' (imported): the model's class, or a
+    function that builds the model (a factory: `torchvision.models:resnet18`, `train.py:make_model`).
+    Raises InvalidInputError."""
     if ":" not in spec:
-        raise InvalidInputError(f"--model-class {spec!r}: expected FILE.py:Class or package.module:Class")
+        raise InvalidInputError(f"--model-class {spec!r}: expected FILE.py:Class or package.module:Class "
+                                "(or a function that builds the model)")
     where, name = spec.rsplit(":", 1)
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)
@@ -128,8 +131,8 @@ def load_class(spec: str) -> tuple[type, ClassSource]:
         raise InvalidInputError(f"--model-class {spec!r}: importing {where} failed: "
                                 f"{exc.__class__.__name__}: {first_line(exc, 200)}") from None
     cls = getattr(module, name, None)
-    if not isinstance(cls, type):
-        raise InvalidInputError(f"--model-class {spec!r}: {where} defines no class {name!r}")
+    if not callable(cls):
+        raise InvalidInputError(f"--model-class {spec!r}: {where} defines no class or function {name!r}")
     origin = getattr(module, "__file__", None)
     return cls, ClassSource(spec, Path(origin).resolve() if origin else None, sha256_file(origin) if origin else None)
 
@@ -166,11 +169,12 @@ def _class_from_file(path: Path, name: str, spec: str, sha: str) -> type:
                 runtime[n] = stmt
                 definers.pop(n, None)
     target = definers.get(name)
-    if not isinstance(target, ast.ClassDef):
+    if not isinstance(target, (ast.ClassDef, ast.FunctionDef)):
         if name in runtime:
             raise InvalidInputError(f"--model-class {spec!r}: {path.name}:{runtime[name].lineno} creates {name} inside "
                                     f"{_what(runtime[name])}; {GUARD_HINT}")
-        raise InvalidInputError(f"--model-class {spec!r}: {path.name} defines no class {name!r} at its top level")
+        raise InvalidInputError(f"--model-class {spec!r}: {path.name} defines no class or function {name!r} at its "
+                                "top level")
 
     module_table = symtable.symtable(text, str(path), "exec")
     tables = {t.get_name(): t for t in module_table.get_children()}

@@ -114,7 +114,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
            data_dir=None, limit: int | None = None, save_outputs=None, load_outputs=None,
            allow_fallback: bool = False, log: Callable[[str], None] | None = None,
            on_pair: Callable[[PairResult], None] | None = None, model_class: str | None = None,
-           mean: float | None = None, std: float | None = None, labels=None) -> VerifyReport:
+           mean: float | None = None, std: float | None = None, labels=None, model_args=None) -> VerifyReport:
     """Compare every (artifact, backend, device) with PyTorch eager on CPU over the test split.
 
     `checkpoint`: a mnistkit checkpoint, a state_dict with `model_class` (and `mean`/`std`/`labels`
@@ -135,7 +135,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     if listed_in is not None and detect_kind(checkpoint) != "checkpoint":  # an artifact of an export folder
         log(f"{checkpoint} is listed in {listed_in / 'manifest.json'}: verifying it against the source recorded there")
         artifacts, checkpoint = [checkpoint, *artifacts], listed_in
-    src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log)
+    src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log, model_args=model_args)
     if folder is not None and not artifacts:
         artifacts = [folder]
     targets, _ = expand(artifacts)  # bad paths fail before any data is loaded

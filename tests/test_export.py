@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import re
@@ -165,7 +166,7 @@ def test_model_class_from_a_package_module(tmp_path, monkeypatch):
     "model_class, fragment",
     [
         (f"{TUTORIAL}:NeuralNetwork", "does not fit NeuralNetwork: missing linear_relu_stack.0.weight"),
-        (f"{TUTORIAL}:Missing", "defines no class 'Missing'"),
+        (f"{TUTORIAL}:Missing", "defines no class or function 'Missing'"),
         ("no_such_module_xyz:Net", "importing no_such_module_xyz failed"),
         ("nocolon", "expected FILE.py:Class"),
         (f"{FIXTURES}/absent.py:Net", "is not a file"),
@@ -382,3 +383,70 @@ def test_an_export_with_the_app_format_writes_the_app_bundle(tmp_path, tiny_ckpt
     assert sorted(os.listdir(tmp_path / "app-only" / "app")) == ["README.md", "labels.json", "model.onnx"]
     export_model(tiny_ckpt, "onnx", out_dir=tmp_path / "float-only", validate=False)
     assert not (tmp_path / "float-only" / "app").exists()
+
+
+NORMALIZED_SCRIPT = '''
+import torch.nn as nn
+from torchvision import datasets, transforms
+
+transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+if __name__ == "__main__":
+    train_set = datasets.MNIST("data", train=True, download=True, transform=transform)
+'''
+
+
+def _user_module(folder, text, name):
+    import importlib.util
+
+    (folder / f"{name}.py").write_text(text)
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    return module.Net()
+
+
+def test_the_python_api_reads_the_script_of_a_live_module_as_the_cli_reads_a_class_file(tmp_path, mnist_sample_dir):
+    """Issue 23: `mnistkit.export(module)` on a model trained with Normalize((0.5,), (0.5,)) recorded pixels / 255
+    and validated on random images, silently. The module's own script says both, as a --model-class file does."""
+    import shutil
+    import warnings
+
+    shutil.copytree(mnist_sample_dir, tmp_path / "data" / "MNIST" / "raw")  # torchvision's layout, as the script has
+    net = _user_module(tmp_path, NORMALIZED_SCRIPT, "normalized_user_script")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mnistkit.AssumptionWarning)  # nothing is assumed: it would raise
+        with contextlib.chdir(tmp_path):
+            result = mnistkit.export(net, formats=["onnx"], out_dir=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["normalization"] == {"mean": [0.5], "std": [0.5]} and manifest["dataset"] == "mnist"
+    assert result.passed and result.validation[0].data == "mnist test images"
+
+
+def test_the_python_api_warns_what_it_assumes_and_a_caller_can_make_it_an_error(tmp_path):
+    import warnings
+
+    net = _user_module(tmp_path, NORMALIZED_SCRIPT.replace(", transforms.Normalize((0.5,), (0.5,))", "")
+                       .replace("datasets.MNIST", "datasets.FakeData"), "plain_user_script")
+    with pytest.warns(mnistkit.AssumptionWarning) as caught:
+        mnistkit.export(net, formats=["onnx"], out_dir=tmp_path / "a")
+    said = [str(w.message) for w in caught if issubclass(w.category, mnistkit.AssumptionWarning)]
+    assert any("pixels / 255" in m and "plain_user_script.py" in m and "mean=/std=" in m for m in said)
+    assert any("validating on random images" in m for m in said)
+    assert caught[0].filename == __file__  # points at the caller's line, not at mnistkit's insides
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mnistkit.AssumptionWarning)
+        with pytest.raises(mnistkit.AssumptionWarning, match="pixels / 255"):
+            mnistkit.export(net, formats=["onnx"], out_dir=tmp_path / "b")
+    assert not (tmp_path / "b").exists()  # stopped before anything was written

@@ -478,8 +478,9 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
 def test_bench_exits_1_when_nothing_could_be_timed(lab, tmp_path):
     if has_cuda():
         pytest.skip("CUDA is usable here: the cuda rows would be timed")
-    out = tmp_path / "b"
-    model, quick = lab["export"] / "model.onnx", ("--batch-sizes", "1", "--min-time", "0.05", "--no-baselines")
+    out, model = tmp_path / "b", tmp_path / "model.onnx"  # a file alone: no reference to load and say (a note line)
+    model.write_bytes((lab["export"] / "model.onnx").read_bytes())
+    quick = ("--batch-sizes", "1", "--min-time", "0.05", "--no-baselines")
     r = run("bench", model, "--devices", "cuda", *quick, "--out-dir", out, cwd=tmp_path)
     assert_refused(r, "nothing could be timed", "onnxruntime/cuda model.onnx (unavailable")
     assert not out.exists()
