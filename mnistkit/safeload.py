@@ -124,29 +124,66 @@ _STORAGE_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, 
                   "Untyped": 1}
 
 
+class BadTensor(ValueError):
+    """A tensor whose storage or view torch would read out of bounds."""
+
+
+class _Storage(_Inert):
+    """A storage the pickle references: its record key and its claimed size in elements."""
+
+    def __init__(self, key, numel: int):
+        self.key, self.numel = key, numel
+
+
+class _TensorView(_Inert):
+    """torch._utils._rebuild_tensor(_v2)(storage, offset, size, stride, ...): the view must lie inside its
+    storage. torch's C++ readers (TorchScript's constants) do not check it: a view past a short storage is an
+    out-of-bounds read, a segfault (found by the fuzz hunt on a .ts whose constant's record was emptied)."""
+
+    def __init__(self, storage=None, offset=0, size=(), stride=(), *rest, **kwargs):
+        if not isinstance(storage, _Storage):
+            return
+        if not (isinstance(offset, int) and isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))
+                and len(size) == len(stride) and all(isinstance(v, int) for v in (*size, *stride))):
+            raise BadTensor("a tensor whose offset, size or stride is not a list of integers")
+        if offset < 0 or any(v < 0 for v in (*size, *stride)):
+            raise BadTensor(f"a tensor with a negative offset, size or stride ({offset}, {list(size)}, {list(stride)})")
+        if all(size):
+            last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+            if last >= storage.numel:
+                raise BadTensor(f"a tensor of size {list(size)} (offset {offset}, stride {list(stride)}) reaching element "
+                                 f"{last} of a storage of {storage.numel}")
+
+
+_VIEWS = {"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2"}
+
+
 class _Simulator(pickle.Unpickler):
     def __init__(self, stream, allowed: frozenset[str]):
         super().__init__(stream)
         self.allowed = allowed
         self.storage_bytes = 0  # what the storages it references claim (torch allocates them)
+        self.storages: dict[str, int] = {}  # record key -> the bytes the pickle says it holds
 
     def find_class(self, module, name):
         full = f"{module}.{name}"
         if full in self.allowed or full.startswith(ALLOWED_PREFIXES):
-            return type("Inert", (_Inert,), {"_global": full})  # a class, so NEWOBJ's cls.__new__ works too
+            base = _TensorView if full in _VIEWS else _Inert
+            return type("Inert", (base,), {"_global": full})  # a class, so NEWOBJ's cls.__new__ works too
         raise RefusedGlobal(full)
 
     def persistent_load(self, pid):
         # torch.save's zip layout: ('storage', storage type, key, location, numel); the legacy layout adds
-        # view metadata. Only the claimed size matters here: tensors are data, never code.
+        # view metadata. Tensors are data, never code: what matters is the size each claims.
         if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
             kind = getattr(pid[1], "_global", "")
             per = _STORAGE_BYTES.get(kind.rsplit(".", 1)[-1].removesuffix("Storage"), 16)
             numel = pid[4]
             if isinstance(numel, int) and numel >= 0:
                 self.storage_bytes += numel * per
-            else:
-                raise ValueError("a storage of no size")
+                self.storages[str(pid[2])] = max(self.storages.get(str(pid[2]), 0), numel * per)
+                return _Storage(pid[2], numel)
+            raise ValueError("a storage of no size")
         return _Inert()
 
 
@@ -164,23 +201,30 @@ def check_pickle(data: bytes, allowed: frozenset[str] | None = None, max_pickles
     is how one attack reached posix.system). Either is a refusal: a check that cannot finish never lets
     the file through.
     """
+    return _simulate(data, allowed, max_pickles)[0]
+
+
+def _simulate(data: bytes, allowed: frozenset[str] | None, max_pickles: int) -> tuple[int, dict[str, int]]:
+    """(storage bytes claimed, record key -> bytes claimed) of check_pickle's simulation."""
     allowed = allowed_globals() if allowed is None else allowed
     stream = io.BytesIO(data)
     total = 0
+    storages: dict[str, int] = {}
     for _ in range(max_pickles):
         if stream.tell() >= len(data):
             break
         sim = _Simulator(stream, allowed)
         try:
             sim.load()
-        except RefusedGlobal:
+        except (RefusedGlobal, BadTensor):
             raise
         except RecursionError:
             raise ValueError("nested too deeply") from None
         except Exception as exc:  # malformed bytes: UnpicklingError, EOFError, struct errors, ...
             raise ValueError(f"{exc.__class__.__name__}: {exc}"[:160]) from None
         total += sim.storage_bytes
-    return total
+        storages.update(sim.storages)
+    return total, storages
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limit: int = MAX_PICKLE_BYTES) -> bytes:
@@ -205,13 +249,27 @@ class RefusedArtifact(Refused):
         self.label, self.entry, self.global_name = label, entry, name
 
 
-def _check_pickle_entry(data: bytes, label: str, entry: str, allowed, max_pickles: int = 1) -> int:
-    """The storage bytes the pickle claims; refuses a global outside the allowlist and a pickle the
-    simulation cannot finish."""
+def _check_pickle_entry(data: bytes, label: str, entry: str, allowed, max_pickles: int = 1,
+                        records: dict | None = None) -> int:
+    """The storage bytes the pickle claims; refuses a global outside the allowlist, a pickle the simulation cannot
+    finish, and (`records`: the archive's members) a storage whose record is missing or shorter than claimed:
+    torch.save and torch.jit.save write X.pkl's storages as X/<key>, and a short one is read out of bounds."""
     try:
-        return check_pickle(data, allowed, max_pickles)
+        total, storages = _simulate(data, allowed, max_pickles)
+        if records is not None:
+            folder = entry.removesuffix(".pkl")
+            for key, nbytes in storages.items():
+                info = records.get(f"{folder}/{key}")
+                if info is None:
+                    raise BadTensor(f"its tensor storage {folder}/{key} is missing")
+                if info.file_size < nbytes:
+                    raise BadTensor(f"its tensor storage {folder}/{key} holds {info.file_size} bytes of the "
+                                     f"{nbytes} it claims")
+        return total
     except RefusedGlobal as exc:
         raise RefusedArtifact(label, entry, exc.name) from None
+    except BadTensor as exc:
+        raise Refused(label, f"{entry}: {exc} (a truncated or altered archive; torch would read past the data)") from None
     except ValueError as exc:
         raise Refused(label, f"{entry} is not a pickle the gate can check to its end ({exc}); "
                             "not a file torch.save wrote (torch would retry such a pickle without weights_only)") from None
@@ -501,7 +559,7 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
         claimed = 0
         for name, info in records.items():
             if name.endswith((".pkl", ".debug_pkl")):  # checkpoints' data.pkl; TorchScript's data/constants
-                claimed += _check_nested(zf, info, label, name, allowed, _depth)
+                claimed += _check_nested(zf, info, label, name, allowed, _depth, records)
         if "archive_format" in records:
             claimed += _check_pt2(zf, records, label, allowed, _depth)
         code = {name: info for name, info in records.items() if name.startswith("code/") and name.endswith(".py")}
@@ -512,7 +570,7 @@ def check_archive(path, label: str | None = None, allowed: frozenset[str] | None
         check_budget(label, claimed, "the tensors it declares")
 
 
-def _check_nested(zf, info, label: str, entry: str, allowed, depth: int) -> int:
+def _check_nested(zf, info, label: str, entry: str, allowed, depth: int, records: dict | None = None) -> int:
     """One pickled member, or a torch.save zip inside the archive (sample inputs): the storage bytes it claims."""
     data = _read_member(zf, info, label)
     if data[:2] == b"PK":
@@ -527,7 +585,8 @@ def _check_nested(zf, info, label: str, entry: str, allowed, depth: int) -> int:
         except ArtifactError as exc:  # a corrupt nested archive
             raise Refused(label, f"{entry}: {str(exc).removeprefix(f'{label}: ')}") from None
         return 0  # the nested archive held its own budget
-    return _check_pickle_entry(data, label, entry, allowed, 1 if entry.endswith("pkl") else LEGACY_PICKLES)
+    return _check_pickle_entry(data, label, entry, allowed, 1 if entry.endswith("pkl") else LEGACY_PICKLES,
+                               records if entry.endswith(".pkl") else None)
 
 
 def _check_pt2(zf, records: dict, label: str, allowed, depth: int) -> int:
@@ -567,5 +626,11 @@ def _check_pt2(zf, records: dict, label: str, allowed, depth: int) -> int:
             if kind == "constants" and not meta["path_name"].startswith(_PT2_TENSOR_CONSTANT):
                 raise Refused(label, f"{where} is a Python or C++ object, not a tensor "
                                     "(torch would unpickle it)")
-            claimed += _size_bytes(meta.get("tensor_meta"), label, where)
+            nbytes = _size_bytes(meta.get("tensor_meta"), label, where)
+            payload = records.get(f"{folder}{meta['path_name']}")
+            if payload is None or payload.file_size < nbytes:  # torch would build the tensor over missing bytes
+                found = "is missing" if payload is None else f"holds {payload.file_size} bytes of the {nbytes} declared"
+                raise Refused(label, f"{where}: its payload {folder}{meta['path_name']} {found} (a truncated or "
+                                     "altered archive)")
+            claimed += nbytes
     return claimed

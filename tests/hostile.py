@@ -444,3 +444,50 @@ def parquet_bomb(dst: Path, nbytes: int = 512 << 20) -> Path:
     pq.write_table(pa.table({"image": column}), dst, compression="zstd", compression_level=1, use_dictionary=False,
                    write_statistics=False)
     return dst
+
+
+def ts_short_storage(good_ts: Path, dst: Path) -> Path:
+    """A real TorchScript archive with one constant's storage record emptied (what the fuzz hunt found): torch.jit.load
+    builds the tensor over a zero-byte storage, and running the model reads past it (a segfault, not an exception)."""
+    with zipfile.ZipFile(good_ts) as zf:
+        storages = sorted((i for i in zf.infolist() if "/constants/" in i.filename), key=lambda i: i.file_size)
+    victim = storages[0].filename  # the smallest, the last layer's bias: a bias read past its storage segfaults
+    return replace_members(good_ts, dst, lambda n: b"" if n == victim else None)
+
+
+def checkpoint_view_past_storage(dst: Path) -> Path:
+    """A torch.save archive whose tensor (size 1000) claims more elements than its storage (4) holds."""
+    import pickle
+
+    import torch
+
+    class Tensor:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, (StorageRef(), 0, (1000,), (1,), False, {})
+
+    class StorageRef:
+        pass
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", 4) if isinstance(obj, StorageRef) else None
+
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump({"weight": Tensor()})
+    good = io.BytesIO()
+    torch.save({"weight": torch.zeros(4)}, good)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good.getvalue())) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, buf.getvalue() if info.filename.endswith("/data.pkl") else zin.read(info.filename))
+    dst.write_bytes(out.getvalue())
+    return dst
+
+
+def pt2_short_payload(good_pt2: Path, dst: Path) -> Path:
+    """A real torch.export archive with one weight's payload emptied: torch.export.load builds the tensor anyway
+    (over bytes the file does not hold) and the model runs with weights nobody wrote."""
+    with zipfile.ZipFile(good_pt2) as zf:
+        weights = sorted((i for i in zf.infolist() if "/data/weights/weight_" in i.filename), key=lambda i: i.file_size)
+    victim = weights[0].filename
+    return replace_members(good_pt2, dst, lambda n: b"" if n == victim else None)

@@ -939,3 +939,29 @@ def test_the_gate_admits_what_users_bring(tmp_path):
     for name, kind in (("scripted.ts", "torchscript"), ("exported.pt2", "exported-program"), ("legacy.onnx", "onnx"),
                        ("resnet18.onnx", "onnx")):
         assert check_model(tmp_path / name) == kind, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors torch would read out of bounds (found by the fuzz hunt: a .ts with one constant's record emptied passed
+# the gate, and running it was a segfault: the process died without a line)
+
+
+def test_a_storage_shorter_than_its_tensor_is_refused_before_torch_reads_it(lab, tmp_path):
+    short = hostile.ts_short_storage(lab["export"] / "model.ts", tmp_path / "short.ts")
+    for args in (("predict", short, lab["image"]), ("inspect", short)):
+        assert_refused(run(*args, cwd=tmp_path), "refuses to load", "constants.pkl: its tensor storage",
+                       "bytes of the", "torch would read past the data")
+    payload = hostile.pt2_short_payload(lab["export"] / "model.pt2", tmp_path / "short.pt2")
+    assert_refused(run("predict", payload, lab["image"], cwd=tmp_path), "refuses to load", "its payload data/weights/",
+                   "holds 0 bytes of the")
+    view = hostile.checkpoint_view_past_storage(tmp_path / "view.pt")
+    assert_refused(run("inspect", view, cwd=tmp_path), "refuses to load", "data.pkl: a tensor of size [1000]",
+                   "of a storage of 4")
+
+
+def test_the_short_storage_attack_is_real(lab, tmp_path):
+    """Without the gate, TorchScript's loader accepts the file and the forward pass segfaults."""
+    short = hostile.ts_short_storage(lab["export"] / "model.ts", tmp_path / "short.ts")
+    code = "import torch; m = torch.jit.load(__import__('sys').argv[1]); m(torch.zeros(1, 1, 28, 28))"
+    done = subprocess.run([sys.executable, "-c", code, str(short)], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGSEGV, "torch no longer crashes on it: the gate's storage check may be relaxed"
