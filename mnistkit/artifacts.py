@@ -168,8 +168,8 @@ def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, inpu
     """ModelInfo for an ONNX model (or an OpenVINO IR, `kind`) from its metadata and its input signature.
 
     `input_dtype` is "uint8" or "float32"; `input_shape` holds ints or None/str for symbolic dims.
-    `outputs`: the output names, or (name, dtype, shape) per output (then the class scores are found
-    among them: pick_output). A model from elsewhere (no mnistkit metadata) gets labels 0-9 and
+    `outputs`: (name, dtype, shape) per output; the class scores are found among them (pick_output). A model
+    from elsewhere (no mnistkit metadata) gets labels 0-9 and
     ToTensor scaling; its input must still fit one of the two contracts.
     """
     info = info_from_metadata(path, kind, meta if meta.get("labels") or meta.get("normalization") else None)
@@ -194,10 +194,7 @@ def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, inpu
     info.input_name = input_name
     info.fixed_batch = fixed
     info.metadata = {**info.metadata, "input_shape": shape}
-    if outputs and isinstance(outputs[0], tuple):
-        info.output_name = pick_output(path, outputs)
-    else:
-        info.output_name = "logits" if "logits" in outputs else outputs[0]
+    info.output_name = pick_output(path, outputs)
     return info
 
 

@@ -456,8 +456,8 @@ def _bench_case(run: _Run, bc: BenchCase, backend, load_ms: float) -> None:
             extra: dict = {"load_ms": load_ms, "first_ms": first_ms, "bytes": t.path.stat().st_size,
                            "accuracy": info.metadata.get("test_accuracy"),
                            "parity": {"max_abs": gate.max_abs, "top1": gate.top1_agreement, "against": against}}
-            if info.fixed_batch and b != info.fixed_batch:  # a fixed-batch model runs a batch as several calls
-                extra["split"] = f"{math.ceil(b / info.fixed_batch)} × batch {info.fixed_batch}"
+            if info.fixed_batch and b != info.fixed_batch:
+                extra["split"] = _split(info, b)
             modes_here = [mode]
             if mode == "device" and backend.device == "cuda" and spec.cuda_graphs:
                 modes_here.append("device+graph")
@@ -575,6 +575,11 @@ def _run_external(run: _Run, device: str, targets: list[Target]) -> None:
             run.step(f"{backend}/{device} {t.path.name}", n)
 
 
+def _split(info, batch: int) -> str:
+    """How a fixed-batch model runs a batch of another size: as several calls of its batch, the last padded."""
+    return f"{math.ceil(batch / info.fixed_batch)} × batch {info.fixed_batch}"
+
+
 def _signature(info) -> dict:
     """What a JavaScript harness needs to feed a model as Python's backends do: the native dtype, the input and
     output names, the input's dims after the batch axis, and the batch a fixed-batch model takes per call."""
@@ -620,7 +625,7 @@ def _external_rows(run: _Run, t: Target, info, device: str, backend: str, c: dic
                    **_stats_fields(stats, b),
                    warnings=warnings_)
         if info.fixed_batch and b != info.fixed_batch:  # the harness runs it as several calls, as Python does
-            row["split"] = f"{math.ceil(b / info.fixed_batch)} × batch {info.fixed_batch}"
+            row["split"] = _split(info, b)
         if b in config.keep_samples_at:
             row["samples_ms"] = _samples_field(seconds)
         run.report.results.append(row)

@@ -97,11 +97,6 @@ def load_weights(data: bytes, path: Path):
     return find_weights(load_torch_bytes(data, path, "state_dict or checkpoint"), path)
 
 
-def load_state_dict(data: bytes, path: Path) -> dict:
-    """A state_dict (or the one inside a checkpoint) from bytes, through the loading gate and weights_only."""
-    return load_weights(data, path).tensors
-
-
 def fit_weights(model, tensors: dict, path: Path, name: str, log) -> dict:
     """`tensors` as `model` takes them: as they are, or with the key prefix a saver added stripped (Lightning's
     attribute, `model.`; DataParallel's `module.`; torch.compile's `_orig_mod.`), saying so. Raises
@@ -158,19 +153,24 @@ def call_text(name: str, args: dict) -> str:
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
 
 
+def _keyword_params(builder) -> dict:
+    """The parameters of a class or function that can be passed by name ({} when Python cannot say)."""
+    import inspect
+
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def model_arguments(builder, given: dict | None, hyper_parameters: dict | None, log) -> tuple[dict, str]:
     """The keyword arguments the model is built with, and where they came from: a Lightning checkpoint's
     hyper_parameters that the class or function takes by name (plain values only), then --model-args over them."""
-    import inspect
-
     args: dict = {}
     origins = []
     if hyper_parameters:
-        try:
-            params = inspect.signature(builder).parameters
-        except (TypeError, ValueError):
-            params = {}
-        named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        named = _keyword_params(builder)
         taken = {k: v for k, v in hyper_parameters.items() if k in named and _plain(v)}
         if taken:
             args.update(taken)
@@ -184,14 +184,7 @@ def model_arguments(builder, given: dict | None, hyper_parameters: dict | None, 
 
 def _defaults_hint(builder, args: dict) -> str:
     """What to add to a refusal when the model was built with (some of) its defaults."""
-    import inspect
-
-    try:
-        params = inspect.signature(builder).parameters
-    except (TypeError, ValueError):
-        return ""
-    open_ = [n for n, p in params.items() if n not in args and p.default is not p.empty
-             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    open_ = [n for n, p in _keyword_params(builder).items() if n not in args and p.default is not p.empty]
     if not open_:
         return ""
     example = ", ".join(f'"{n}": ...' for n in open_[:2])

@@ -30,6 +30,8 @@ def ort_signature(name: str, type_: str, shape) -> tuple:
             dtype = elem
         return name, dtype, list(shape)
     return name, type_, None
+
+
 _BINDING_CHECKED: dict[str, bool] = {}  # onnxruntime version -> its C++ binding answers like the public run
 
 
