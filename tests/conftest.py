@@ -80,7 +80,7 @@ def has_cuda() -> bool:
 
 
 # the results made beside the tests (Prefetch, below), in the order they are made
-PREFETCHED = ("fashion_ckpt", "fashion_export", "tiny_cnn_ckpt", "tiny_cnn_export", "tutorial_export")
+PREFETCHED = ("tiny_export", "fashion_ckpt", "fashion_export", "tiny_cnn_ckpt", "tiny_cnn_export", "tutorial_export")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -172,10 +172,11 @@ def tiny_ckpt(tmp_path_factory, tiny_data) -> Path:
 # ---- Session results made beside the tests
 #
 # The suite runs one test at a time on a 2-core machine while most of what an export does is one thread of Python:
-# the heaviest session results (the tiny CNN and the Fashion-MNIST MLP, trained and exported to every format, and the
-# tutorial user's folder with its `--format all` export) are made in real processes beside the tests, one after the
-# other, at low priority (nice 10), from the first test on; a fixture waits for its result. Each is made by the same
-# calls the fixture made in this process before (train, export_model, the CLI), so what the tests see is the same.
+# the heaviest session results (the tiny MLP exported to every format; the tiny CNN and the Fashion-MNIST MLP, trained
+# and exported to every format; and the tutorial user's folder with its `--format all` export) are made in real
+# processes beside the tests, one after the other, at low priority (nice 10), from the first test on; a fixture waits
+# for its result. Each is made by the same calls the fixture made in this process before (train, export_model, the
+# CLI), so what the tests see is the same.
 
 PREFETCH_SCRIPT = r"""
 import json, sys
@@ -260,6 +261,11 @@ def prefetch(request, tmp_path_factory):
     pre = Prefetch(tmp_path_factory.mktemp("prefetch"))
     jobs = []
     # in PREFETCHED's order, the order pytest_collection_modifyitems runs the modules that wait on them
+    if "tiny_export" in wanted:
+        tiny_data, tiny_ckpt = request.getfixturevalue("tiny_data"), request.getfixturevalue("tiny_ckpt")
+        out = tmp_path_factory.mktemp("export")
+        jobs.append({"name": "tiny_export", "kind": "export", "ckpt": str(tiny_ckpt), "out": str(out),
+                     "data_dir": str(tiny_data), "result": str(out)})
     if wanted & {"fashion_ckpt", "fashion_export"} and FASHION_DIR.exists():
         ckpt = tmp_path_factory.mktemp("fashion") / "mlp-fashion.pt"
         jobs.append({"name": "fashion_ckpt", "kind": "train", "result": str(ckpt),
@@ -351,13 +357,9 @@ def digits_ckpt(tmp_path_factory, mnist_sample_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory, tiny_ckpt, tiny_data) -> Path:
+def tiny_export(prefetch, tiny_ckpt) -> Path:
     """Every format of the tiny MLP, validated on the tiny test split."""
-    from mnistkit.exporter import export_model
-
-    out = tmp_path_factory.mktemp("export")
-    export_model(tiny_ckpt, "all", out_dir=out, data_dir=tiny_data)
-    return out
+    return prefetch.result("tiny_export")
 
 
 @pytest.fixture(scope="session")

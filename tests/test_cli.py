@@ -127,26 +127,27 @@ def json_commands() -> set[str]:
     return {name for name, cmd in cli.commands.items() if any(p.name == "as_json" for p in cmd.params)}
 
 
-def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data):
+def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data, tiny_ckpt, tiny_export):
     """Each command with --json, run as a real process: stdout parses as one JSON object, whatever the
     libraries (torch.onnx, onnxruntime, preload_dlls) print on the way."""
     from PIL import Image
 
-    ckpt, out, bench = tmp_path / "m.pt", tmp_path / "export", tmp_path / "bench"
+    out, bench = tmp_path / "export", tmp_path / "bench"
     img = tmp_path / "x.png"
     Image.fromarray((np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)).save(img)
     data = ["--data-dir", tiny_data]
     runs = {
-        "train": ["train", *data, "--epochs", "1", "--out", ckpt, "--threads", "2"],
-        "export": ["export", ckpt, "--format", "onnx,onnx-app", "--out-dir", out, *data],
+        "train": ["train", *data, "--epochs", "1", "--out", tmp_path / "m.pt", "--threads", "2"],
+        "export": ["export", tiny_ckpt, "--format", "onnx,onnx-app", "--out-dir", out, *data],
         "predict": ["predict", out / "model.onnx", img],
         "inspect": ["inspect", out],
-        "verify": ["verify", ckpt, out, *data, "--limit", "64"],
-        "bench": ["bench", out / "model.onnx", ckpt, "--batch-sizes", "1", "--min-time", "0.05", "--warmup", "0",
+        "verify": ["verify", tiny_ckpt, out, *data, "--limit", "64"],
+        "bench": ["bench", out / "model.onnx", tiny_ckpt, "--batch-sizes", "1", "--min-time", "0.05", "--warmup", "0",
                   "--min-reps", "2", "--backends", "onnxruntime", "--no-baselines", "--out-dir", bench, *data],
         "report": ["report", bench / "results.json", "--out-dir", tmp_path / "report"],
         "doctor": ["doctor"],
-        "score": ["score", out / "model.onnx", img, tiny_data / "t10k-images-idx3-ubyte.gz", "--out", tmp_path / "preds"],
+        "score": ["score", tiny_export / "model.onnx", img, tiny_data / "t10k-images-idx3-ubyte.gz",
+                  "--out", tmp_path / "preds"],
         "optimize": ["optimize", out, "--out-dir", tmp_path / "deploy", "--batch-sizes", "1", "--budget", "10s", *data],
     }
     assert set(runs) == json_commands(), "a command with --json is missing here"
@@ -156,8 +157,9 @@ def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data):
         return name, subprocess.run([sys.executable, "-m", "mnistkit", *map(str, runs[name]), "--json"],
                                     capture_output=True, text=True, env=env, timeout=300)
 
-    # in waves, each using what the wave before wrote; a wave's processes run side by side (3 at a time)
-    waves = [("train", "doctor"), ("export",), ("optimize", "bench", "verify", "score", "predict", "inspect"), ("report",)]
+    # in waves, each using what the wave before wrote; a wave's processes run side by side (3 at a time), the
+    # longest first (score two inputs: two shards, a local Ray)
+    waves = [("score", "train", "doctor", "export"), ("optimize", "bench", "verify", "predict", "inspect"), ("report",)]
     assert sorted(n for wave in waves for n in wave) == sorted(runs)
     for wave in waves:
         for name, r in side_by_side(run, wave):

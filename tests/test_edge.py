@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import need_module, swap_writer
+from conftest import need_module, side_by_side, swap_writer
 from mnistkit.artifacts import detect_kind, kind_metadata
 from mnistkit.backends import create_backend
 from mnistkit.backends.litert import INTERPRETERS, BareLiteRT, LiteRTBackend, read_metadata
@@ -259,14 +259,14 @@ def test_no_runtime_phones_home_or_writes_in_home(tiny_ckpt, tiny_data, tmp_path
     homes = {name: tmp_path / name for name in ("plain", "mnistkit")}
     for home in homes.values():
         home.mkdir()
-    plain = subprocess.run([sys.executable, "-c", "import openvino, onnxruntime"], capture_output=True, text=True,
-                           env={**env, "HOME": str(homes["plain"])}, timeout=120)
+    commands = {"plain": [sys.executable, "-c", "import openvino, onnxruntime"],
+                "mnistkit": [sys.executable, "-m", "mnistkit", "export", str(tiny_ckpt), "--format", "onnx,openvino",
+                             "--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "o")]}
+    plain, r = side_by_side(lambda name: subprocess.run(commands[name], env={**env, "HOME": str(homes[name])},
+                                                        capture_output=True, text=True, timeout=300), commands)
     assert plain.returncode == 0, plain.stderr
     assert (homes["plain"] / "intel").is_dir() and (homes["plain"] / ".cache" / "Microsoft").is_dir(), \
         "the telemetry this guards against is gone: drop the guard"
-    r = subprocess.run([sys.executable, "-m", "mnistkit", "export", str(tiny_ckpt), "--format", "onnx,openvino",
-                        "--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "o")],
-                       env={**env, "HOME": str(homes["mnistkit"])}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "fork" not in r.stderr, r.stderr  # OpenVINO sends from a forked process
     assert list(homes["mnistkit"].iterdir()) == []
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import mnistkit
 from conftest import swap_writer
+from mnistkit import AssumptionWarning
 from mnistkit.artifacts import detect_kind
 from mnistkit.backends import create_backend
 from mnistkit.cli import cli
@@ -146,8 +147,10 @@ def test_python_api_exports_any_module(tmp_path, tiny_data):
     from fixtures.tutorial_net import NeuralNetwork
 
     torch.manual_seed(0)
-    result = mnistkit.export(NeuralNetwork(), formats=["onnx", "exported-program"], out_dir=tmp_path,
-                             labels=[f"c{i}" for i in range(10)])
+    with pytest.warns(AssumptionWarning) as said:
+        result = mnistkit.export(NeuralNetwork(), formats=["onnx", "exported-program"], out_dir=tmp_path,
+                                 labels=[f"c{i}" for i in range(10)])
+    assert {str(w.message).split(":")[0] for w in said} == {"normalization", "validating on random images"}
     assert result.passed and {a["format"] for a in result.artifacts} == {"onnx", "exported-program"}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["labels"][0] == "c0" and manifest["normalization"] == {"mean": [0.0], "std": [1.0]}
@@ -158,7 +161,10 @@ def test_python_api_exports_any_module(tmp_path, tiny_data):
 def test_model_class_from_a_package_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FIXTURES))
     torch.save(__import__("tutorial_net").NeuralNetwork().state_dict(), tmp_path / "model.pth")
-    result = export_model(tmp_path / "model.pth", "onnx", out_dir=tmp_path / "o", model_class="tutorial_net:NeuralNetwork")
+    with pytest.warns(AssumptionWarning) as said:
+        result = export_model(tmp_path / "model.pth", "onnx", out_dir=tmp_path / "o",
+                              model_class="tutorial_net:NeuralNetwork")
+    assert {str(w.message).split(":")[0] for w in said} == {"normalization", "validating on random images"}
     assert result.passed
 
 
@@ -372,7 +378,8 @@ def test_saved_checkpoint_without_dataset_validates_on_random_images(tmp_path):
     save_checkpoint(tmp_path / "c.pt", MLP().state_dict(), {"arch": "mlp", "arch_args": {"num_classes": 10},
                                                             "labels": list("0123456789")})
     messages = []
-    r = export_model(tmp_path / "c.pt", "onnx", out_dir=tmp_path / "o", log=messages.append)
+    with pytest.warns(AssumptionWarning, match="random images"):
+        r = export_model(tmp_path / "c.pt", "onnx", out_dir=tmp_path / "o", log=messages.append)
     assert r.passed and r.validation[0].data == "random images"
     assert any("random images" in m for m in messages)
 
@@ -439,7 +446,7 @@ def test_the_python_api_warns_what_it_assumes_and_a_caller_can_make_it_an_error(
 
     net = _user_module(tmp_path, NORMALIZED_SCRIPT.replace(", transforms.Normalize((0.5,), (0.5,))", "")
                        .replace("datasets.MNIST", "datasets.FakeData"), "plain_user_script")
-    with pytest.warns(mnistkit.AssumptionWarning) as caught:
+    with pytest.warns(AssumptionWarning) as caught:
         mnistkit.export(net, formats=["onnx"], out_dir=tmp_path / "a")
     said = [str(w.message) for w in caught if issubclass(w.category, mnistkit.AssumptionWarning)]
     assert any("pixels / 255" in m and "plain_user_script.py" in m and "mean=/std=" in m for m in said)

@@ -14,6 +14,7 @@ from conftest import cli_in_process
 from foreign import sklearn_onnx, zoo_mnist8
 from PIL import Image
 
+from mnistkit import AssumptionWarning
 from mnistkit.bench import BenchConfig, run_bench
 from mnistkit.compare import softmax
 from mnistkit.data import load_split
@@ -82,7 +83,8 @@ def test_predict_on_a_zipmap_model_names_its_outputs_and_the_converter_option(tm
 
 def test_bench_times_scikit_learns_model_and_says_why_openvino_cannot(tmp_path):
     model, _ = sklearn_onnx(tmp_path / "logreg.onnx", zipmap=False)
-    report = run_bench([model], _config(backends=("onnxruntime", "openvino"), baselines=False))
+    with pytest.warns(AssumptionWarning, match="random images"):  # no reference, no data: said
+        report = run_bench([model], _config(backends=("onnxruntime", "openvino"), baselines=False))
     rows = {(r["backend"], r["batch_size"]): r for r in report.results}
     for b in (1, 4):
         ort = rows[("onnxruntime", b)]
@@ -114,7 +116,8 @@ def test_node_rows_of_files_with_no_reference_gate_on_the_same_file(tiny_export,
     bare = tmp_path / "bare.onnx"
     bare.write_bytes((tiny_export / "model.onnx").read_bytes())
     zoo = zoo_mnist8(tmp_path / "mnist-8.onnx")
-    report = run_bench([bare, zoo], _config(devices=("node",)))
+    with pytest.warns(AssumptionWarning, match="random images"):
+        report = run_bench([bare, zoo], _config(devices=("node",)))
     rows = [r for r in report.results if r["device"] == "node"]
     assert {r["file"] for r in rows} == {"bare.onnx", "mnist-8.onnx"}
     for r in rows:

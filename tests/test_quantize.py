@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import write_tiny_dataset
-from mnistkit import quantize
+from mnistkit import AssumptionWarning, quantize
 from mnistkit.cli import cli
 from mnistkit.exporter import export_model
 from mnistkit.formats import FORMATS
@@ -135,8 +135,10 @@ def test_int8_without_training_data_is_a_failed_row(tmp_path):
     from fixtures.tutorial_net import NeuralNetwork
 
     torch.manual_seed(0)
-    result = mnistkit.export(NeuralNetwork(), formats=["onnx", "onnx-int8"], out_dir=tmp_path,
-                             raise_on_failure=False)
+    with pytest.warns(AssumptionWarning) as said:
+        result = mnistkit.export(NeuralNetwork(), formats=["onnx", "onnx-int8"], out_dir=tmp_path,
+                                 raise_on_failure=False)
+    assert {str(w.message).split(":")[0] for w in said} == {"normalization", "validating on random images"}
     by = {v.format: v for v in result.validation}
     assert by["onnx"].passed and not by["onnx-int8"].passed
     assert "calibration images" in by["onnx-int8"].error
@@ -206,7 +208,8 @@ def test_fp16_keeps_log_softmax_in_float32_so_every_runtime_agrees(tmp_path, mni
 
     torch.manual_seed(0)
     module = _Confident().eval()
-    export_model(module, ["onnx-fp16"], out_dir=tmp_path, validate=False)
+    with pytest.warns(AssumptionWarning, match="pixels / 255"):
+        export_model(module, ["onnx-fp16"], out_dir=tmp_path, validate=False)
     path = tmp_path / "model-fp16.onnx"
     graph = onnx.load(str(path)).graph
     half = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
