@@ -18,7 +18,7 @@ from .errors import ArtifactError
 from .fileio import check_input_file
 from .formats import KINDS, format_for
 from .formats.spec import METADATA_FILE, from_onnx_props, to_onnx_props  # noqa: F401  (the metadata encoding)
-from .pixels import FLOAT_FORM, UINT8_FORM
+from .pixels import DIGITS, FLOAT_FORM, MAX_SIDE, UINT8_FORM, Geometry, geometry_from, geometry_of_input  # noqa: F401
 
 MANIFEST_FORMAT = "mnistkit-manifest"
 MAX_METADATA_BYTES = 1 << 20  # mnistkit's own metadata is ~1 KB; a member claiming more is refused
@@ -36,9 +36,11 @@ class ModelInfo:
     path: Path
     kind: str
     labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS))
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | tuple[float, ...] = 0.0  # one value, or one per channel
+    std: float | tuple[float, ...] = 1.0
     recipe: str = "digits"
+    geometry: Geometry = DIGITS  # the images the model takes: C x H x W
+    transforms: tuple = ()  # the script's geometric steps before ToTensor (imagesets.apply_steps), as recorded
     input_form: str = FLOAT_FORM
     input_name: str = "input"
     output_name: str = "logits"
@@ -89,14 +91,9 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
         return ModelInfo(path=path, kind=kind, described=False)
     if not isinstance(meta, dict):
         raise ArtifactError(f"{path}: malformed metadata (a {type(meta).__name__}, expected a JSON object)")
-    norm = meta.get("normalization") or DEFAULT_NORMALIZATION
-    try:
-        mean, std = float(norm["mean"][0]), float(norm["std"][0])
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise ArtifactError(f"{path}: malformed normalization metadata {norm!r}") from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise ArtifactError(f"{path}: normalization mean {mean} / std {std}: std must be > 0")
     inp = meta.get("input") if isinstance(meta.get("input"), dict) else {}
+    geometry = geometry_of_input(inp, path)
+    mean, std = normalization_values(meta.get("normalization") or DEFAULT_NORMALIZATION, geometry.channels, path)
     labels = meta.get("labels") or DEFAULT_LABELS
     outputs = meta.get("outputs") if isinstance(meta.get("outputs"), list) and meta.get("outputs") else ["logits"]
     if not isinstance(labels, list) or not 1 <= len(labels) <= 100_000:
@@ -110,11 +107,53 @@ def info_from_metadata(path: Path, kind: str, meta: dict | None) -> ModelInfo:
         mean=mean,
         std=std,
         recipe=meta.get("preprocess") or "digits",
+        geometry=geometry,
+        transforms=_transforms(meta.get("transforms"), path),
         input_form=UINT8_FORM if inp.get("dtype") == "uint8" else FLOAT_FORM,
         input_name=str(inp.get("name", "input")),
         output_name=str(outputs[0]),
         metadata=meta,
     )
+
+
+STEP_KINDS = ("pad", "resize", "crop", "gray")
+
+
+def _transforms(steps, path) -> tuple:
+    """The recorded transforms, checked: [[kind, value], ...] with kind one of STEP_KINDS and small positive
+    values (a file from elsewhere may claim anything; a Resize to 10^9 pixels must not be attempted)."""
+    if steps is None:
+        return ()
+    ok = isinstance(steps, list) and len(steps) <= 16
+    out = []
+    for step in steps if ok else ():
+        kind, value = (step[0], step[1]) if isinstance(step, list) and len(step) == 2 else (None, None)
+        sizes = value if isinstance(value, list) else [value]
+        if kind not in STEP_KINDS or not (1 <= len(sizes) <= 2) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SIDE for v in sizes):
+            ok = False
+            break
+        out.append((kind, tuple(value) if isinstance(value, list) else value))
+    if not ok:
+        raise ArtifactError(f"{path}: malformed transforms metadata {str(steps)[:120]} (expected [[kind, size], ...] "
+                            f"with kind one of {', '.join(STEP_KINDS)})")
+    return tuple(out)
+
+
+def normalization_values(norm, channels: int, path) -> tuple:
+    """(mean, std) of a normalization record ({"mean": [...], "std": [...]}): floats when one value serves
+    every channel, tuples of `channels` values otherwise. Raises ArtifactError on a malformed record."""
+    try:
+        mean = [float(v) for v in norm["mean"]]
+        std = [float(v) for v in norm["std"]]
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{path}: malformed normalization metadata {norm!r}") from None
+    if len(mean) not in (1, channels) or len(std) not in (1, channels) or not mean or not std:
+        raise ArtifactError(f"{path}: normalization {norm!r}: expected 1 or {channels} values each")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise ArtifactError(f"{path}: normalization mean {mean} / std {std}: std must be > 0")
+    one = lambda v: v[0] if len(set(v)) == 1 else tuple(v)  # noqa: E731
+    return one(mean), one(std)
 
 
 def output_text(name: str, dtype: str | None, shape: list | None) -> str:
@@ -176,26 +215,66 @@ def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, inpu
     shape = list(input_shape)
     fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
-    def dims_ok(expected):
-        return len(shape) == len(expected) and all(
-            not isinstance(d, int) or d <= 0 or d == e for d, e in zip(shape[1:], expected[1:]))
-
-    if input_dtype == "uint8" and dims_ok([None, 28, 28]):
-        form = UINT8_FORM
-    elif input_dtype == "float32" and (dims_ok([None, 1, 28, 28]) or dims_ok([None, 784]) or dims_ok([None, 28, 28])):
-        form = FLOAT_FORM
-    else:
-        shown = "[" + ",".join("N" if not isinstance(d, int) or d <= 0 else str(d) for d in shape) + "]"
-        raise ArtifactError(
-            f"{path}: input {input_name!r} is {input_dtype} {shown}, which fits neither contract "
-            f"(float32 [N,1,28,28] normalized, or uint8 [N,28,28] pixels)"
-        )
+    form, geometry = input_contract(path, input_name, input_dtype, shape, info.geometry if info.described else None)
+    info.geometry = geometry
+    if isinstance(info.mean, tuple) and len(info.mean) != geometry.channels:
+        raise ArtifactError(f"{path}: normalization has {len(info.mean)} values for {geometry.channels} channel(s)")
     info.input_form = form
     info.input_name = input_name
     info.fixed_batch = fixed
     info.metadata = {**info.metadata, "input_shape": shape}
     info.output_name = pick_output(path, outputs)
     return info
+
+
+def input_contract(path, input_name: str, dtype: str, shape: list, recorded: Geometry | None) -> tuple[str, Geometry]:
+    """(input form, geometry) of a model input `dtype` `shape` (ints; None or text for dynamic dims).
+
+    The two contracts at any C x H x W: float32 [N,C,H,W] (C 1 or 3) and uint8 [N,H,W] (gray) or [N,H,W,C]
+    (colour); a float32 input flattened to [N,C*H*W] (or [N,H,W] for gray) too, as classical classifiers take
+    it. The shape's static dims decide; dims it leaves open come from the recorded geometry (the artifact's
+    metadata), else MNIST's 1x28x28. A recorded geometry that the static dims contradict is an error."""
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape[1:]]
+    base = recorded or DIGITS
+    geometry = None
+    if dtype == "uint8" and len(dims) in (2, 3):
+        c = dims[2] if len(dims) == 3 else 1
+        h, w = dims[0] or base.height, dims[1] or base.width
+        geometry = Geometry(c if c is not None else base.channels, h, w) if c in (1, 3, None) else None
+        form = UINT8_FORM
+    elif dtype == "float32" and len(dims) == 3 and dims[0] in (1, 3, None):
+        geometry = Geometry(dims[0] or base.channels, dims[1] or base.height, dims[2] or base.width)
+        form = FLOAT_FORM
+    elif dtype == "float32" and len(dims) == 2:  # [N,H,W] gray, or a gray one flattened by a model from elsewhere
+        geometry = Geometry(1, dims[0] or base.height, dims[1] or base.width) if base.channels == 1 else None
+        form = FLOAT_FORM
+    elif dtype == "float32" and len(dims) == 1 and dims[0] in (None, base.size):
+        geometry = base
+        form = FLOAT_FORM
+    if geometry is not None and recorded is not None and geometry != recorded:
+        raise ArtifactError(f"{path}: input {input_name!r} is {dtype} {_shown(shape)} but its metadata records "
+                            f"{recorded} images")
+    if geometry is None or not (1 <= geometry.height <= MAX_SIDE and 1 <= geometry.width <= MAX_SIDE):
+        raise ArtifactError(
+            f"{path}: input {input_name!r} is {dtype} {_shown(shape)}, which fits neither contract "
+            f"(float32 [N,C,H,W] normalized, or uint8 [N,H,W] / [N,H,W,C] pixels; C 1 or 3)")
+    return form, geometry
+
+
+def exact_contract(path, input_name: str, dtype: str, shape: list, recorded: Geometry | None) -> tuple[str, Geometry]:
+    """input_contract for runtimes whose input must be the contract's own rank (LiteRT, ExecuTorch): float32
+    [N,C,H,W] or uint8 [N,H,W] / [N,H,W,C], nothing flattened."""
+    form, geometry = input_contract(path, input_name, dtype, shape, recorded)
+    tail = geometry.float_tail if form == FLOAT_FORM else geometry.pixel_tail
+    if [int(d) if isinstance(d, int) and d > 0 else None for d in shape[1:]] != list(tail):
+        raise ArtifactError(f"{path}: input {input_name!r} is {dtype} {_shown(shape)}, which fits neither contract "
+                            f"(float32 [N,C,H,W] normalized, or uint8 [N,H,W] / [N,H,W,C] pixels; C 1 or 3)")
+    return form, geometry
+
+
+def _shown(shape) -> str:
+    return "[" + ",".join("N" if i == 0 or not isinstance(d, int) or d <= 0 else str(d)
+                          for i, d in enumerate(shape)) + "]"
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

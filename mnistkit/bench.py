@@ -275,7 +275,7 @@ class _Run:
 def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset: str | None = None,
               progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] | None = None,
               extra_env: dict | None = None, model_class: str | None = None, labels=None, mean=None,
-              std=None, model_args=None) -> BenchReport:
+              std=None, model_args=None, input_shape=None) -> BenchReport:
     """Benchmark every artifact of `models` on every backend that opens it.
 
     The parity reference is the checkpoint among `models` (a state_dict with `model_class`), or the
@@ -300,7 +300,8 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
                            for m in models)  # the export folder that lists the artifacts given
         try:
             src, checkpoint, _ = reference_for(ref_arg, model_class if ref_arg.is_file() else None, labels, mean,
-                                               std, log=log, model_args=model_args if ref_arg.is_file() else None)
+                                               std, log=log, model_args=model_args if ref_arg.is_file() else None,
+                                               input_shape=input_shape if ref_arg.is_file() else None)
         except InvalidInputError as exc:
             if not implicit:
                 raise
@@ -309,7 +310,7 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
             data_dir = data_for(src, data_dir, log)
             if not implicit and not any(t.path.resolve() == checkpoint.resolve() for t in targets):
                 targets.insert(0, target(checkpoint))
-    images, reference, data_desc = _parity_data(src, dataset, data_dir)
+    images, reference, data_desc = _parity_data(src, dataset, data_dir, targets)
     planned, not_run = plan_bench(targets, config)
     from .devices import EXTERNAL_DEVICES
 
@@ -346,17 +347,33 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
     return report
 
 
-def _parity_data(src, dataset, data_dir):
+def _parity_data(src, dataset, data_dir, targets=()):
     """(images, reference logits or None, description) for the parity gate: real test images where
-    available, the reference's logits on them when a reference is known."""
-    from .data import validation_images
+    available, the reference's logits on them when a reference is known; at the images' geometry the reference
+    records, else the first artifact's (files from elsewhere: their input's shape)."""
+    from .imagesets import validation_images
 
+    meta = src.meta if src else _artifact_meta(targets)
     images, _, data_desc = validation_images(dataset or (src.meta.get("dataset") if src else None), data_dir,
-                                             PARITY_IMAGES, None)
+                                             PARITY_IMAGES, None, meta)
     if src is None:
         return images, None, data_desc
     with reference_backend(src) as ref:
         return images, ref.run(images), data_desc
+
+
+def _artifact_meta(targets) -> dict | None:
+    """The input record (and transforms) of the first artifact that opens, for parity images of its shape."""
+    from .errors import MnistkitError
+    from .source import float_input
+
+    for t in targets:
+        try:
+            with create_backend(t.path) as b:
+                return {"input": float_input(b.info.geometry), "transforms": [list(s) for s in b.info.transforms]}
+        except MnistkitError:
+            continue
+    return None
 
 
 def _flop_per_image(targets: list[Target], src) -> int | None:

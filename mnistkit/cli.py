@@ -8,6 +8,7 @@ so `mnistkit --help` stays fast.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -102,10 +103,15 @@ def json_option(f):
 
 def model_class_options(f):
     """--model-class and the facts a user's script may not say (export, verify and bench share them)."""
-    f = click.option("--std", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Normalization std (with --model-class) [default: the script's Normalize(...), else 1].")(f)
-    f = click.option("--mean", type=float, default=None,
-                     help="Normalization mean (with --model-class) [default: the script's Normalize(...), else 0].")(f)
+    f = click.option("--input-shape", default=None, metavar="C,H,W", callback=_input_shape,
+                     help="The images the model takes (with --model-class): 1 or 3 channels, e.g. 3,32,32 [default: "
+                          "the script's transforms, else the first of 1,28,28 1,32,32 3,32,32 3,28,28 it accepts].")(f)
+    f = click.option("--std", default=None, metavar="S[,S,S]", callback=_channels,
+                     help="Normalization std, one or one per channel (with --model-class) [default: the script's "
+                          "Normalize(...), else 1].")(f)
+    f = click.option("--mean", default=None, metavar="M[,M,M]", callback=_channels,
+                     help="Normalization mean, one or one per channel (with --model-class) [default: the script's "
+                          "Normalize(...), else 0].")(f)
     f = click.option("--labels", default=None, help="Comma-separated class labels (with --model-class) [default: 0-9].")(f)
     f = click.option("--model-args", default=None, metavar="JSON", callback=_model_args,
                      help="Keyword arguments for --model-class, a JSON object of plain values: "
@@ -115,6 +121,32 @@ def model_class_options(f):
                           "the model (FILE.py:Net is read, not run; or package.module:Net, "
                           "torchvision.models:resnet18).")(f)
     return f
+
+
+def _channels(ctx, param, value):
+    """--mean/--std: one number, or one per channel ("0.49,0.48,0.45"); std must be > 0."""
+    if value is None:
+        return None
+    try:
+        values = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a number, or one per channel (0.49,0.48,0.45)") from None
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"{value!r}: expected one finite number, or three (one per channel)")
+    if param.name == "std" and min(values) <= 0:
+        raise click.BadParameter(f"{value!r}: std must be > 0")
+    return values[0] if len(values) == 1 else values
+
+
+def _input_shape(ctx, param, value):
+    """--input-shape C,H,W parsed where click parses: a malformed value is a usage error (exit 2)."""
+    from .errors import InvalidInputError
+    from .source import parse_input_shape
+
+    try:
+        return parse_input_shape(value)
+    except InvalidInputError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--input-shape {value}: ")) from None
 
 
 def _model_args(ctx, param, value):
@@ -226,8 +258,9 @@ def _formats(ctx, param, value):
               help=f"ONNX opset, {OPSET_RANGE[0]}-{OPSET_RANGE[1]}; the written opset is checked.")
 @click.option("--no-validate", is_flag=True, help="Skip running each artifact against PyTorch on test images.")
 @model_class_options
-@click.option("--recipe", type=click.Choice(("digits", "objects")), default=None,
-              help="Preprocessing recipe recorded for apps (with --model-class) [default: the dataset's].")
+@click.option("--recipe", type=click.Choice(("digits", "objects", "image")), default=None,
+              help="Preprocessing recipe recorded for apps (with --model-class) [default: the dataset's; image for a "
+                   "model of another shape].")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
               help="Dataset the model was trained on (with --model-class): labels, recipe, validation images.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
@@ -236,8 +269,8 @@ def _formats(ctx, param, value):
               show_default=True,
               help="Accuracy gate of the int8/fp16 formats, in points, vs the float model on the test split.")
 @json_option
-def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_args, labels, mean, std, recipe,
-           dataset, data_dir, max_accuracy_drop, as_json):
+def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_args, labels, mean, std, input_shape,
+           recipe, dataset, data_dir, max_accuracy_drop, as_json):
     """Export a checkpoint (or your state_dict + class) to ONNX, ExecuTorch, TorchScript and torch.export.
 
     Every artifact is validated right after export: loaded in its own runtime and run on real test
@@ -252,6 +285,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_
       mnistkit export models/mlp-fashion-mnist.pt --format all --out-dir build/
       mnistkit export cnn.pth --model-class train.py:Net --format onnx
       mnistkit export last.ckpt --model-class train.py:Net --model-args '{"hidden": 256}' --format all
+      mnistkit export cifar.pth --model-class cifar.py:Net --input-shape 3,32,32 --data-dir data/
     """
     from .errors import require
 
@@ -264,7 +298,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_
         checkpoint, formats, out_dir=out_dir, opset=opset, validate=not no_validate, model_class=model_class,
         model_args=model_args, labels=labels.split(",") if labels else None, mean=mean, std=std, recipe=recipe, dataset=dataset,
         data_dir=data_dir, log=None if as_json else note, raise_on_failure=False,
-        max_accuracy_drop=max_accuracy_drop,
+        max_accuracy_drop=max_accuracy_drop, input_shape=input_shape,
     )
     failures = result.failures()
     if as_json:
@@ -416,8 +450,8 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
 @click.option("--load-outputs", type=click.Path(path_type=str, readable=False), default=None,
               help="Compare logits saved on another machine (e.g. a GPU box) against this reference.")
 @json_option
-def verify(checkpoint, artifacts, model_class, model_args, labels, mean, std, backends, devices, dataset, data_dir,
-           limit, allow_fallback, save_outputs, load_outputs, as_json):
+def verify(checkpoint, artifacts, model_class, model_args, labels, mean, std, input_shape, backends, devices, dataset,
+           data_dir, limit, allow_fallback, save_outputs, load_outputs, as_json):
     """Prove every runtime gives PyTorch's answers on the real test split.
 
     CHECKPOINT is the reference: a mnistkit checkpoint, your state_dict or training checkpoint (Lightning
@@ -447,7 +481,8 @@ def verify(checkpoint, artifacts, model_class, model_args, labels, mean, std, ba
 
     report = run_verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, save_outputs,
                         load_outputs, allow_fallback, log=None if as_json else note, model_class=model_class,
-                        mean=mean, std=std, labels=labels.split(",") if labels else None, model_args=model_args)
+                        mean=mean, std=std, labels=labels.split(",") if labels else None, model_args=model_args,
+                        input_shape=input_shape)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -553,8 +588,8 @@ def _ints(ctx, param, value):
 @click.option("--allow-missing", is_flag=True,
               help="Exit 0 even when a requested runtime or device is not available here (its rows say so).")
 @json_option
-def bench(models, model_class, model_args, labels, mean, std, backends, devices, batch_sizes, threads, modes, warmup,
-          min_time, min_reps, no_baselines, dataset, data_dir, out_dir, allow_missing, as_json):
+def bench(models, model_class, model_args, labels, mean, std, input_shape, backends, devices, batch_sizes, threads,
+          modes, warmup, min_time, min_reps, no_baselines, dataset, data_dir, out_dir, allow_missing, as_json):
     """Benchmark latency and throughput of every artifact on every runtime, side by side.
 
     MODEL: a checkpoint (your state_dict with --model-class), an export folder (its manifest, which
@@ -586,7 +621,8 @@ def bench(models, model_class, model_args, labels, mean, std, backends, devices,
         obj = run_and_write(models, config, Path(out_dir), create_parents=out_dir == DEFAULT_BENCH_DIR,
                             data_dir=data_dir, dataset=dataset, progress=progress.update,
                             log=None if as_json else note, model_class=model_class, model_args=model_args,
-                            labels=labels.split(",") if labels else None, mean=mean, std=std)
+                            labels=labels.split(",") if labels else None, mean=mean, std=std,
+                            input_shape=input_shape)
     if as_json:
         emit_json(obj)
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, assumed, require
+from .errors import DataError, require
 
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
 IDX_DTYPES = {
@@ -314,29 +314,6 @@ def load_split(
 def training_splits(name: str, data_dir=None, log=None) -> tuple[Split, Split]:
     """The training split (downloaded when absent and no --data-dir was given) and the test split."""
     return load_split(name, "train", data_dir, log=log), load_split(name, "test", data_dir, download=False)
-
-
-VALIDATION_FALLBACK_IMAGES = 1000
-
-
-def validation_images(dataset: str | None, data_dir=None, limit: int | None = None, log=None):
-    """(uint8 images, labels or None, description) to check artifacts against their reference: the
-    dataset's real test split when it is on this machine (never downloaded for this), else seeded random
-    images (labels None) and a note saying so. Export validation and bench's parity gate both use it."""
-    if dataset in DATASETS:
-        try:
-            split = load_split(dataset, "test", data_dir, download=False)
-            n = len(split) if limit is None else min(limit, len(split))
-            return split.images[:n], split.labels[:n], f"{dataset} test images"
-        except DataError as exc:
-            if data_dir is not None:
-                raise
-            assumed(log, f"validating on random images: {exc}")
-    else:
-        assumed(log, "validating on random images: the model names no dataset (pass --dataset/--data-dir)")
-    rng = np.random.default_rng(0)
-    n = VALIDATION_FALLBACK_IMAGES if limit is None else min(limit, VALIDATION_FALLBACK_IMAGES)
-    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), None, "random images"
 
 
 def _not_found_message(spec: DatasetSpec) -> str:

@@ -122,8 +122,8 @@ APP_README = """# mnistkit app bundle
 
 Everything an app needs to embed this model; see the Embedding section of mnistkit's README.
 
-- `model.onnx`: input `pixels` uint8 [N,28,28] (0-255, {polarity}); outputs `logits` and
-  `probabilities` float32 [N,{c}] (softmax). Normalization (mean {mean}, std {std}) is inside the graph.
+- `model.onnx`: input `pixels` uint8 [{shape}] ({layout}, 0-255, {polarity}); outputs `logits` and
+  `probabilities` float32 [N,{c}] (softmax). Normalization (mean {mean}, std {std}) is inside the graph.{transforms}
 - `labels.json`: the class labels in output order, and the contract below (ONNX Runtime's JavaScript
   API cannot read model metadata).
 - Preprocessing recipe: `{recipe}` — {recipe_text}
@@ -137,14 +137,19 @@ def write_app_bundle(folder: Path, src, entry: dict) -> Path:
     bundle = folder / "app"
     bundle.mkdir()
     shutil.copyfile(folder / entry["file"], bundle / "model.onnx")
+    from .artifacts import geometry_of_input
+    from .steps import steps_text
+
     meta = src.meta
+    geometry = geometry_of_input(meta.get("input") or {}, folder)
     classes = len(meta["labels"])
     contract = {
         "labels": meta["labels"],
         "dataset": meta.get("dataset"),
         "preprocess": meta["preprocess"],
         "normalization": meta["normalization"],
-        "input": {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28]},
+        "input": {"name": "pixels", "dtype": "uint8", "shape": ["N", *geometry.pixel_tail]},
+        "transforms": meta.get("transforms"),
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["N", classes]},
                     {"name": "probabilities", "dtype": "float32", "shape": ["N", classes]}],
         "min_onnxruntime": entry.get("min_onnxruntime"),
@@ -153,8 +158,13 @@ def write_app_bundle(folder: Path, src, entry: dict) -> Path:
     }
     (bundle / "labels.json").write_text(json.dumps(contract, indent=2) + "\n")
     (bundle / "README.md").write_text(APP_README.format(
-        polarity="white ink/object on black, as in the dataset", c=classes,
-        mean=meta["normalization"]["mean"][0], std=meta["normalization"]["std"][0],
+        shape=",".join(map(str, ["N", *geometry.pixel_tail])), layout="gray" if geometry.channels == 1 else
+        "RGB, channels last", polarity="white ink/object on black, as in the dataset" if meta["preprocess"] != "image"
+        else "as the training images", c=classes,
+        mean=", ".join(f"{v:g}" for v in meta["normalization"]["mean"]),
+        std=", ".join(f"{v:g}" for v in meta["normalization"]["std"]),
+        transforms=f"\n  Before it, images go through the training script's transforms: {steps_text(meta['transforms'])}."
+        if meta.get("transforms") else "",
         recipe=meta["preprocess"], recipe_text=RECIPES.get(meta["preprocess"], ""),
         min_ort=entry.get("min_onnxruntime"), opset=entry.get("opset"), ir=entry.get("ir_version")))
     return bundle

@@ -65,8 +65,8 @@ def export_model(
     model_class: str | None = None,
     model_args=None,
     labels=None,
-    mean: float | None = None,
-    std: float | None = None,
+    mean=None,
+    std=None,
     recipe: str | None = None,
     dataset: str | None = None,
     data_dir=None,
@@ -74,10 +74,14 @@ def export_model(
     log: Callable[[str], None] | None = None,
     raise_on_failure: bool = True,
     max_accuracy_drop: float = DEFAULT_ACCURACY_BUDGET * 100,
+    input_shape=None,
 ) -> ExportResult:
     """Export `source` (checkpoint path, state_dict path + model_class, or nn.Module).
 
     `model_args`: keyword arguments `model_class` is called with (a dict of plain values, or its JSON text).
+    `input_shape`: the images a user's model takes, "C,H,W" or [C, H, W] (default: what its script's transforms
+    say, else the first of 1x28x28, 1x32x32, 3x32x32, 3x28x28 it accepts, said); `mean`/`std`: one value, or
+    one per channel.
 
     `max_accuracy_drop` (in points of accuracy, 0.3 = 0.3 %) is the accuracy gate of the int8 and fp16
     formats: measured on the full test split against the float model.
@@ -104,7 +108,7 @@ def export_model(
         dataset_spec(dataset)  # an unknown name fails before anything is loaded
     from .source import data_for, load_source
 
-    src = load_source(source, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args)
+    src = load_source(source, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args, input_shape)
     data_dir = data_for(src, data_dir, log)
     out_dir = _out_dir(out_dir, src)
     previous = exportdir.check_export_target(out_dir)
@@ -167,9 +171,10 @@ def _reference(src, ctx: WriteContext, limit: int | None):
     """Validation images into `ctx` and the reference logits on them (a user's model gets its accuracy
     measured on them too)."""
     from .backends import reference_backend
-    from .data import validation_images
+    from .imagesets import validation_images
 
-    ctx.images, ctx.labels, ctx.data_desc = validation_images(src.meta.get("dataset"), ctx.data_dir, limit, ctx.log)
+    ctx.images, ctx.labels, ctx.data_desc = validation_images(src.meta.get("dataset"), ctx.data_dir, limit, ctx.log,
+                                                              src.meta)
     with reference_backend(src) as ref:
         reference = ref.run_chunked(ctx.images)
     if src.meta.get("test_accuracy") is None and ctx.labels is not None:  # a user's model: measure it

@@ -390,7 +390,7 @@ def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 
              log: Callable[[str], None] | None = None) -> dict:
     """Search the deployments of `model` (a checkpoint or an export folder) and write `out_dir` (deploy.json,
     the chosen files, manifest.json, report.md, tradeoff.png). Returns deploy.json's content."""
-    from .data import load_split
+    from .imagesets import model_split
     from .environment import fingerprint, usable_cores
     from .plan import expand
     from .source import data_for, reference_for
@@ -412,7 +412,7 @@ def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 
     clock = _Budget(budget)
     src, ckpt, _ = reference_for(folder, log=log)
     data_dir = data_for(src, data_dir, log)
-    split = load_split(src.meta.get("dataset") or "mnist", "test", data_dir, log=log)
+    split = model_split("test", src.meta.get("dataset") or "mnist", data_dir, src.meta, log=log, download=True)
     images, labels = split.images, split.labels
     from .backends import reference_backend
 

@@ -41,7 +41,7 @@ def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_
         b.load()
         stack.callback(lambda: b.close())  # late-bound: closes whichever backend `b` is at the end
         info = b.info
-        samples = [s for path in inputs for s in load_inputs(path, info.recipe)]
+        samples = [s for path in inputs for s in load_inputs(path, info.recipe, info.geometry, info.transforms)]
         if deploy and deploy_choice(recorded, len(samples))[0] != b.deployment["batch_size"]:
             b.close()  # the choice for this many images (the largest batch's was opened to read the recipe)
             b = load_deployment(model, len(samples), recorded)

@@ -32,6 +32,8 @@ RECIPES = {
               "aspect ratio; place in 28x28 by centre of mass (the MNIST recipe)",
     "objects": "grayscale; invert light-background images; crop to the object; fit the longest edge "
                "to 28; centre (the Fashion-MNIST recipe)",
+    "image": "the image as it is, RGB (or gray for a 1-channel model), through the transforms the model's script "
+             "applies (Grayscale, Resize, Pad, CenterCrop): torchvision's ImageFolder and transforms",
 }
 MIN_SIDE = 8  # smaller images hold too little to classify
 INK_THRESHOLD = 0.15  # of the image's maximum after inversion: anti-aliasing below this is not ink
@@ -196,8 +198,26 @@ def is_dataset_ready(gray: np.ndarray) -> bool:
     return gray.shape == (28, 28) and np.median(_border(gray)) <= 127
 
 
-def preprocess_image(img, recipe: str, name: str = "image", original_mode: str | None = None) -> np.ndarray:
-    """A PIL image -> uint8 [28,28] by `recipe` (or unchanged when already in dataset form)."""
+def preprocess_image(img, recipe: str, name: str = "image", original_mode: str | None = None,
+                     geometry=None, steps=()) -> np.ndarray:
+    """A PIL image -> uint8 pixels at the model's geometry (default: [28,28]) by `recipe`: the digit and object
+    recipes make the dataset's 28x28 (unchanged when already in that form), then the script's transforms; "image"
+    takes the image as torchvision's loaders do (RGB) through the transforms."""
+    from .steps import apply_steps
+    from .pixels import DIGITS
+
+    geometry = geometry or DIGITS
+    if recipe == "image":
+        img, _ = normalize_mode(img)
+        return apply_steps(np.asarray(img.convert("RGB"))[None], steps, geometry, name)[0]
+    pixels = _dataset_form(img, recipe, name, original_mode)
+    if geometry == DIGITS and not steps:
+        return pixels
+    return apply_steps(pixels[None], steps, geometry, name)[0]
+
+
+def _dataset_form(img, recipe: str, name: str, original_mode: str | None) -> np.ndarray:
+    """A PIL image -> uint8 [28,28] by a dataset's recipe (or unchanged when already in dataset form)."""
     gray = to_grayscale(img, original_mode)
     if is_dataset_ready(gray):
         return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
@@ -211,17 +231,22 @@ def preprocess_image(img, recipe: str, name: str = "image", original_mode: str |
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
-def load_inputs(path: str | os.PathLike, recipe: str) -> list[Sample]:
-    """Read one input file into samples. Raises InvalidInputError naming the file."""
+def load_inputs(path: str | os.PathLike, recipe: str, geometry=None, steps=()) -> list[Sample]:
+    """Read one input file into samples at the model's geometry (default 1x28x28; `steps`: the transforms its
+    script applies). Raises InvalidInputError naming the file."""
     from .data import read_idx
     from .errors import DataError
+    from .steps import apply_steps
+    from .pixels import DIGITS
+
+    geometry = geometry or DIGITS
 
     path = Path(path)
     check_input_file(path, "an image (PNG, JPEG, BMP), .npy or IDX file")
     with open(path, "rb") as f:
         head = f.read(6)
     if head.startswith(b"\x93NUMPY"):
-        return _npy_samples(path)
+        return _npy_samples(path, geometry, steps)
     if head[:2] == b"\x00\x00" or (head[:2] == b"\x1f\x8b" and "idx" in path.name.lower()):
         try:
             arr = read_idx(path)
@@ -231,8 +256,10 @@ def load_inputs(path: str | os.PathLike, recipe: str) -> list[Sample]:
             arr = arr[None]
         if arr.ndim != 3 or arr.shape[1:] != (28, 28) or arr.dtype != np.uint8:
             raise InvalidInputError(f"{path}: IDX {arr.dtype} {list(arr.shape)}; expected uint8 images [N,28,28]")
+        if geometry != DIGITS or steps:
+            arr = apply_steps(arr, steps, geometry, str(path))
         return [Sample(f"{path}[{i}]", a) for i, a in enumerate(arr)]
-    return [Sample(str(path), _image_pixels(path, recipe))]
+    return [Sample(str(path), _image_pixels(path, recipe, geometry, steps))]
 
 
 def open_image(path, name=None):
@@ -278,10 +305,10 @@ def open_image(path, name=None):
         raise InvalidInputError(f"{name}: unreadable image ({first_line(exc, 160)})") from None
 
 
-def _image_pixels(path: Path, recipe: str) -> np.ndarray:
+def _image_pixels(path: Path, recipe: str, geometry=None, steps=()) -> np.ndarray:
     img, mode = open_image(path)
     with img:
-        return preprocess_image(img, recipe, str(path), original_mode=mode)
+        return preprocess_image(img, recipe, str(path), original_mode=mode, geometry=geometry, steps=steps)
 
 
 NPY_ERRORS = (ValueError, OSError, EOFError, MemoryError, SyntaxError, TypeError)  # what a bad .npy raises
@@ -322,16 +349,26 @@ def read_npy(path: Path) -> np.ndarray:
         raise InvalidInputError(f"{path}: not a readable .npy array ({first_line(exc, 160)})") from None
 
 
-def _npy_samples(path: Path) -> list[Sample]:
+def _npy_samples(path: Path, geometry=None, steps=()) -> list[Sample]:
+    """An array's samples: uint8 pixels at the model's geometry ([H,W(,C)] or [N,H,W(,C)]), normalized float32
+    [N,C,H,W], or MNIST-form uint8 [N,28,28] digits through the model's transforms."""
+    from .steps import apply_steps
+    from .pixels import DIGITS
+
+    g = geometry or DIGITS
     arr = read_npy(path)
-    if arr.dtype == np.uint8 and arr.shape == (28, 28):
+    tail = g.pixel_tail
+    if arr.dtype == np.uint8 and arr.shape == tail:
         return [Sample(str(path), arr)]
-    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (28, 28):
+    if arr.dtype == np.uint8 and arr.ndim == 1 + len(tail) and arr.shape[1:] == tail:
         return [Sample(f"{path}[{i}]", a) for i, a in enumerate(arr)]
-    if arr.dtype == np.float32 and arr.ndim == 4 and arr.shape[1:] == (1, 28, 28):
+    if arr.dtype == np.float32 and arr.ndim == 4 and arr.shape[1:] == g.float_tail:
         if not np.isfinite(arr).all():
             raise InvalidInputError(f"{path}: holds NaN or infinite values; expected finite normalized floats")
         return [Sample(f"{path}[{i}]", a) for i, a in enumerate(arr)]
+    if g != DIGITS and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (28, 28) and steps:
+        return [Sample(f"{path}[{i}]", a) for i, a in enumerate(apply_steps(arr, steps, g, str(path)))]
+    shown = lambda t: ",".join(map(str, t))  # noqa: E731
     raise InvalidInputError(
-        f"{path}: array is {arr.dtype} {list(arr.shape)}; expected uint8 [28,28] or [N,28,28] pixels, "
-        f"or normalized float32 [N,1,28,28]")
+        f"{path}: array is {arr.dtype} {list(arr.shape)}; expected uint8 [{shown(tail)}] or [N,{shown(tail)}] pixels, "
+        f"or normalized float32 [N,{shown(g.float_tail)}]")

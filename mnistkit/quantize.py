@@ -42,7 +42,7 @@ WEIGHTED_OPS = ("Gemm", "MatMul", "Conv", "ConvTranspose")
 class CalibrationData:
     """Training images for calibration and for choosing the method (uint8, dataset polarity)."""
 
-    images: np.ndarray  # [n,28,28]
+    images: np.ndarray  # uint8 [n,H,W] or [n,H,W,C], the model's geometry
     selection_images: np.ndarray
     selection_labels: np.ndarray
     seed: int
@@ -53,19 +53,20 @@ class CalibrationData:
                 "selection_images": int(len(self.selection_images))}
 
 
-def calibration_data(dataset: str, data_dir=None, n: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED,
-                     selection: int = SELECTION_IMAGES) -> CalibrationData:
-    """Draw `n` calibration images and `selection` held-out images from the training split (seeded)."""
-    from .data import load_split
+def calibration_data(dataset: str | None, data_dir=None, n: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED,
+                     selection: int = SELECTION_IMAGES, meta: dict | None = None) -> CalibrationData:
+    """Draw `n` calibration images and `selection` held-out images from the training split (seeded), at the
+    model's geometry (`meta`: see imagesets.model_split)."""
+    from .imagesets import model_split
 
-    split = load_split(dataset, "train", data_dir, download=False)
+    split = model_split("train", dataset, data_dir, meta)
     n = min(n, max(1, len(split) // 2))  # small training sets keep half for choosing the method
     if n > CALIBRATION_BATCH:  # whole batches: ONNX Runtime's Entropy and Percentile calibrators stack the
         n -= n % CALIBRATION_BATCH  # batches' histograms and fail on a short last one (800 images: 400 = 6x64 + 16)
     order = np.random.default_rng(seed).permutation(len(split))
     cal, sel = order[:n], order[n:n + selection]
     return CalibrationData(split.images[cal], split.images[sel], split.labels[sel], seed,
-                           f"{dataset} training split")
+                           f"{dataset} training split" if dataset else f"training images in {split.source}")
 
 
 class _Reader:

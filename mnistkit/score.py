@@ -749,6 +749,9 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
     model, backend, options, deployment = _model_or_deployment(config)
     with create_backend(model, backend, "cpu", threads=1, **options) as probe:  # a bad model fails here, once
         info, backend_name = probe.info, probe.name
+    if str(info.geometry) != "1x28x28":
+        raise InvalidInputError(f"{model}: takes {info.geometry} images; score reads 1x28x28 ones (its IDX, .npy and "
+                                "Parquet shards are 784 pixels a row): use predict for this model")
     sha = sha256_file(model)
     shards = plan(config.inputs, config.column, config.shard_rows)
     out = Path(config.out)

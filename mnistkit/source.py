@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import DEFAULT_LABELS
+from .artifacts import DEFAULT_LABELS, geometry_of_input
 from .errors import CheckpointError, InvalidInputError, first_line
 from .fileio import check_input_file, sha256_file
 from .formats.spec import EXAMPLE_BATCH
+from .pixels import DIGITS, Geometry
 
 
 
@@ -47,37 +48,117 @@ def _state_dict_mismatch(model, state_dict: dict, limit: int = 3) -> str | None:
     return "; ".join(parts) or None
 
 
-def user_meta(labels, norm, recipe, dataset, num_classes) -> dict:
+def user_meta(labels, norm, recipe, dataset, num_classes, geometry: Geometry = DIGITS, steps=()) -> dict:
     labels = list(labels) if labels else (DEFAULT_LABELS if num_classes == 10 else [str(i) for i in range(num_classes)])
     if len(labels) != num_classes:
         raise InvalidInputError(f"--labels: {len(labels)} labels given but the model has {num_classes} outputs")
-    if norm.std <= 0:
+    record = norm.record()
+    if min(record["std"]) <= 0:
         raise InvalidInputError(f"--std {norm.std}: expected > 0")
+    for key in ("mean", "std"):
+        if len(record[key]) not in (1, geometry.channels):
+            raise InvalidInputError(f"--{key} {norm.text()}: {len(record[key])} values for {geometry.channels} "
+                                    "channel(s); expected one, or one per channel")
     return {
         "arch": None,
         "dataset": dataset,
         "labels": [str(x) for x in labels],
-        "normalization": {"mean": [float(norm.mean)], "std": [float(norm.std)]},
+        "normalization": record,
         "normalization_source": norm.origin,
-        "preprocess": recipe or "digits",
+        "preprocess": recipe or ("digits" if geometry == DIGITS else "image"),
+        "input": float_input(geometry),
+        "transforms": [list(step) for step in steps] or None,
         "test_accuracy": None,
     }
 
 
-def probe_module(module, where: str) -> int:
-    """Run the module on a [2,1,28,28] batch; return C. Raises InvalidInputError if it does not fit."""
+def float_input(geometry: Geometry) -> dict:
+    """The float model's input record (metadata "input")."""
+    return {"name": "input", "dtype": "float32", "shape": ["N", *geometry.float_tail], "layout": "NCHW",
+            "normalized": "(pixels / 255 - mean) / std"}
+
+
+def probe_module(module, where: str, geometry: Geometry = DIGITS) -> int:
+    """Run the module on a [2,C,H,W] batch of zeros; return its number of classes. Raises InvalidInputError if it
+    does not fit."""
+    import torch
+
+    shown = f"[N,{','.join(map(str, geometry.float_tail))}]"
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(EXAMPLE_BATCH, *geometry.float_tail))
+    except Exception as exc:
+        hint = "; pass its input shape as --input-shape C,H,W (e.g. 3,32,32)" if geometry == DIGITS else ""
+        raise InvalidInputError(f"{where}: the model does not accept float {shown} input "
+                                f"({exc.__class__.__name__}: {first_line(exc, 160)}){hint}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != EXAMPLE_BATCH:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InvalidInputError(f"{where}: the model maps {shown} to {shape}; expected [N,C] logits")
+    return int(out.shape[1])
+
+
+# Shapes tried, in order, when neither --input-shape nor the script says: MNIST's, MNIST padded to LeNet-5's 32x32,
+# CIFAR's. The first the model accepts is taken, and said as an assumption (an adaptive-pooling net accepts all).
+COMMON_GEOMETRIES = (DIGITS, Geometry(1, 32, 32), Geometry(3, 32, 32), Geometry(3, 28, 28))
+
+
+def _accepts(module, geometry: Geometry) -> bool:
     import torch
 
     try:
         with torch.no_grad():
-            out = module(torch.zeros(EXAMPLE_BATCH, 1, 28, 28))
-    except Exception as exc:
-        raise InvalidInputError(f"{where}: the model does not accept float [N,1,28,28] input "
-                                f"({exc.__class__.__name__}: {first_line(exc, 160)})") from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != EXAMPLE_BATCH:
-        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InvalidInputError(f"{where}: the model maps [N,1,28,28] to {shape}; expected [N,C] logits")
-    return int(out.shape[1])
+            out = module(torch.zeros(EXAMPLE_BATCH, *geometry.float_tail))
+    except Exception:
+        return False
+    return isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == EXAMPLE_BATCH
+
+
+def steps_geometry(steps, channels: int | None, base: tuple[int, int] | None) -> tuple:
+    """(channels, height, width) after a script's transforms (ScriptTransforms.steps) from a `base` size (the
+    dataset's, None when unknown); None where the steps do not say."""
+    h, w = base if base else (None, None)
+    for kind, value in steps:
+        if kind == "pad":
+            h, w = (h + 2 * value if h else None), (w + 2 * value if w else None)
+        elif kind == "resize" and isinstance(value, int):  # the shorter side, the aspect ratio kept
+            if h and w:
+                h, w = (value, int(value * w / h)) if h <= w else (int(value * h / w), value)
+            else:
+                h = w = None
+        elif kind == "resize":
+            h, w = value
+        elif kind == "crop":
+            h, w = value
+        elif kind == "gray":
+            channels = value
+    return channels, h, w
+
+
+def input_geometry(module, where: str, given, script_steps, dataset: str | None, log) -> tuple[Geometry, list, str]:
+    """(geometry, the script's geometric steps, where the geometry came from) of a user's model: --input-shape,
+    else the script's transforms from its dataset's 28x28, else the first of COMMON_GEOMETRIES it accepts."""
+    from .errors import assumed
+
+    if given is not None:
+        probe_module(module, where, given)
+        return given, list(script_steps.steps) if script_steps else [], "--input-shape"
+    if script_steps is not None:
+        c0 = 1 if dataset is not None else None  # mnistkit's datasets are gray 28x28
+        c, h, w = steps_geometry(script_steps.steps, c0, (28, 28) if dataset is not None else None)
+        if h and w:
+            for channels in ([c] if c else [1, 3]):
+                g = Geometry(channels, h, w)
+                if _accepts(module, g):
+                    log(f"input: {g} (from the transforms at {script_steps.origin})")
+                    return g, list(script_steps.steps), f"{script_steps.origin}"
+    for g in COMMON_GEOMETRIES:
+        if _accepts(module, g):
+            if g != DIGITS:
+                assumed(log, f"input: {g} assumed (the first of {', '.join(map(str, COMMON_GEOMETRIES))} the model "
+                             "accepts); pass --input-shape C,H,W if it was trained on another size")
+            return g, [], "default" if g == DIGITS else "probed"
+    probe_module(module, where, DIGITS)  # raises, naming the failure and --input-shape
+    raise AssertionError("unreachable")
 
 
 def _read_once(path: Path) -> tuple[bytes, str]:
@@ -193,6 +274,18 @@ def _defaults_hint(builder, args: dict) -> str:
             f"with as --model-args '{{{example}}}')")
 
 
+def _folder_labels(data_dir, num_classes: int, log) -> list[str] | None:
+    """The class names of an image folder (its sub-folders, sorted: torchvision's ImageFolder order) when they are
+    as many as the model's classes; said."""
+    from .imagesets import class_names
+
+    names = class_names(data_dir) if data_dir else None
+    if names and len(names) == num_classes:
+        log(f"labels: the class folders of {data_dir} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+        return names
+    return None
+
+
 def _dataset_defaults(dataset, labels, recipe):
     """A known dataset supplies the labels and preprocessing recipe not given otherwise."""
     if dataset is None:
@@ -227,6 +320,7 @@ class ScriptFacts:
     data_dir: str | None
     data_origin: str | None
     norm: Any  # usercode.Normalization
+    transforms: Any = None  # usercode.ScriptTransforms: the steps that size the input, or None
 
 
 def _module_origin(module):
@@ -256,7 +350,7 @@ def _script_facts(origin, dataset, data_dir, mean, std, log, flags: str) -> Scri
     script's Normalize(...), else pixels / 255: an assumption, said through `log` and warned as an
     AssumptionWarning so a library caller sees it as the CLI user does)."""
     from .errors import assumed
-    from .usercode import DEFAULT_ORIGIN, find_dataset, user_normalization
+    from .usercode import DEFAULT_ORIGIN, find_dataset, find_transforms, user_normalization
 
     data_origin = None
     if origin is not None and origin.file is not None and (dataset is None or data_dir is None):
@@ -275,27 +369,46 @@ def _script_facts(origin, dataset, data_dir, mean, std, log, flags: str) -> Scri
             assumed(log, f"normalization: pixels / 255 (ToTensor; no Normalize(...) in {where}); "
                          f"pass {flags} if the model was trained otherwise")
         else:
-            log(f"normalization from {norm.origin}: mean {norm.mean:g}, std {norm.std:g}")
-    return ScriptFacts(dataset, data_dir, data_origin, norm)
+            log(f"normalization from {norm.origin}: {norm.text()}")
+    steps = find_transforms(origin.file) if origin is not None and origin.file is not None else None
+    return ScriptFacts(dataset, data_dir, data_origin, norm, steps)
+
+
+def parse_input_shape(value) -> Geometry | None:
+    """--input-shape "C,H,W" (or a Geometry, or [C, H, W]); None when not given. Raises InvalidInputError."""
+    from .pixels import geometry_from
+
+    if value is None or isinstance(value, Geometry):
+        return value
+    parts = value.replace("x", ",").split(",") if isinstance(value, str) else value
+    try:
+        return geometry_from(parts)
+    except ValueError as exc:
+        shown = value if isinstance(value, str) else ",".join(map(str, value))
+        raise InvalidInputError(f"--input-shape {shown}: {exc}") from None
 
 
 def load_source(source, model_class=None, labels=None, mean=None, std=None, recipe=None, dataset=None,
-                data_dir=None, log=None, model_args=None) -> Source:
+                data_dir=None, log=None, model_args=None, input_shape=None) -> Source:
     """The PyTorch model to export or compare with. Raises CheckpointError / InvalidInputError.
 
-    `model_args`: keyword arguments for `model_class` (a dict, or its JSON text), recorded in the manifest."""
+    `model_args`: keyword arguments for `model_class` (a dict, or its JSON text), recorded in the manifest.
+    `input_shape`: the images the model takes, "C,H,W" (default: what the script's transforms say, else the first
+    common shape the model accepts); `mean`/`std`: one value, or one per channel."""
     import torch
 
     from .model import load_checkpoint
     from .usercode import load_class, user_normalization
 
     log = log or (lambda m: None)
+    given = parse_input_shape(input_shape)
     if isinstance(source, torch.nn.Module):
         module = source.eval().cpu()
-        c = probe_module(module, type(source).__name__)
         facts = _script_facts(_module_origin(source), dataset, data_dir, mean, std, log, "mean=/std=")
+        geometry, steps, _ = input_geometry(module, type(source).__name__, given, facts.transforms, facts.dataset, log)
+        c = probe_module(module, type(source).__name__, geometry)
         labels, recipe = _dataset_defaults(facts.dataset, labels, recipe)
-        meta = user_meta(labels, facts.norm, recipe, facts.dataset, c)
+        meta = user_meta(labels, facts.norm, recipe, facts.dataset, c, geometry, steps)
         meta["arch"] = type(source).__name__
         return Source(module, meta, {"kind": "module", "class": type(source).__qualname__}, Path("models") / "export",
                       str(facts.data_dir) if facts.data_dir else None)
@@ -308,11 +421,16 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
     if model_class is None:
         if model_args is not None:
             raise InvalidInputError("--model-args goes with --model-class (the class or function they are passed to)")
+        if given is not None:
+            raise InvalidInputError("--input-shape goes with --model-class: a mnistkit checkpoint records its input")
         ckpt = load_checkpoint(path, data=data)  # clear error, with the --model-class hint, for a bare state_dict
         meta = {k: ckpt.meta.get(k) for k in
-                ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "test_accuracy")}
+                ("arch", "arch_args", "dataset", "labels", "normalization", "preprocess", "input", "transforms",
+                 "test_accuracy")}
         module = ckpt.build()
-        defaults = user_meta(None, user_normalization(None, None, None), None, None, probe_module(module, str(path)))
+        geometry = geometry_of_input(meta.get("input") or {}, path)
+        defaults = user_meta(None, user_normalization(None, None, None), None, None,
+                             probe_module(module, str(path), geometry), geometry)
         meta = {k: v if v is not None else defaults.get(k) for k, v in meta.items()}
         meta["normalization_source"] = "the checkpoint"
         recorded = ckpt.meta.get("data_source") or (ckpt.meta.get("train_config") or {}).get("data_dir")
@@ -332,19 +450,23 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
         raise CheckpointError(f"{exc}{_defaults_hint(cls, args)}") from None
     model.load_state_dict(state)
     model.eval()
-    c = probe_module(model, f"--model-class {model_class}" + (f" built as {call_text(cls.__name__, args)}" if args else ""))
+    where = f"--model-class {model_class}" + (f" built as {call_text(cls.__name__, args)}" if args else "")
     facts = _script_facts(origin, dataset, data_dir, mean, std, log, "--mean/--std")
+    geometry, steps, geometry_origin = input_geometry(model, where, given, facts.transforms, facts.dataset, log)
+    c = probe_module(model, where, geometry)
     dataset, data_dir = facts.dataset, facts.data_dir
     if facts.data_origin:
         data_origin = facts.data_origin
     labels, recipe = _dataset_defaults(dataset, labels, recipe)
+    labels = labels or _folder_labels(data_dir, c, log)
     norm = facts.norm
-    meta = user_meta(labels, norm, recipe, dataset, c)
+    meta = user_meta(labels, norm, recipe, dataset, c, geometry, steps)
     meta["arch"] = cls.__name__
     if args:
         meta["arch_args"] = args
     described.update(kind="state_dict", model_class=model_class, model_args=args or None,
                      model_args_origin=args_origin if args else None, weights_key=weights.key,
+                     input_shape=geometry.to_json(), input_shape_origin=geometry_origin,
                      class_file=str(origin.file) if origin.file else None, class_sha256=origin.sha256)
     return Source(model, meta, described, default_out, str(data_dir) if data_dir else None, data_origin)
 
@@ -361,11 +483,12 @@ class Recorded:
     model_class: str | None
     model_args: dict | None
     labels: list[str] | None
-    mean: float | None
-    std: float | None
+    mean: float | tuple | None  # one value, or one per channel
+    std: float | tuple | None
     recipe: str | None
     dataset: str | None
     data_dir: str | None
+    input_shape: list | None = None  # [C, H, W] the model was exported at
 
 
 def recorded_source(folder: Path, manifest: dict) -> Recorded:
@@ -401,17 +524,22 @@ def recorded_source(folder: Path, manifest: dict) -> Recorded:
             where, name = str(model_class).rsplit(":", 1)
             if where.endswith(".py") or "/" in where or "\\" in where:
                 model_class = f"{class_file}:{name}"
-    norm = manifest.get("normalization") or {}
+    from .artifacts import normalization_values
+    from .errors import ArtifactError
+
+    shape = src.get("input_shape")
     try:
-        mean, std = float(norm["mean"][0]), float(norm["std"][0])
-    except (KeyError, IndexError, TypeError, ValueError):
+        geometry = parse_input_shape(shape) if shape is not None else DIGITS
+        mean, std = normalization_values(manifest.get("normalization") or {}, geometry.channels, folder)
+    except (ArtifactError, InvalidInputError):
         mean = std = None
     return Recorded(found, model_class, src.get("model_args") or None, manifest.get("labels"), mean, std,
-                    manifest.get("preprocess"), manifest.get("dataset"), src.get("data_dir"))
+                    manifest.get("preprocess"), manifest.get("dataset"), src.get("data_dir"), shape)
 
 
 def reference_for(model, model_class: str | None = None, labels=None, mean=None, std=None, recipe=None,
-                  dataset=None, data_dir=None, log=None, model_args=None) -> tuple[Source, Path, Path | None]:
+                  dataset=None, data_dir=None, log=None, model_args=None,
+                  input_shape=None) -> tuple[Source, Path, Path | None]:
     """The PyTorch reference for verify and bench: (Source, its file, the export folder or None).
 
     `model` is a checkpoint, a state_dict (with `model_class`), or an export folder, whose manifest
@@ -422,9 +550,10 @@ def reference_for(model, model_class: str | None = None, labels=None, mean=None,
     path = Path(model)
     if path.is_dir() or path.name == "manifest.json":
         folder = path if path.is_dir() else path.parent
-        if model_class is not None or model_args is not None:
-            raise InvalidInputError(f"--model-class and --model-args go with a checkpoint file, not the export folder "
-                                    f"{folder}; an export folder remembers its class and arguments")
+        if model_class is not None or model_args is not None or input_shape is not None:
+            raise InvalidInputError(f"--model-class, --model-args and --input-shape go with a checkpoint file, not the "
+                                    f"export folder {folder}; an export folder remembers its class, arguments and "
+                                    "input shape")
         rec = recorded_source(folder, read_manifest(folder))
         if log:
             log(f"reference: {rec.checkpoint}" + (f" through {rec.model_class}" if rec.model_class else "")
@@ -433,14 +562,15 @@ def reference_for(model, model_class: str | None = None, labels=None, mean=None,
                           mean if mean is not None else (rec.mean if rec.model_class else None),
                           std if std is not None else (rec.std if rec.model_class else None),
                           recipe or rec.recipe, dataset or rec.dataset, data_dir or rec.data_dir,
-                          model_args=rec.model_args)
+                          model_args=rec.model_args, input_shape=rec.input_shape if rec.model_class else None)
         if rec.model_class:
             src.meta["normalization_source"] = "the export's manifest"
         if rec.data_dir and not data_dir:
             src.data_origin = "recorded in the export's manifest"
         return src, rec.checkpoint, folder
     not_a_reference(path)
-    return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args), path, None
+    return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args,
+                       input_shape), path, None
 
 
 def not_a_reference(path: Path) -> None:

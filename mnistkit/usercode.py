@@ -240,42 +240,60 @@ def _class_from_file(path: Path, name: str, spec: str, sha: str) -> type:
 
 @dataclass
 class Normalization:
-    mean: float
-    std: float
+    mean: float | tuple[float, ...]  # one value for every channel, or one per channel
+    std: float | tuple[float, ...]
     origin: str  # "main.py:113", "--mean/--std", or the default's description
+
+    def record(self) -> dict:
+        """As metadata records it: {"mean": [...], "std": [...]}."""
+        as_list = lambda v: [float(x) for x in v] if isinstance(v, tuple) else [float(v)]  # noqa: E731
+        return {"mean": as_list(self.mean), "std": as_list(self.std)}
+
+    def text(self) -> str:
+        show = lambda v: ", ".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"  # noqa: E731
+        return f"mean {show(self.mean)}, std {show(self.std)}"
 
 
 DEFAULT_ORIGIN = "default: ToTensor's pixels / 255 (no Normalize(...) found)"
 
 
-def _literal_channel(node: ast.AST | None) -> float | None:
-    if node is None:
-        return None
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, SyntaxError, TypeError):
-        return None
+def channel_values(value) -> float | tuple[float, ...] | None:
+    """A Normalize argument's value: one float (every channel alike), a tuple (one per channel), else None."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, (tuple, list)) and value and all(isinstance(v, (int, float)) for v in value):
-        if len(set(value)) == 1:  # (0.5,) or (0.5, 0.5, 0.5): one grey channel
-            return float(value[0])
+    if isinstance(value, (tuple, list)) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return float(value[0]) if len(set(value)) == 1 else tuple(float(v) for v in value)
     return None
 
 
-def find_normalize(path: Path) -> list[tuple[int, float | None, float | None]]:
-    """Every `Normalize(mean, std)` call in a file: (line, mean, std), None where not a literal."""
+def _literal_channel(node: ast.AST | None):
+    if node is None:
+        return None
+    try:
+        return channel_values(ast.literal_eval(node))
+    except (ValueError, SyntaxError, TypeError):
+        return None
+
+
+def _calls(path: Path, names: set[str]):
+    """Every call of a function or class named in `names` (bare or as an attribute) in a file's source."""
     try:
         tree = ast.parse(path.read_bytes().decode("utf-8"), str(path))
     except (OSError, UnicodeDecodeError, SyntaxError):
-        return []
-    found = []
+        return
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        f = node.func
-        if not ((isinstance(f, ast.Name) and f.id == "Normalize") or (isinstance(f, ast.Attribute) and f.attr == "Normalize")):
-            continue
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+            if name in names:
+                yield name, node
+
+
+def find_normalize(path: Path) -> list[tuple[int, object, object]]:
+    """Every `Normalize(mean, std)` call in a file: (line, mean, std), None where not a literal."""
+    found = []
+    for _, node in _calls(path, {"Normalize"}):
         kw = {k.arg: k.value for k in node.keywords}
         mean = node.args[0] if len(node.args) > 0 else kw.get("mean")
         std = node.args[1] if len(node.args) > 1 else kw.get("std")
@@ -283,10 +301,15 @@ def find_normalize(path: Path) -> list[tuple[int, float | None, float | None]]:
     return found
 
 
-def user_normalization(class_source: ClassSource | None, mean: float | None, std: float | None) -> Normalization:
+def _positive(v) -> bool:
+    return all(x > 0 for x in v) if isinstance(v, tuple) else v > 0
+
+
+def user_normalization(class_source: ClassSource | None, mean=None, std=None) -> Normalization:
     """The normalization a user's model was trained with: flags first, else the script's Normalize(...)."""
     if mean is not None or std is not None:
-        return Normalization(float(mean or 0.0), float(std if std is not None else 1.0), "--mean/--std")
+        return Normalization(channel_values(mean) if mean is not None else 0.0,
+                             channel_values(std) if std is not None else 1.0, "--mean/--std")
     if class_source is None or class_source.file is None:
         return Normalization(0.0, 1.0, DEFAULT_ORIGIN)
     name = class_source.file.name
@@ -296,16 +319,75 @@ def user_normalization(class_source: ClassSource | None, mean: float | None, std
     unreadable = [line for line, m, s in calls if m is None or s is None]
     if unreadable:
         raise InvalidInputError(f"{name}:{unreadable[0]}: Normalize(...) with values mnistkit cannot read from the "
-                                "source (not literal numbers, or different per channel); pass --mean and --std")
-    distinct = sorted({(m, s) for _, m, s in calls})
+                                "source (not literal numbers); pass --mean and --std")
+    distinct = list(dict.fromkeys((m, s) for _, m, s in calls))
     if len(distinct) > 1:
-        listed = "; ".join(f"{name}:{line}: mean {m:g}, std {s:g}" for line, m, s in calls)
+        listed = "; ".join(f"{name}:{line}: {Normalization(m, s, '').text()}" for line, m, s in calls)
         raise InvalidInputError(f"{name} holds {len(distinct)} different Normalize(...) calls ({listed}); "
                                 "pass the one the model was trained with as --mean and --std")
     m, s = distinct[0]
-    if s <= 0:
-        raise InvalidInputError(f"{name}:{calls[0][0]}: Normalize std {s:g}; expected > 0")
+    if not _positive(s):
+        raise InvalidInputError(f"{name}:{calls[0][0]}: Normalize {Normalization(m, s, '').text()}: std must be > 0")
     return Normalization(m, s, f"{name}:{calls[0][0]}")
+
+
+@dataclass
+class ScriptTransforms:
+    """The geometric steps of a script's preprocessing that decide the model's input size and channels, in the
+    order they appear: ("pad", n) / ("resize", (h, w)) / ("crop", (h, w)) / ("gray", channels)."""
+
+    steps: list
+    origin: str  # "train.py:12" of the first step
+
+
+def _size(node, square: bool = True):
+    """A size argument: (h, w); an int as (n, n) where it means a square (CenterCrop), as is for Resize (its
+    shorter side)."""
+    try:
+        v = ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        return (v, v) if square else v
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v):
+        return int(v[0]), int(v[1])
+    return None
+
+
+def find_transforms(path: Path) -> ScriptTransforms | None:
+    """`transforms.Pad(p)`, `Resize(s)`, `CenterCrop(s)` and `Grayscale(n)` calls with literal arguments, in source
+    order (Pad with one int pads every side). None when the script has none. A call whose argument is not a literal
+    makes the whole reading None: a guess would be worse than asking for --input-shape."""
+    steps = []
+    first = None
+    for name, node in sorted(_calls(path, {"Pad", "Resize", "CenterCrop", "Grayscale"}),
+                             key=lambda c: (c[1].lineno, c[1].col_offset)):
+        kw = {k.arg: k.value for k in node.keywords}
+        arg = node.args[0] if node.args else kw.get({"Pad": "padding", "Grayscale": "num_output_channels"}.get(
+            name, "size"))
+        if name == "Grayscale":
+            try:
+                n = ast.literal_eval(arg) if arg is not None else 1
+            except (ValueError, SyntaxError, TypeError):
+                return None
+            if n not in (1, 3):
+                return None
+            steps.append(("gray", n))
+        elif name == "Pad":
+            try:
+                n = ast.literal_eval(arg)
+            except (ValueError, SyntaxError, TypeError):
+                return None
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                return None
+            steps.append(("pad", n))
+        else:
+            size = _size(arg, square=name != "Resize")
+            if size is None:
+                return None
+            steps.append(("resize" if name == "Resize" else "crop", size))
+        first = first or node.lineno
+    return ScriptTransforms(steps, f"{path.name}:{first}") if steps else None
 
 
 # torchvision's dataset classes -> mnistkit's dataset names

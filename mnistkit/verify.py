@@ -114,14 +114,14 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
            data_dir=None, limit: int | None = None, save_outputs=None, load_outputs=None,
            allow_fallback: bool = False, log: Callable[[str], None] | None = None,
            on_pair: Callable[[PairResult], None] | None = None, model_class: str | None = None,
-           mean: float | None = None, std: float | None = None, labels=None, model_args=None) -> VerifyReport:
+           mean=None, std=None, labels=None, model_args=None, input_shape=None) -> VerifyReport:
     """Compare every (artifact, backend, device) with PyTorch eager on CPU over the test split.
 
     `checkpoint`: a mnistkit checkpoint, a state_dict with `model_class` (and `mean`/`std`/`labels`
     when the script does not say), or an export folder, whose manifest names its source; with an
     export folder and no `artifacts`, the folder's artifacts are verified.
     """
-    from .data import load_split
+    from .imagesets import model_split
     from .source import data_for, reference_for
 
     log = log or (lambda m: None)
@@ -135,15 +135,19 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     if listed_in is not None and detect_kind(checkpoint) != "checkpoint":  # an artifact of an export folder
         log(f"{checkpoint} is listed in {listed_in / 'manifest.json'}: verifying it against the source recorded there")
         artifacts, checkpoint = [checkpoint, *artifacts], listed_in
-    src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log, model_args=model_args)
+    src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log, model_args=model_args,
+                                          input_shape=input_shape)
     if folder is not None and not artifacts:
         artifacts = [folder]
     targets, _ = expand(artifacts)  # bad paths fail before any data is loaded
-    dataset = dataset or src.meta.get("dataset") or "mnist"
+    from .imagesets import has_image_data
+
     data_dir = data_for(src, data_dir, log)
-    split = load_split(dataset, "test", data_dir, log=log)
-    n = len(split) if limit is None else min(limit, len(split))
-    images, labels_arr = split.images[:n], split.labels[:n]
+    dataset = dataset or src.meta.get("dataset") or ("images" if has_image_data(data_dir) else "mnist")
+    split = model_split("test", dataset if dataset != "images" else None, data_dir, src.meta, limit, log=log,
+                        download=True)
+    images, labels_arr = split.images, split.labels
+    n = len(images)
 
     with reference_backend(src) as ref_backend:
         reference = ref_backend.run_chunked(images, CHUNK)

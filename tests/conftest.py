@@ -80,7 +80,18 @@ def has_cuda() -> bool:
 
 
 # the results made beside the tests (Prefetch, below), in the order they are made
-PREFETCHED = ("tiny_export", "fashion_ckpt", "fashion_export", "tiny_cnn_ckpt", "tiny_cnn_export", "tutorial_export")
+PREFETCHED = ("tiny_export", "fashion_ckpt", "fashion_export", "tiny_cnn_ckpt", "tiny_cnn_export", "tutorial_export",
+              "lenet_export", "cifar_export", "resnet_export")
+# A user's model of another input shape: (weights, --model-class, more export arguments, formats). LeNet-5 and the
+# colour net take every format; resnet18 (45 MB of weights) the float formats that need no converter of their own:
+# its `--format all` takes 95 s alone here (every artifact passes; the closing note of issue 23 has the run), more
+# than the suite can give one fixture.
+SHAPES = {
+    "lenet": ("lenet.pth", "lenet.py:LeNet5", (), "all"),
+    "cifar": ("cifar.pth", "cifar.py:Net", ("--data-dir", "data"), "all"),
+    "resnet": ("resnet.pth", "resnet.py:make_resnet", ("--model-args", '{"num_classes": 10}'),
+               "onnx,onnx-app,torchscript,exported-program,openvino"),
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -290,6 +301,10 @@ def prefetch(request, tmp_path_factory):
     if "tutorial_export" in wanted and MNIST_SAMPLE_DIR.exists():
         folder = tmp_path_factory.mktemp("user")
         pre.job("tutorial_export", lambda: _tutorial_export(pre, folder))
+    for which in SHAPES:
+        if f"{which}_export" in wanted and MNIST_SAMPLE_DIR.exists():
+            folder = tmp_path_factory.mktemp(which)
+            pre.job(f"{which}_export", lambda which=which, folder=folder: _shapes_export(pre, which, folder))
     yield pre
     pre.close()
 
@@ -314,6 +329,36 @@ def _tutorial_export(pre: Prefetch, d: Path):
     r = pre.run([sys.executable, "-m", "mnistkit", "export", "cnn.pth", "--model-class", "tutorial.py:Net", "--format",
                  "all", "--json"], cwd=d, env={**os.environ, "TUTORIAL_SEED": "2"})
     return d, before, r
+
+
+def _shapes_export(pre: Prefetch, which: str, d: Path):
+    """A user's folder for a model of another input shape (tests/fixtures/shapes_make.py: script, data, weights,
+    png/), then `mnistkit export WEIGHTS --model-class ... --format FORMATS --json` there, as a real process:
+    (the folder, the export's CompletedProcess)."""
+    made = pre.run([sys.executable, str(FIXTURES / "shapes_make.py"), d, which, MNIST_SAMPLE_DIR])
+    assert made.returncode == 0, made.stderr
+    weights, model_class, more, formats = SHAPES[which]
+    r = pre.run([sys.executable, "-m", "mnistkit", "export", weights, "--model-class", model_class, *more,
+                 "--format", formats, "--json"], cwd=d)
+    return d, r
+
+
+@pytest.fixture(scope="session")
+def lenet_export(prefetch, mnist_sample_dir):
+    """(the LeNet-5 user's folder, the `--format all` export's process)."""
+    return prefetch.result("lenet_export")
+
+
+@pytest.fixture(scope="session")
+def cifar_export(prefetch, mnist_sample_dir):
+    """(the CIFAR-style net's user's folder, the `--format all` export's process)."""
+    return prefetch.result("cifar_export")
+
+
+@pytest.fixture(scope="session")
+def resnet_export(prefetch, mnist_sample_dir):
+    """(the resnet18 user's folder, the `--format all` export's process)."""
+    return prefetch.result("resnet_export")
 
 
 @pytest.fixture(scope="session")

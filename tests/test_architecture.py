@@ -75,8 +75,8 @@ def test_the_cycle_finder_finds_cycles():
 # imports only from its own layer or below; within a layer the graph is acyclic (test above).
 LAYERS = [
     ("foundation", {"_version", "errors", "capture", "console", "fileio", "environment", "tables", "onnx_compat",
-                    "pixels", "compare"}),
-    ("inputs", {"data", "preprocess", "safeload", "gate", "gate.*", "usercode", "model"}),
+                    "pixels", "steps", "compare"}),
+    ("inputs", {"data", "imagesets", "preprocess", "safeload", "gate", "gate.*", "usercode", "model"}),
     ("format table", {"formats", "formats.spec", "formats.kinds"}),
     ("artifacts", {"artifacts"}),
     ("runtimes", {"backends", "backends.*"}),  # every backend file: a new runtime needs no edit here

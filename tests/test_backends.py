@@ -221,16 +221,31 @@ def test_flat_784_input_model(tmp_path, tiny_ckpt):
         assert b.run(np.zeros((3, 28, 28), np.uint8)).shape == (3, 10)
 
 
-def test_model_whose_input_fits_neither_contract(tmp_path):
+def test_an_rgb_model_from_elsewhere_takes_colour_pixels_and_other_inputs_fit_no_contract(tmp_path):
+    """Float [N,3,H,W] is the float contract at another shape: colour pixels arrive as [N,H,W,3] (images' own
+    layout) and are normalized per the file's metadata (none: pixels / 255). Four channels fit neither."""
     class Rgb(torch.nn.Module):
         def forward(self, x):
-            return x.mean(dim=(2, 3))
+            return torch.stack([x[:, c].mean(dim=(1, 2)) for c in range(x.shape[1])], dim=1)
 
-    path = tmp_path / "rgb.onnx"
-    torch.onnx.export(Rgb().eval(), (torch.zeros(2, 3, 32, 32),), str(path), dynamo=True, external_data=False, verbose=False)
+    def export(channels):
+        path = tmp_path / f"c{channels}.onnx"
+        torch.onnx.export(Rgb().eval(), (torch.zeros(2, channels, 32, 32),), str(path), dynamo=True,
+                          external_data=False, verbose=False)
+        return path
+
+    rgb, four = export(3), export(4)
+    pixels = np.zeros((2, 32, 32, 3), np.uint8)
+    pixels[..., 1] = 255  # green
     for backend in ("onnxruntime", "onnx-reference"):
-        with pytest.raises(ArtifactError, match=r"float32 \[2,3,32,32\], which fits neither contract"):
-            create_backend(path, backend).load()
+        with create_backend(rgb, backend) as b:
+            assert str(b.info.geometry) == "3x32x32"
+            np.testing.assert_allclose(b.run(pixels), [[0, 1, 0], [0, 1, 0]], atol=1e-6)
+            with pytest.raises(InvalidInputError, match=r"expected uint8 pixels \[N,32,32,3\] or normalized float32 "
+                                                        r"\[N,3,32,32\]"):
+                b.run(np.zeros((2, 28, 28), np.uint8))
+        with pytest.raises(ArtifactError, match=r"float32 \[N,4,32,32\], which fits neither contract"):
+            create_backend(four, backend).load()
 
 
 @pytest.mark.parametrize("artifact", ["model.onnx", "model.ts", "model.pt2", "model.tflite", "model.xml"])

@@ -96,7 +96,7 @@ def test_rows_come_from_the_harness_samples_and_wrong_answers_fail_parity(tiny_e
 
 def _images(folder):
     from mnistkit.bench import PARITY_IMAGES
-    from mnistkit.data import validation_images
+    from mnistkit.imagesets import validation_images
     from mnistkit.source import reference_for
 
     src, _, _ = reference_for(folder)

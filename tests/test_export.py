@@ -197,7 +197,8 @@ def test_shape_mismatch_names_the_tensor(tmp_path):
 def test_module_with_wrong_output_contract(tmp_path):
     from fixtures.tutorial_net import WrongOutput
 
-    with pytest.raises(InvalidInputError, match=r"maps \[N,1,28,28\] to \[1, 2, 10\]; expected \[N,C\] logits"):
+    with pytest.raises(InvalidInputError, match=r"maps \[N,1,28,28\] to \[1, 2, 10\]; expected \[N,C\] logits"), \
+            pytest.warns(AssumptionWarning, match="pixels / 255"):
         mnistkit.export(WrongOutput(), out_dir=tmp_path)
 
 

@@ -3,10 +3,11 @@
     with create_backend("model.onnx", device="cpu") as b:   # construction is cheap
         logits = b.run(batch)                               # load() happened in __enter__
 
-`run(batch)` accepts the two forms data comes in and returns a fresh float32 [N, C] numpy array:
+`run(batch)` accepts the two forms data comes in and returns a fresh float32 [N, C] numpy array, for the
+images the artifact records (`info.geometry`, C x H x W; MNIST's 1 x 28 x 28 by default):
 
-- uint8 pixels [N,28,28] (0-255, the dataset's polarity): how images and datasets arrive;
-- normalized float32 [N,1,28,28]: what the float model takes.
+- uint8 pixels [N,H,W] (gray) or [N,H,W,C] (colour), 0-255, the dataset's polarity: how images and datasets arrive;
+- normalized float32 [N,C,H,W]: what the float model takes.
 
 Each backend converts to its artifact's native form with the artifact's own metadata (mean/std),
 so the app-ready uint8 ONNX and the float artifacts are both first-class. Conversions are the same
@@ -26,8 +27,6 @@ from ..pixels import FLOAT_FORM, UINT8_FORM, float_to_pixels, pixels_to_float
 
 _F32 = np.dtype(np.float32)
 _U8 = np.dtype(np.uint8)
-_FLOAT_TAIL = (1, 28, 28)
-_PIXEL_TAIL = (28, 28)
 
 
 def all_finite(x: np.ndarray) -> bool:
@@ -50,7 +49,6 @@ def describe_array(x) -> str:
     return type(x).__name__
 
 
-EXPECTED = "uint8 pixels [N,28,28] or normalized float32 [N,1,28,28]"
 NONFINITE = "input holds NaN or infinite values; expected finite normalized floats"
 
 
@@ -108,7 +106,8 @@ class Backend:
     def _first_batch(self) -> None:
         """One batch of zeros in the artifact's native form; its failures other than memory are the first real
         call's to report (a model may reject zeros, or a size its contract allows)."""
-        shape = (self.info.fixed_batch or 1, *(_FLOAT_TAIL if self._native == FLOAT_FORM else _PIXEL_TAIL))
+        g = self.info.geometry
+        shape = (self.info.fixed_batch or 1, *(g.float_tail if self._native == FLOAT_FORM else g.pixel_tail))
         try:
             self._infer(np.zeros(shape, _F32 if self._native == FLOAT_FORM else _U8))
         except Exception as exc:
@@ -141,9 +140,11 @@ class Backend:
     def to_native(self, batch) -> np.ndarray:
         """Validate a batch and convert it to the artifact's native input form."""
         if type(batch) is not np.ndarray:
-            raise InvalidInputError(f"input is a {describe_array(batch)}; expected a numpy array, {EXPECTED}")
+            raise InvalidInputError(f"input is a {describe_array(batch)}; expected a numpy array, "
+                                    f"{self.info.geometry.forms()}")
         dtype, shape = batch.dtype, batch.shape
-        if dtype == _F32 and shape[1:] == _FLOAT_TAIL and len(shape) == 4:
+        g = self.info.geometry
+        if dtype == _F32 and shape[1:] == g.float_tail and len(shape) == 4:
             if shape[0] == 0:
                 raise InvalidInputError("input is an empty batch (N=0); expected N >= 1")
             if not all_finite(batch):
@@ -151,18 +152,18 @@ class Backend:
             if self._native == FLOAT_FORM:
                 return batch if batch.flags.c_contiguous else np.ascontiguousarray(batch)
             return float_to_pixels(batch, self._mean, self._std)
-        if dtype == _U8 and shape[1:] == _PIXEL_TAIL and len(shape) == 3:
+        if dtype == _U8 and shape[1:] == g.pixel_tail and len(shape) == 1 + len(g.pixel_tail):
             if shape[0] == 0:
                 raise InvalidInputError("input is an empty batch (N=0); expected N >= 1")
             if self._native == UINT8_FORM:
                 return batch if batch.flags.c_contiguous else np.ascontiguousarray(batch)
             return pixels_to_float(batch, self._mean, self._std)
         hint = ""
-        if shape == (28, 28) or shape == (1, 28, 28) and dtype != _U8:
+        if shape == g.pixel_tail or shape == g.float_tail and dtype != _U8:
             hint = " (a single image needs a batch axis: x[None])"
         elif dtype.kind == "f" and dtype != _F32:
             hint = " (convert with .astype(np.float32))"
-        raise InvalidInputError(f"input is {describe_array(batch)}; expected {EXPECTED}{hint}")
+        raise InvalidInputError(f"input is {describe_array(batch)}; expected {g.forms()}{hint}")
 
     # ---- subclass hooks
     def _load(self) -> ModelInfo:
@@ -193,7 +194,9 @@ class Backend:
         self._direct = call  # what unchecked() hands out: the same call, without the checks
         ndarray, dot_ok, isfinite = np.ndarray, math.isfinite, np.isfinite
         is_float = self._native == FLOAT_FORM
-        dtype, ndim, tail = (_F32, 4, _FLOAT_TAIL) if is_float else (_U8, 3, _PIXEL_TAIL)
+        g = self.info.geometry
+        dtype, tail = (_F32, g.float_tail) if is_float else (_U8, g.pixel_tail)
+        ndim = 1 + len(tail)
         general = Backend.run.__get__(self)
 
         def run(batch):
@@ -213,7 +216,7 @@ class Backend:
 
     def unchecked(self):
         """`run` without its input checks, for a caller whose batches are already in the artifact's native form
-        (`info.input_form`: float32 [N,1,28,28] normalized, or uint8 [N,28,28] pixels), C-contiguous and finite
+        (`info.input_form`: float32 [N,C,H,W] normalized, or uint8 [N,H,W(,C)] pixels), C-contiguous and finite
         — e.g. a serving loop that validated them once upstream. Nothing is checked: a wrong dtype or shape
         reaches the runtime (its own error, as one ArtifactError line, at best), and NaN gives NaN or garbage.
 

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, info_from_metadata
+from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, exact_contract, info_from_metadata
 from ..errors import ArtifactError, first_line
 from .base import Backend
 
@@ -181,10 +181,8 @@ class ExecuTorchBackend(Backend):
         program = load_program(self.path)
         info = info_from_metadata(self.path, "executorch", read_metadata(self.path, program))
         self._method, sizes = _forward(program, self.path)
-        tail = sizes[1:]
-        if tail != ([28, 28] if info.input_form == "uint8" else [1, 28, 28]):
-            raise ArtifactError(f"{self.path}: input [N,{','.join(map(str, tail))}] fits neither contract "
-                                "(float32 [N,1,28,28] normalized, or uint8 [N,28,28] pixels)")
+        info.input_form, info.geometry = exact_contract(self.path, "input", "uint8" if info.input_form == "uint8" else
+                                                        "float32", list(sizes), info.geometry if info.described else None)
         self._max = max(1, int(sizes[0]))  # the planned input's batch capacity
         self._fixed_program = _is_fixed(self._method, sizes, torch.uint8 if info.input_form == "uint8" else torch.float32)
         info.fixed_batch = self._max if self._fixed_program else None

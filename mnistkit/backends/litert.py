@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, info_from_metadata
+from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, exact_contract, info_from_metadata
 from ..errors import ArtifactError, first_line
 from ..pixels import FLOAT_FORM, UINT8_FORM
 from .base import Backend
@@ -174,14 +174,14 @@ class LiteRTBackend(Backend):
         signature = [int(d) for d in inp.get("shape_signature", inp["shape"])]
         described = meta if meta and (meta.get("labels") or meta.get("normalization")) else None
         info = info_from_metadata(self.path, "litert", described)
-        tail = shape[1:]
-        if dtype == np.uint8 and tail == [28, 28] and not inp["quantization"][0]:
-            info.input_form = UINT8_FORM
-        elif tail == [1, 28, 28] and (dtype == np.float32 or (dtype in _QUANTIZED and inp["quantization"][0])):
-            info.input_form = FLOAT_FORM
+        if dtype == np.uint8 and not inp["quantization"][0]:
+            seen = "uint8"
+        elif dtype == np.float32 or (dtype in _QUANTIZED and inp["quantization"][0]):
+            seen = "float32"  # a quantized input takes floats through its scale and zero point
         else:
-            raise ArtifactError(f"{self.path}: input is {dtype} [N,{','.join(map(str, tail))}], which fits neither "
-                                "contract (float32 [N,1,28,28] normalized, or uint8 [N,28,28] pixels)")
+            seen = str(dtype)
+        info.input_form, info.geometry = exact_contract(self.path, inp["name"], seen, shape,
+                                                        info.geometry if info.described else None)
         info.input_name, info.output_name = inp["name"], "logits"
         self._fixed = shape[0] if signature[0] != -1 else None
         info.fixed_batch = self._fixed
@@ -266,7 +266,8 @@ class LiteRTBackend(Backend):
         return spare
 
     def _shape_tail(self) -> list[int]:
-        return [28, 28] if self._native == UINT8_FORM else [1, 28, 28]
+        g = self.info.geometry
+        return list(g.pixel_tail if self._native == UINT8_FORM else g.float_tail)
 
     def _close(self) -> None:
         self._runners.clear()

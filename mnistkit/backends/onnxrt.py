@@ -14,7 +14,7 @@ import numpy as np
 from ..artifacts import ModelInfo, check_model, from_onnx_props, onnx_io_info, pick_output
 from ..capture import captured_output
 from ..errors import ArtifactError, BackendUnavailableError, InvalidInputError, first_line
-from .base import _FLOAT_TAIL, _PIXEL_TAIL, Backend
+from .base import Backend
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
 
@@ -196,8 +196,9 @@ class OnnxRuntimeBackend(Backend):
 
         same = _BINDING_CHECKED.get(ort.__version__)
         if same is None:
-            # the contract's shape: the graph's own dims may be symbolic (-1) where the contract has 28
-            probe = np.zeros((1, *(_PIXEL_TAIL if self._native == "uint8" else _FLOAT_TAIL)),
+            # the contract's shape: the graph's own dims may be symbolic (-1) where the contract has H and W
+            g = self.info.geometry
+            probe = np.zeros((1, *(g.pixel_tail if self._native == "uint8" else g.float_tail)),
                              np.uint8 if self._native == "uint8" else np.float32)
             try:
                 expected = public(self._outs, {self._in: probe})[0]

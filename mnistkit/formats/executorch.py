@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ExportError, first_line
-from .spec import EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entries
+from .spec import EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entries, normalization_of, source_geometry
 
 MAX_BATCH = 1024  # the dynamic batch range exported; the program's buffers are planned for it
 
@@ -44,12 +44,13 @@ def _failed(fmt: FormatSpec, what: str, exc: Exception, cap) -> ExportError:
                        + (f" [{tail[:160]}]" if tail else ""))
 
 
-def _export(module):
-    """torch.export with the dynamic batch range this format promises."""
+def _export(module, geometry):
+    """torch.export with the dynamic batch range this format promises, at the model's C x H x W."""
     import torch
 
     batch = torch.export.Dim("N", min=1, max=MAX_BATCH)
-    return torch.export.export(module, (torch.zeros(EXAMPLE_BATCH, 1, 28, 28),), dynamic_shapes=({0: batch},))
+    return torch.export.export(module, (torch.zeros(EXAMPLE_BATCH, *geometry.float_tail),),
+                               dynamic_shapes=({0: batch},))
 
 
 def _lower(fmt: FormatSpec, program, meta: dict | None, room: int = 0) -> bytes:
@@ -92,7 +93,7 @@ def write_executorch(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict
     with captured_output() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            tmp.write_bytes(_lower(fmt, _export(src.module), meta))
+            tmp.write_bytes(_lower(fmt, _export(src.module, source_geometry(src)), meta))
         except Exception as exc:
             raise _failed(fmt, "lowering to ExecuTorch", exc, cap) from None
     inputs, outputs = io_entries(meta)
@@ -125,8 +126,7 @@ def write_executorch_int8(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) ->
     meta = common_meta(src, fmt)
     _imports(fmt)
     calib = calibration(src, fmt, ctx)
-    norm = meta["normalization"]
-    mean, std = float(norm["mean"][0]), float(norm["std"][0])
+    mean, std = normalization_of(meta)
     with captured_output() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -139,12 +139,12 @@ def write_executorch_int8(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) ->
                               "pip install 'mnistkit[edge]'") from None
         try:
             quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-            prepared = prepare_pt2e(_export(src.module).module(), quantizer)
+            prepared = prepare_pt2e(_export(src.module, source_geometry(src)).module(), quantizer)
             images = torch.from_numpy(pixels_to_float(calib.images, mean, std))
             with torch.no_grad():
                 for i in range(0, len(images), 64):
                     prepared(images[i:i + 64])
-            program = _export(convert_pt2e(prepared))
+            program = _export(convert_pt2e(prepared), source_geometry(src))
             info = {"tool": "PT2E (torchao) + XNNPACKQuantizer", "scheme": "static int8, per-channel symmetric weights",
                     "calibration": calib.describe()}
             meta["quantization"] = info

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, first_line
-from .spec import FormatSpec, WriteContext, common_meta, io_entries
+from .spec import FormatSpec, WriteContext, common_meta, io_entries, normalization_of
 
 BATCHES = (5, 7)  # the two batch sizes converted; they must differ and appear nowhere else in the graph
 METADATA_NAME = "mnistkit"  # the flatbuffer metadata entry holding mnistkit's JSON
@@ -57,14 +57,12 @@ def _need(fmt: FormatSpec, package: str, extra: str = "edge"):
                           f"pip install 'mnistkit[{extra}]'") from None
 
 
-def _convert(fmt: FormatSpec, module, batch: int) -> bytes:
-    """`module` converted at one batch size (the app contract's uint8 [N,28,28] for app formats)."""
-    import torch
-
+def _convert(fmt: FormatSpec, module, example) -> bytes:
+    """`module` converted at one example input (its batch size and form: the app contract's uint8 pixels for app
+    formats)."""
     from ..capture import captured_output
 
     litert_torch = _need(fmt, "litert_torch")
-    example = torch.zeros(batch, 28, 28, dtype=torch.uint8) if fmt.app else torch.zeros(batch, 1, 28, 28)
     with captured_output() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -164,12 +162,11 @@ def write_litert(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
     """The float model (or, for the app format, the model behind the app contract: uint8 pixels in, the
     normalization inside, logits and probabilities out) as a .tflite with a dynamic batch (see the module's
     notes) and mnistkit's metadata."""
-    from .onnx import app_model
+    from .onnx import app_module, example_input
 
     meta = common_meta(src, fmt)
-    norm = meta["normalization"]
-    module = app_model(src.module, norm["mean"][0], norm["std"][0]) if fmt.app else src.module
-    model = batch_free(fmt, *(_convert(fmt, module, n) for n in BATCHES))
+    module = app_module(src, meta) if fmt.app else src.module
+    model = batch_free(fmt, *(_convert(fmt, module, example_input(src, fmt, n)) for n in BATCHES))
     tmp.write_bytes(with_metadata(model, meta))
     inputs, outputs = io_entries(meta)
     return {"inputs": inputs, "outputs": outputs, "converter": "litert-torch", "delegate": "XNNPACK"}
@@ -216,8 +213,7 @@ def write_litert_int8(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dic
     _need(fmt, "ai_edge_quantizer")
     float_bytes = base_file(src, fmt, ctx).read_bytes()
     meta = common_meta(src, fmt)
-    norm = meta["normalization"]
-    mean, std = float(norm["mean"][0]), float(norm["std"][0])
+    mean, std = normalization_of(meta)
     calib = calibration(src, fmt, ctx)
     floats = pixels_to_float(calib.images, mean, std)
     name = signature_input(float_bytes)

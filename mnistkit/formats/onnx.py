@@ -15,7 +15,8 @@ from .._version import __version__
 from ..errors import ExportError, first_line
 from . import OPSET_RANGE
 from .derived import base_file
-from .spec import EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entries, to_onnx_props
+from .spec import (EXAMPLE_BATCH, FormatSpec, WriteContext, common_meta, io_entries, normalization_of, source_geometry,
+                   to_onnx_props)
 
 def _set_metadata(model, meta: dict) -> None:
     del model.metadata_props[:]
@@ -24,13 +25,15 @@ def _set_metadata(model, meta: dict) -> None:
         entry.key, entry.value = k, v
 
 
-def app_model(module, mean: float, std: float):
-    """`module` behind the app contract: uint8 pixels [N,28,28] -> (logits, probabilities)."""
+def app_model(module, mean, std, channels: int = 1):
+    """`module` behind the app contract: uint8 pixels [N,H,W] (gray) or [N,H,W,C] (colour) -> (logits,
+    probabilities). `mean`/`std`: one value, or one per channel."""
     import torch
 
     from ..pixels import scale_shift
 
     scale, shift = scale_shift(mean, std)
+    colour = channels != 1
 
     class AppModel(torch.nn.Module):
         def __init__(self):
@@ -40,11 +43,27 @@ def app_model(module, mean: float, std: float):
             self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32))
 
         def forward(self, pixels):
-            x = pixels.to(torch.float32).unsqueeze(1) * self.scale + self.shift
+            x = pixels.to(torch.float32) * self.scale + self.shift  # per channel: the last axis of [N,H,W,C]
+            x = x.permute(0, 3, 1, 2) if colour else x.unsqueeze(1)
             logits = self.model(x)
             return logits, torch.softmax(logits, dim=1)
 
     return AppModel().eval()
+
+
+def app_module(src, meta: dict):
+    """The source's module behind the app contract, with the normalization its metadata records."""
+    return app_model(src.module, *normalization_of(meta), source_geometry(src).channels)
+
+
+def example_input(src, fmt: FormatSpec, batch: int = EXAMPLE_BATCH):
+    """Zeros in the format's input form: uint8 pixels for app formats, normalized float32 otherwise."""
+    import torch
+
+    g = source_geometry(src)
+    if fmt.app:
+        return torch.zeros(batch, *g.pixel_tail, dtype=torch.uint8)
+    return torch.zeros(batch, *g.float_tail)
 
 
 def calibration(src, fmt: FormatSpec, ctx: WriteContext):
@@ -52,17 +71,19 @@ def calibration(src, fmt: FormatSpec, ctx: WriteContext):
     if "calibration" not in ctx.shared:
         from ..data import DATASETS
         from ..errors import DataError
+        from ..imagesets import has_image_data
         from ..quantize import calibration_data
 
         dataset = src.meta.get("dataset")
-        if dataset not in DATASETS:
+        if dataset not in DATASETS and not has_image_data(ctx.data_dir):
             raise ExportError(f"{fmt.name} needs calibration images from the model's training split: "
-                              "the model names no dataset (pass --dataset and --data-dir)")
+                              "the model names no dataset (pass --dataset and --data-dir, or --data-dir with an "
+                              "image folder or .npy arrays)")
         try:
-            ctx.shared["calibration"] = calibration_data(dataset, ctx.data_dir)
+            ctx.shared["calibration"] = calibration_data(dataset, ctx.data_dir, meta=src.meta)
         except DataError as exc:
-            raise ExportError(f"{fmt.name} needs calibration images from the {dataset} training split: "
-                              f"{exc}") from None
+            raise ExportError(f"{fmt.name} needs calibration images from the "
+                              f"{dataset + ' ' if dataset else ''}training split: {exc}") from None
     return ctx.shared["calibration"]
 
 
@@ -74,13 +95,8 @@ def write_float(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
     from ..capture import captured_output
 
     meta = common_meta(src, fmt)
-    if fmt.app:
-        norm = meta["normalization"]
-        module = app_model(src.module, norm["mean"][0], norm["std"][0])
-        example = torch.zeros(EXAMPLE_BATCH, 28, 28, dtype=torch.uint8)
-    else:
-        module = src.module
-        example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
+    module = app_module(src, meta) if fmt.app else src.module
+    example = example_input(src, fmt)
     batch = torch.export.Dim("N", min=1, max=1 << 20)  # the contract names the batch axis N
     with captured_output() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,9 +170,8 @@ def write_int8_static(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dic
     from .. import quantize
 
     def transform(base_path, out, meta):
-        norm = meta["normalization"]
         return quantize.quantize_static_qdq(base_path, out, calibration(src, fmt, ctx), meta["input"]["name"],
-                                            fmt.input_form, norm["mean"][0], norm["std"][0])
+                                            fmt.input_form, *normalization_of(meta))
 
     return _derived(src, fmt, tmp, ctx, transform)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._version import __version__
 from ..compare import Tolerance
-from ..pixels import FLOAT_FORM, UINT8_FORM
+from ..pixels import DIGITS, FLOAT_FORM, UINT8_FORM, Geometry
 
 METADATA_FILE = "mnistkit.json"  # the metadata member inside TorchScript / .pt2 archives (extra/)
 DEFAULT_ACCURACY_BUDGET = 0.003  # --max-accuracy-drop: 0.3 points of accuracy
@@ -116,8 +116,28 @@ class WriteContext:
 
 
 
+def source_geometry(src) -> Geometry:
+    """The images a source's model takes (its metadata's float input record; MNIST's when it has none)."""
+    shape = (src.meta.get("input") or {}).get("shape")
+    return Geometry(*shape[1:]) if shape else DIGITS
+
+
+def normalization_of(meta: dict):
+    """(mean, std) of an artifact's metadata: floats, or tuples with one value per channel."""
+    one = lambda v: float(v[0]) if len(set(v)) == 1 else tuple(float(x) for x in v)  # noqa: E731
+    norm = meta["normalization"]
+    return one(norm["mean"]), one(norm["std"])
+
+
+def app_input(geometry: Geometry) -> dict:
+    """The app-ready input record: uint8 pixels [N,H,W] (gray) or [N,H,W,C] (colour, images' own layout)."""
+    return {"name": "pixels", "dtype": "uint8", "shape": ["N", *geometry.pixel_tail],
+            "layout": "NHW" if geometry.channels == 1 else "NHWC", "range": [0, 255]}
+
+
 def common_meta(src, fmt: FormatSpec) -> dict:
     """The metadata every artifact of `src` (a source.Source) records about itself."""
+    geometry = source_geometry(src)
     return {
         "mnistkit_version": __version__,
         "format": fmt.name,
@@ -126,12 +146,10 @@ def common_meta(src, fmt: FormatSpec) -> dict:
         "normalization": src.meta["normalization"],
         "normalization_source": src.meta.get("normalization_source"),
         "preprocess": src.meta["preprocess"],
-        "input": (
-            {"name": "pixels", "dtype": "uint8", "shape": ["N", 28, 28], "layout": "NHW", "range": [0, 255]}
-            if fmt.app else
-            {"name": "input", "dtype": "float32", "shape": ["N", 1, 28, 28], "layout": "NCHW",
-             "normalized": "(pixels / 255 - mean) / std"}
-        ),
+        "input": app_input(geometry) if fmt.app else {
+            "name": "input", "dtype": "float32", "shape": ["N", *geometry.float_tail], "layout": "NCHW",
+            "normalized": "(pixels / 255 - mean) / std"},
+        "transforms": src.meta.get("transforms"),
         "outputs": ["logits", "probabilities"] if fmt.app else ["logits"],
         "source_sha256": src.description.get("sha256"),
         "source": src.description,

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ExportError, first_line
-from .spec import EXAMPLE_BATCH, METADATA_FILE, FormatSpec, WriteContext, common_meta, io_entries
+from .spec import EXAMPLE_BATCH, METADATA_FILE, FormatSpec, WriteContext, common_meta, io_entries, source_geometry
 
 def _write_archive(src, fmt: FormatSpec, what: str, save) -> dict:
     """Run `save(example, metadata_json)`; one ExportError line on failure."""
@@ -23,7 +23,7 @@ def _write_archive(src, fmt: FormatSpec, what: str, save) -> dict:
         warnings.simplefilter("ignore")
         try:
             with torch.no_grad():
-                save(torch.zeros(EXAMPLE_BATCH, 1, 28, 28), json.dumps(meta))
+                save(torch.zeros(EXAMPLE_BATCH, *source_geometry(src).float_tail), json.dumps(meta))
         except Exception as exc:
             raise ExportError(f"{fmt.name}: {what} failed: {exc.__class__.__name__}: {first_line(exc, 200)}") from None
     inputs, outputs = io_entries(meta)

@@ -1,0 +1,258 @@
+"""Small vision models of other input shapes (issue 23): C x H x W found from the user's script or --input-shape,
+recorded in every artifact, followed by export, verify and predict; images prepared by the recorded transforms.
+
+The three users (tests/fixtures/shapes_scripts.py, made by shapes_make.py beside the tests): LeNet-5 on MNIST padded
+to 32x32, a CIFAR-style 3x32x32 net on an ImageFolder of colour digits, torchvision's resnet18 with a 1-channel
+stem built by a factory function with --model-args. Each is trained on the real MNIST sample and exported (every
+format for LeNet-5 and the colour net; conftest.SHAPES says why resnet18 takes the float formats), and every
+artifact must give the user's model's answers on the user's own preprocessing
+(torchvision's transforms from the user's script, run here, outside mnistkit)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SHAPES, cli_in_process, cli_run
+from mnistkit.errors import ArtifactError, DataError
+from mnistkit.formats import FORMATS, parse_formats
+from mnistkit.steps import apply_steps
+from mnistkit.pixels import Geometry
+
+pytestmark = pytest.mark.realdata
+
+
+def _users_model(folder: Path, which: str):
+    """(the user's module, the user's model with its trained weights) — what the user has, not what mnistkit built."""
+    weights, model_class, _, _ = SHAPES[which]
+    script, name = model_class.split(":")
+    spec = importlib.util.spec_from_file_location(f"users_{which}", folder / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = getattr(module, name)(**({"num_classes": 10} if which == "resnet" else {}))
+    model.load_state_dict(torch.load(folder / weights, weights_only=True))
+    return module, model.eval()
+
+
+def _users_answers(folder: Path, which: str) -> tuple[list[Path], np.ndarray]:
+    """The PNG files and the user's model's logits on them through the user's own transforms (as an ImageFolder
+    or torchvision dataset loads them: RGB for the colour net, gray "L" for the MNIST ones)."""
+    module, model = _users_model(folder, which)
+    pngs = sorted((folder / "png").glob("*.png"))
+    with torch.no_grad():
+        batch = torch.stack([module.transform(Image.open(p).convert("RGB" if which == "cifar" else "L")) for p in pngs])
+        return pngs, model(batch).numpy()
+
+
+def test_every_format_of_lenet5_on_padded_digits_is_the_users_model(lenet_export):
+    _every_format_is_the_users_model(*lenet_export, "lenet", [1, 32, 32])
+
+
+def test_every_format_of_a_colour_net_is_the_users_model(cifar_export):
+    _every_format_is_the_users_model(*cifar_export, "cifar", [3, 32, 32])
+
+
+def test_every_format_of_resnet18_by_factory_is_the_users_model(resnet_export):
+    _every_format_is_the_users_model(*resnet_export, "resnet", [1, 28, 28])
+
+
+def _every_format_is_the_users_model(folder: Path, export, which: str, shape: list[int]) -> None:
+    assert export.returncode == 0, export.stderr[-3000:]
+    result = json.loads(export.stdout)
+    out = folder / "models" / SHAPES[which][0].removesuffix(".pth")
+    assert {a["format"] for a in result["artifacts"]} == set(parse_formats(SHAPES[which][3])) and result["passed"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["input_shape"] == shape
+    # every artifact records the input it takes: floats [N,C,H,W], app pixels [N,H,W] or [N,H,W,C]
+    for a in result["artifacts"]:
+        info = json.loads(cli_in_process("inspect", out / a["file"], "--json", cwd=folder).stdout)
+        tail = shape[1:] + ([3] if shape[0] == 3 else []) if FORMATS[a["format"]].app else shape
+        assert info["input"]["shape"][1:] == tail, (a["file"], info["input"])
+
+    pngs, users = _users_answers(folder, which)
+    from mnistkit.predict import predict
+
+    for a in result["artifacts"]:
+        got = predict(out / a["file"], pngs, top_k=1)["predictions"]
+        labels = [p["label"] for p in got]
+        expected = [manifest["labels"][i] for i in users.argmax(1)]
+        agree = np.mean([x == y for x, y in zip(labels, expected)])
+        assert agree >= (0.9 if "int8" in a["format"] else 1.0), (a["file"], labels, expected)
+        if "int8" not in a["format"] and "fp16" not in a["format"]:  # float formats: the same probabilities
+            probs = np.array([[p["probabilities"][lab] for lab in manifest["labels"]] for p in got])
+            e = np.exp(users - users.max(1, keepdims=True))
+            np.testing.assert_allclose(probs, e / e.sum(1, keepdims=True), atol=1e-4, err_msg=a["file"])
+
+
+def test_verify_follows_the_recorded_shape_and_data(lenet_export, cifar_export):
+    for which, (folder, export) in (("lenet", lenet_export), ("cifar", cifar_export)):
+        _verify(folder, export, which)
+
+
+def _verify(folder: Path, export, which: str) -> None:
+    assert export.returncode == 0, export.stderr[-3000:]
+    out = folder / "models" / SHAPES[which][0].removesuffix(".pth")
+    r = cli_in_process("verify", out, "--limit", "200", "--json", cwd=folder)
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["passed"], r.stderr
+    assert report["images"] == 200 and len(report["pairs"]) >= 20
+    assert report["reference"]["accuracy"] > 0.7  # the real test digits, prepared as the user's script does
+
+
+def test_what_is_found_and_what_is_assumed_is_said(lenet_export, cifar_export):
+    from mnistkit import AssumptionWarning
+    from mnistkit.source import load_source
+
+    said = []
+    folder = lenet_export[0]
+    load_source(folder / "lenet.pth", f"{folder / 'lenet.py'}:LeNet5", log=said.append)
+    assert "input: 1x32x32 (from the transforms at lenet.py:7)" in said
+    said.clear()
+    folder = cifar_export[0]
+    with pytest.warns(AssumptionWarning, match="input: 3x32x32 assumed"):
+        load_source(folder / "cifar.pth", f"{folder / 'cifar.py'}:Net", data_dir=folder / "data", log=said.append)
+    assert "input: 3x32x32 assumed (the first of 1x28x28, 1x32x32, 3x32x32, 3x28x28 the model accepts); pass " \
+           "--input-shape C,H,W if it was trained on another size" in said
+    assert f"labels: the class folders of {folder / 'data'} (eight, five, four, nine, ...)" in said
+
+
+def test_the_colour_nets_labels_are_its_class_folders(cifar_export):
+    folder, export = cifar_export
+    assert export.returncode == 0, export.stderr[-3000:]
+    manifest = json.loads((folder / "models" / "cifar" / "manifest.json").read_text())
+    assert manifest["source"]["input_shape_origin"] == "probed"  # the script does not say: the first it accepts
+    assert manifest["labels"] == sorted(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    assert manifest["normalization"] == {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]}
+
+
+def test_the_lenet_transforms_are_read_from_the_script(lenet_export):
+    folder, export = lenet_export
+    assert export.returncode == 0, export.stderr[-3000:]
+    manifest = json.loads((folder / "models" / "lenet" / "manifest.json").read_text())
+    assert manifest["source"]["input_shape_origin"] == "lenet.py:7"
+    meta = json.loads(cli_in_process("inspect", folder / "models" / "lenet" / "model.onnx", "--json",
+                                     cwd=folder).stdout)
+    assert meta["metadata"]["transforms"] == [["pad", 2]]
+
+
+# ---- the steps, as torchvision does them
+
+
+@pytest.mark.parametrize("steps, geometry", [
+    ([("pad", 2)], Geometry(1, 32, 32)),
+    ([("resize", 32)], Geometry(1, 32, 32)),
+    ([("resize", (20, 24)), ("crop", (16, 16))], Geometry(1, 16, 16)),
+    ([("crop", 32)], Geometry(1, 32, 32)),  # larger than the image: padded, as CenterCrop pads
+    ([("gray", 3), ("pad", 1)], Geometry(3, 30, 30)),
+])
+def test_steps_are_torchvisions_transforms(steps, geometry):
+    from torchvision import transforms as T
+
+    names = {"pad": T.Pad, "resize": T.Resize, "crop": T.CenterCrop, "gray": lambda n: T.Grayscale(n)}
+    pipeline = T.Compose([names[k](v) for k, v in steps])
+    rng = np.random.default_rng(0)
+    for image in (rng.integers(0, 256, (28, 28), dtype=np.uint8), rng.integers(0, 256, (27, 31), dtype=np.uint8)):
+        theirs = np.asarray(pipeline(Image.fromarray(image)))
+        if steps[0][0] == "resize" and isinstance(steps[0][1], int) and image.shape != (28, 28):
+            with pytest.raises(DataError, match="the model takes 32x32"):  # Resize(32) keeps the aspect ratio
+                apply_steps(image[None], steps, geometry)
+            assert theirs.shape[:2] != (32, 32)
+            continue
+        if theirs.shape[:2] != (geometry.height, geometry.width):
+            continue
+        np.testing.assert_array_equal(apply_steps(image[None], steps, geometry)[0], theirs)
+
+
+def test_colour_images_to_a_gray_model_are_made_gray_as_pil_does():
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    gray = apply_steps(rgb, [], Geometry(1, 8, 8))
+    np.testing.assert_array_equal(gray, np.stack([np.asarray(Image.fromarray(a).convert("L")) for a in rgb]))
+
+
+# ---- flags, data folders and what is refused
+
+
+def test_input_shape_and_per_channel_normalization_flags(tmp_path, monkeypatch):
+    class Colour(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 16 * 16, 4)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    script = tmp_path / "colour.py"
+    script.write_text("import torch\n\nclass Colour(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                      "        self.fc = torch.nn.Linear(3 * 16 * 16, 4)\n\n    def forward(self, x):\n"
+                      "        return self.fc(x.flatten(1))\n")
+    torch.manual_seed(0)
+    torch.save(Colour().state_dict(), tmp_path / "c.pth")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "test-images.npy", rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
+    np.save(tmp_path / "test-labels.npy", rng.integers(0, 4, 40))
+    base = ("export", "c.pth", "--model-class", "colour.py:Colour", "--format", "onnx,onnx-app", "--json")
+    r = cli_in_process(*base, "--input-shape", "3,16,16", "--mean", "0.5,0.4,0.3", "--std", "0.2,0.25,0.3",
+                       "--labels", "a,b,c,d", "--data-dir", ".", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert [v["data"] for v in result["validation"]] == ["test images in ."] * 2
+    manifest = json.loads((tmp_path / "models" / "c" / "manifest.json").read_text())
+    assert manifest["source"]["input_shape"] == [3, 16, 16]
+    assert manifest["source"]["input_shape_origin"] == "--input-shape"
+    assert manifest["normalization"] == {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    # the app file normalizes per channel inside: the same logits as the float file on the same pixels
+    from mnistkit.backends import create_backend
+
+    pixels = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    with create_backend(tmp_path / "models" / "c" / "model.onnx") as f, \
+            create_backend(tmp_path / "models" / "c" / "model-app.onnx") as a:
+        np.testing.assert_allclose(f.run(pixels), a.run(pixels), atol=1e-5)
+        x = (pixels / 255.0 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.3])
+        ref = Colour()
+        ref.load_state_dict(torch.load(tmp_path / "c.pth", weights_only=True))
+        expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))).detach().numpy()
+        np.testing.assert_allclose(f.run(pixels), expected, atol=1e-5)
+
+    for bad, said in ((("--input-shape", "4,16,16"), "4 channels; expected 1 (gray) or 3 (RGB)"),
+                      (("--input-shape", "3,16"), "expected C,H,W"),
+                      (("--mean", "0.1,0.2"), "expected one finite number, or three"),
+                      (("--std", "0,1,1"), "std must be > 0")):
+        r = cli_run(*base, *bad)
+        assert r.exit_code == 2 and said in r.output, r.output
+    r = cli_in_process(*base, "--input-shape", "1,16,16", "--out-dir", "o", cwd=tmp_path)
+    assert r.returncode == 1 and "does not accept float [N,1,16,16] input" in r.stderr
+
+
+def test_recorded_transforms_from_elsewhere_are_checked(tiny_export, tmp_path):
+    import onnx
+
+    from mnistkit.artifacts import from_onnx_props, to_onnx_props
+    from mnistkit.backends import create_backend
+
+    model = onnx.load(str(tiny_export / "model.onnx"))
+    meta = from_onnx_props({p.key: p.value for p in model.metadata_props})
+    for bad in ([["resize", 10 ** 9]], [["exec", 1]], "pad", [["pad", -1]]):
+        meta["transforms"] = bad
+        del model.metadata_props[:]
+        for k, v in to_onnx_props(meta).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, v
+        path = tmp_path / "bad.onnx"
+        onnx.save(model, str(path))
+        with pytest.raises(ArtifactError, match="malformed transforms metadata"):
+            create_backend(path).load()
+
+
+def test_score_says_it_reads_digit_sized_images_only(lenet_export, tmp_path):
+    folder, export = lenet_export
+    assert export.returncode == 0, export.stderr[-3000:]
+    r = cli_in_process("score", folder / "models" / "lenet" / "model.onnx", folder / "png", "--out", tmp_path / "o",
+                       cwd=tmp_path)
+    assert r.returncode == 1 and "takes 1x32x32 images; score reads 1x28x28 ones" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
