@@ -40,7 +40,7 @@ class ModelInfo:
     std: float | tuple[float, ...] = 1.0
     recipe: str = "digits"
     geometry: Geometry = DIGITS  # the images the model takes: C x H x W
-    transforms: tuple = ()  # the script's geometric steps before ToTensor (imagesets.apply_steps), as recorded
+    transforms: tuple = ()  # the script's geometric steps before ToTensor (steps.apply_steps), as recorded
     input_form: str = FLOAT_FORM
     input_name: str = "input"
     output_name: str = "logits"

@@ -107,11 +107,17 @@ def read_image_folder(folder: Path, geometry: Geometry, steps, labels, limit: in
     return np.stack(images), np.asarray(targets, np.int64)
 
 
-def read_npy_split(images_path: Path, labels_path: Path, geometry: Geometry, steps, num_classes: int | None):
-    """(uint8 images at `geometry`, int64 labels) of a pair of .npy arrays, checked."""
+def read_npy_split(images_path: Path, labels_path: Path, geometry: Geometry, steps, num_classes: int | None,
+                   limit: int | None = None, cap: int = 256 << 20):
+    """(uint8 images at `geometry`, int64 labels) of a pair of .npy arrays, checked; the first `limit`; an
+    array over `cap` bytes is refused before it is read."""
     from .errors import InvalidInputError
     from .preprocess import read_npy
 
+    for p in (images_path, labels_path):
+        if p.stat().st_size > cap:
+            raise DataError(f"{p}: {p.stat().st_size >> 20} MB, over the {cap >> 20} MB input limit "
+                            "(MNISTKIT_MAX_INPUT_BYTES raises it)")
     try:
         images, labels = read_npy(images_path), read_npy(labels_path)
     except InvalidInputError as exc:
@@ -125,6 +131,7 @@ def read_npy_split(images_path: Path, labels_path: Path, geometry: Geometry, ste
     if labels.size and (labels.min() < 0 or num_classes is not None and labels.max() >= num_classes):
         raise DataError(f"{labels_path}: labels range {labels.min()}..{labels.max()}, expected 0.."
                         f"{(num_classes or 1) - 1}")
+    images, labels = images[:limit], labels[:limit]
     return apply_steps(images, steps, geometry, str(images_path)), labels.astype(np.int64)
 
 
@@ -135,9 +142,7 @@ def load_folder_split(data_dir, split: str, geometry: Geometry = DIGITS, steps=(
     d = Path(os.fspath(data_dir)).expanduser()
     pair = npy_files(d, split)
     if pair is not None:
-        images, targets = read_npy_split(*pair, geometry, steps, len(labels) if labels else None)
-        if limit is not None:
-            images, targets = images[:limit], targets[:limit]
+        images, targets = read_npy_split(*pair, geometry, steps, len(labels) if labels else None, limit, cap)
         return images, targets, f"{pair[0]}"
     folder = image_folder(d, split)
     if folder is None:
@@ -152,10 +157,11 @@ def load_folder_split(data_dir, split: str, geometry: Geometry = DIGITS, steps=(
 
 
 def model_split(split: str, dataset: str | None, data_dir=None, meta: dict | None = None, limit: int | None = None,
-                log=None, download: bool = False) -> Split:
+                log=None, download: bool = False, pick=None) -> Split:
     """One split of the data a model takes, at its geometry: `meta` (a source's or artifact's metadata) records
     the input's C x H x W, the script's transforms and the labels. `data_dir` may hold an image folder or .npy
-    arrays (imagesets) as well as IDX files; IDX images (28x28 gray) go through the recorded transforms."""
+    arrays (imagesets) as well as IDX files; IDX images (28x28 gray) go through the recorded transforms.
+    `pick(n)`: the indices to keep of the split's n images (e.g. a seeded sample), taken before any transform."""
     from .data import load_split, max_input_bytes
 
     meta = meta or {}
@@ -164,16 +170,17 @@ def model_split(split: str, dataset: str | None, data_dir=None, meta: dict | Non
     if has_image_data(data_dir):
         images, labels, _ = load_folder_split(data_dir, split, geometry, steps, meta.get("labels"), limit,
                                               max_input_bytes())
-        return Split(images, labels, Path(data_dir))
+        keep = pick(len(images)) if pick else slice(None)
+        return Split(images[keep], labels[keep], Path(data_dir))
     if dataset is None:
         raise DataError(f"no {split} images: the model names no dataset (pass --data-dir with IDX files, an image "
                         "folder or .npy arrays)")
     s = load_split(dataset, split, data_dir, download=download, log=log)
-    n = len(s) if limit is None else min(limit, len(s))
-    images = s.images[:n]
+    keep = pick(len(s)) if pick else slice(None, limit)
+    images = s.images[keep]
     if geometry != DIGITS or steps:
         images = apply_steps(images, steps, geometry, f"{s.source} ({dataset} {split} images)")
-    return Split(images, s.labels[:n], s.source)
+    return Split(images, s.labels[keep], s.source)
 
 
 VALIDATION_FALLBACK_IMAGES = 1000
@@ -187,11 +194,11 @@ def validation_images(dataset: str | None, data_dir=None, limit: int | None = No
     from .data import DATASETS
     from .errors import assumed
 
-    if dataset in DATASETS or has_image_data(data_dir):
+    folder_data = has_image_data(data_dir)
+    if dataset in DATASETS or folder_data:
         try:
             split = model_split("test", dataset, data_dir, meta, limit)
-            what = f"{dataset} test images" if dataset in DATASETS and not has_image_data(data_dir) else \
-                f"test images in {data_dir}"
+            what = f"test images in {data_dir}" if folder_data else f"{dataset} test images"
             return split.images, split.labels, what
         except DataError as exc:
             if data_dir is not None:

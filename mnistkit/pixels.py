@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ArtifactError
+
 FLOAT_FORM = "float"  # normalized float32 [N,C,H,W]
 UINT8_FORM = "uint8"  # raw pixels uint8 [N,H,W] (gray) or [N,H,W,C] (colour), 0-255, the dataset's polarity
 MAX_SIDE = 1024  # a "small vision model": larger images are refused where a shape is read from outside
@@ -82,15 +84,9 @@ def geometry_of_input(inp: dict, path) -> Geometry:
         if dims is not None and len(dims) == 3:
             return geometry_from(dims)
     except ValueError as exc:
-        raise _artifact_error(f"{path}: malformed input metadata: {exc}") from None
-    raise _artifact_error(f"{path}: malformed input metadata {inp!r} (expected a shape [N,C,H,W], or [N,H,W(,C)] for "
+        raise ArtifactError(f"{path}: malformed input metadata: {exc}") from None
+    raise ArtifactError(f"{path}: malformed input metadata {inp!r} (expected a shape [N,C,H,W], or [N,H,W(,C)] for "
                         "uint8 pixels)")
-
-
-def _artifact_error(message: str):
-    from .errors import ArtifactError
-
-    return ArtifactError(message)
 
 
 def _per_channel(value) -> float | np.ndarray:

@@ -59,13 +59,18 @@ def calibration_data(dataset: str | None, data_dir=None, n: int = CALIBRATION_IM
     model's geometry (`meta`: see imagesets.model_split)."""
     from .imagesets import model_split
 
-    split = model_split("train", dataset, data_dir, meta)
-    n = min(n, max(1, len(split) // 2))  # small training sets keep half for choosing the method
-    if n > CALIBRATION_BATCH:  # whole batches: ONNX Runtime's Entropy and Percentile calibrators stack the
-        n -= n % CALIBRATION_BATCH  # batches' histograms and fail on a short last one (800 images: 400 = 6x64 + 16)
-    order = np.random.default_rng(seed).permutation(len(split))
-    cal, sel = order[:n], order[n:n + selection]
-    return CalibrationData(split.images[cal], split.images[sel], split.labels[sel], seed,
+    sizes = {}
+
+    def drawn(total: int) -> np.ndarray:  # the images drawn, before the model's transforms are applied to them
+        k = min(n, max(1, total // 2))  # small training sets keep half for choosing the method
+        if k > CALIBRATION_BATCH:  # whole batches: ONNX Runtime's Entropy and Percentile calibrators stack the
+            k -= k % CALIBRATION_BATCH  # batches' histograms and fail on a short last one (800: 400 = 6x64 + 16)
+        sizes["cal"] = k
+        return np.random.default_rng(seed).permutation(total)[:k + selection]
+
+    split = model_split("train", dataset, data_dir, meta, pick=drawn)
+    k = sizes["cal"]
+    return CalibrationData(split.images[:k], split.images[k:], split.labels[k:], seed,
                            f"{dataset} training split" if dataset else f"training images in {split.source}")
 
 

@@ -103,30 +103,23 @@ COMMON_GEOMETRIES = (DIGITS, Geometry(1, 32, 32), Geometry(3, 32, 32), Geometry(
 
 
 def _accepts(module, geometry: Geometry) -> bool:
-    import torch
-
     try:
-        with torch.no_grad():
-            out = module(torch.zeros(EXAMPLE_BATCH, *geometry.float_tail))
-    except Exception:
+        probe_module(module, "", geometry)
+    except InvalidInputError:
         return False
-    return isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == EXAMPLE_BATCH
+    return True
 
 
 def steps_geometry(steps, channels: int | None, base: tuple[int, int] | None) -> tuple:
     """(channels, height, width) after a script's transforms (ScriptTransforms.steps) from a `base` size (the
     dataset's, None when unknown); None where the steps do not say."""
+    from .steps import resized_size
     h, w = base if base else (None, None)
     for kind, value in steps:
         if kind == "pad":
             h, w = (h + 2 * value if h else None), (w + 2 * value if w else None)
-        elif kind == "resize" and isinstance(value, int):  # the shorter side, the aspect ratio kept
-            if h and w:
-                h, w = (value, int(value * w / h)) if h <= w else (int(value * h / w), value)
-            else:
-                h = w = None
         elif kind == "resize":
-            h, w = value
+            h, w = resized_size(h, w, value) if (h and w) or not isinstance(value, int) else (None, None)
         elif kind == "crop":
             h, w = value
         elif kind == "gray":
@@ -139,8 +132,7 @@ def input_geometry(module, where: str, given, script_steps, dataset: str | None,
     else the script's transforms from its dataset's 28x28, else the first of COMMON_GEOMETRIES it accepts."""
     from .errors import assumed
 
-    if given is not None:
-        probe_module(module, where, given)
+    if given is not None:  # load_source probes it, and says why it does not fit
         return given, list(script_steps.steps) if script_steps else [], "--input-shape"
     if script_steps is not None:
         c0 = 1 if dataset is not None else None  # mnistkit's datasets are gray 28x28

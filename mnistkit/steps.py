@@ -21,17 +21,22 @@ def steps_text(steps) -> str:
     return ", ".join(parts) or "no transforms"
 
 
+def resized_size(h: int, w: int, size) -> tuple[int, int]:
+    """(height, width) after torchvision's Resize(size): (h, w) exactly, or an int for the shorter side, the
+    aspect ratio kept."""
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = int(size), int(int(size) * long / short)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
 def _resize(image: np.ndarray, size) -> np.ndarray:
-    """torchvision's Resize on a PIL image: (h, w) exactly, or an int for the shorter side (aspect kept); bilinear."""
+    """torchvision's Resize on a PIL image (resized_size), bilinear."""
     from PIL import Image
 
     h, w = image.shape[:2]
-    if isinstance(size, (list, tuple)):
-        new_h, new_w = int(size[0]), int(size[1])
-    else:
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = int(size), int(int(size) * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    new_h, new_w = resized_size(h, w, size)
     if (new_h, new_w) == (h, w):
         return image
     return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))

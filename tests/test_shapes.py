@@ -256,3 +256,15 @@ def test_score_says_it_reads_digit_sized_images_only(lenet_export, tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 1 and "takes 1x32x32 images; score reads 1x28x28 ones" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_data_folder_array_over_the_input_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from mnistkit.imagesets import model_split
+
+    np.save(tmp_path / "test-images.npy", np.zeros((40, 16, 16, 3), np.uint8))  # 30 KB
+    np.save(tmp_path / "test-labels.npy", np.zeros(40, np.int64))
+    meta = {"input": {"dtype": "float32", "shape": ["N", 3, 16, 16]}}
+    assert len(model_split("test", None, tmp_path, meta, limit=7).images) == 7
+    monkeypatch.setenv("MNISTKIT_MAX_INPUT_BYTES", "10000")
+    with pytest.raises(DataError, match=r"test-images.npy: .* over the .* input limit \(MNISTKIT_MAX_INPUT_BYTES"):
+        model_split("test", None, tmp_path, meta)
