@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import io
 import contextlib
+import functools
 import json
 import os
 import time
@@ -37,7 +38,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingDependencyError, first_line, publishing
+from .errors import DataError, InvalidInputError, MissingDependencyError, first_line, publishing
+from .pixels import DIGITS, MAX_SIDE, Geometry
 from .preprocess import IMAGE_SUFFIXES
 
 SHARD_ROWS = 16384  # images per shard of an array file: ~12 MB of pixels, a few ms to ~0.1 s of work
@@ -45,7 +47,7 @@ IMAGE_SHARD_FILES = 1024  # image files per shard (decoding dominates: ~0.2 ms e
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 SUMMARY = "_SUCCESS.json"
 SHARD_META, MODEL_META = b"mnistkit.shard", b"mnistkit.model_sha256"
-PIXELS = 28 * 28
+DIGIT_TAIL = (28, 28)  # MNIST's rows, which a model's transforms (Pad, Resize, ...) may take to its own size
 MAX_ERRORS_LISTED = 5
 ROW_GROUP = 65536  # output rows per Parquet row group
 # Dictionary encoding (and statistics) only where values repeat: a unique id or a probability vector would be
@@ -56,6 +58,81 @@ WRITER_OPTIONS = {"use_dictionary": ["source", "label", "top_k_labels.list.eleme
 
 class StrictError(InvalidInputError):
     """--strict and an input that cannot be scored."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a row of pixels is for the model being scored: its geometry (ModelInfo.geometry) and the transforms
+    its training script applied before ToTensor (ModelInfo.transforms). A uint8 row is the model's pixels
+    (Geometry.pixel_tail), or an image of another size that the transforms make the model's size (MNIST's 28x28
+    digits padded to a LeNet's 32x32); a float32 row is already normalized [C,H,W]."""
+
+    geometry: Geometry = DIGITS
+    steps: tuple = ()
+
+    def takes(self, tail) -> bool:
+        """uint8 rows of `tail` ([h,w] gray or [h,w,3] colour) are, or become, the model's pixels."""
+        return _takes(self.geometry, self.steps, tuple(int(d) for d in tail))
+
+    def to_model(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [k, *tail] (a tail `takes` accepted) -> the model's pixels [k, *pixel_tail]."""
+        from .steps import apply_steps
+
+        if pixels.dtype != np.uint8 or pixels.shape[1:] == self.geometry.pixel_tail:
+            return pixels
+        return apply_steps(pixels, self.steps, self.geometry)
+
+    def raw_tail(self, size: int) -> tuple[int, ...] | None:
+        """The shape of a raw row of `size` uint8 values (a Parquet binary or list cell): the model's pixels, else
+        MNIST's 28x28 where the transforms take that to the model's size; None when it is neither."""
+        if size == int(np.prod(self.geometry.pixel_tail)):
+            return self.geometry.pixel_tail
+        if size == DIGIT_TAIL[0] * DIGIT_TAIL[1] and self.takes(DIGIT_TAIL):
+            return DIGIT_TAIL
+        return None
+
+    def pixels_expected(self, word: str = "") -> str:
+        """For messages: "[N,32,32]{word} (or [N,28,28] digits, which Pad(2) makes 32x32)"."""
+        g = self.geometry
+        also = f" (or [N,28,28] digits, which {self._steps_text()} makes {g.height}x{g.width})" \
+            if g.pixel_tail != DIGIT_TAIL and self.takes(DIGIT_TAIL) else ""
+        return f"[N,{','.join(map(str, g.pixel_tail))}]{word}{also}"
+
+    def expected(self) -> str:
+        """For messages: "uint8 [N,28,28] pixels or normalized float32 [N,1,28,28]" (and what the transforms take)."""
+        return (f"uint8 {self.pixels_expected(' pixels')} or normalized float32 "
+                f"[N,{','.join(map(str, self.geometry.float_tail))}]")
+
+    def raw_expected(self) -> str:
+        sizes = sorted({int(np.prod(self.geometry.pixel_tail))} |
+                       ({DIGIT_TAIL[0] * DIGIT_TAIL[1]} if self.raw_tail(784) else set()))
+        return " or ".join(map(str, sizes))
+
+    def _steps_text(self) -> str:
+        from .steps import steps_text
+
+        return steps_text(self.steps)
+
+    @classmethod
+    def of(cls, info) -> "Layout":
+        """The layout of a loaded backend's ModelInfo."""
+        return cls(info.geometry, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in info.transforms))
+
+
+@functools.lru_cache(maxsize=64)  # asked per raw row of a Parquet column: the answer is one small resize away
+def _takes(geometry: Geometry, steps: tuple, tail: tuple[int, ...]) -> bool:
+    from .steps import apply_steps
+
+    if tail == geometry.pixel_tail:
+        return True
+    if not steps or len(tail) not in (2, 3) or len(tail) == 3 and tail[2] != 3 \
+            or not all(0 < d <= MAX_SIDE for d in tail[:2]):
+        return False
+    try:
+        apply_steps(np.zeros((1, *tail), np.uint8), steps, geometry)
+    except DataError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +149,8 @@ class Shard:
     stop: int = 0
     offset: int = 0  # idx/npy: the byte offset of image 0
     gz: bool = False  # idx: gzip-compressed
-    dtype: str = "uint8"  # npy: uint8 [N,28,28] or float32 [N,1,28,28]
+    dtype: str = "uint8"  # idx/npy: "uint8" pixels or normalized "float32" (npy only)
+    tail: tuple[int, ...] = DIGIT_TAIL  # idx/npy: each row's dims ([h,w] or [h,w,3] uint8, [C,H,W] float32)
     row_group: int = -1  # parquet
     column: str = ""  # parquet: the image column
     paths: tuple[str, ...] = ()  # images
@@ -96,6 +174,7 @@ class Shard:
     def from_json(cls, text: str) -> "Shard":
         d = json.loads(text)
         d["paths"] = tuple(d["paths"])
+        d["tail"] = tuple(d.get("tail") or DIGIT_TAIL)
         return cls(**d)
 
 
@@ -104,7 +183,7 @@ def _ranges(n: int, size: int):
         yield start, min(n, start + size)
 
 
-def _plan_npy(path: Path, rows: int) -> list[Shard]:
+def _plan_npy(path: Path, rows: int, layout: Layout) -> list[Shard]:
     from .preprocess import NPY_ERRORS, npy_header
 
     try:
@@ -114,31 +193,36 @@ def _plan_npy(path: Path, rows: int) -> list[Shard]:
             raise ValueError("is Fortran-ordered; expected a C-ordered array (read in place, by rows)")
     except NPY_ERRORS as exc:
         raise InvalidInputError(f"{path}: not a readable .npy array ({first_line(exc, 160)})") from None
-    if dtype == np.uint8 and tuple(shape) == (28, 28):
-        shape = (1, 28, 28)
-    if dtype == np.uint8 and len(shape) == 3 and tuple(shape[1:]) == (28, 28):
+    shape = tuple(int(d) for d in shape)
+    if dtype == np.uint8 and shape and layout.takes(shape):  # one image
+        shape = (1, *shape)
+    if dtype == np.uint8 and len(shape) in (3, 4) and layout.takes(shape[1:]):
         form = "uint8"
-    elif dtype == np.float32 and dtype.isnative and len(shape) == 4 and tuple(shape[1:]) == (1, 28, 28):
+    elif dtype == np.float32 and dtype.isnative and len(shape) == 4 and shape[1:] == layout.geometry.float_tail:
         form = "float32"
     else:
-        raise InvalidInputError(f"{path}: array is {dtype} {list(shape)}; expected uint8 [N,28,28] pixels or "
-                                "normalized float32 [N,1,28,28]")
-    return [Shard("npy", str(path), a, b, offset=offset, dtype=form) for a, b in _ranges(int(shape[0]), rows)]
+        raise InvalidInputError(f"{path}: array is {dtype} {list(shape)}; expected {layout.expected()}")
+    return [Shard("npy", str(path), a, b, offset=offset, dtype=form, tail=shape[1:])
+            for a, b in _ranges(shape[0], rows)]
 
 
-def _idx_count(path: Path, gz: bool) -> tuple[int, int]:
-    """(images, data offset) from an IDX header (the IDX reader's checks); the file's length is checked
-    against it, streaming through a gzip file in bounded memory."""
+def _idx_count(path: Path, gz: bool, layout: Layout) -> tuple[int, tuple[int, ...], int]:
+    """(images, each image's dims, data offset) from an IDX header (the IDX reader's checks); the file's length is
+    checked against it, streaming through a gzip file in bounded memory."""
     from .data import idx_header
 
     opener = gzip.open if gz else open
     try:
         with opener(path, "rb") as f:
             dtype, dims, offset = idx_header(path, f)
-            if dtype != np.uint8 or dims[1:] != (28, 28) and dims != (28, 28):
-                raise InvalidInputError(f"{path}: IDX {dtype.name} {list(dims)}; expected uint8 images [N,28,28]")
-            n = 1 if dims == (28, 28) else dims[0]
-            expected = offset + n * PIXELS
+            dims = tuple(int(d) for d in dims)
+            if dtype == np.uint8 and dims and layout.takes(dims):
+                dims = (1, *dims)
+            if dtype != np.uint8 or len(dims) not in (3, 4) or not layout.takes(dims[1:]):
+                raise InvalidInputError(f"{path}: IDX {dtype.name} {list(dims)}; expected uint8 images "
+                                        f"{layout.pixels_expected()}")
+            n, tail = dims[0], dims[1:]
+            expected = offset + n * int(np.prod(tail))
             if gz:  # the length is known only by inflating
                 got = offset
                 while block := f.read(1 << 20):
@@ -152,7 +236,7 @@ def _idx_count(path: Path, gz: bool) -> tuple[int, int]:
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"
         raise InvalidInputError(f"{path}: {what}: {got} bytes of data, expected {expected} for {n} images")
-    return n, offset
+    return n, tail, offset
 
 
 def _inflates_to_idx(path: Path) -> bool:
@@ -165,18 +249,18 @@ def _inflates_to_idx(path: Path) -> bool:
     return len(head) == 4 and head[:2] == b"\x00\x00"
 
 
-def _plan_idx(path: Path, gz: bool, rows: int) -> list[Shard]:
-    n, offset = _idx_count(path, gz)
-    return [Shard("idx", str(path), a, b, offset=offset, gz=gz) for a, b in _ranges(n, rows)]
+def _plan_idx(path: Path, gz: bool, rows: int, layout: Layout) -> list[Shard]:
+    n, tail, offset = _idx_count(path, gz, layout)
+    return [Shard("idx", str(path), a, b, offset=offset, gz=gz, tail=tail) for a, b in _ranges(n, rows)]
 
 
-def _image_column(schema, path: Path, column: str | None) -> str:
+def _image_column(schema, path: Path, column: str | None, layout: Layout = Layout()) -> str:
     """The column holding the images: named, else the one binary, {bytes: binary} or integer-list column."""
     import pyarrow as pa
 
     def usable(t) -> bool:
         if pa.types.is_fixed_size_binary(t):
-            return t.byte_width == PIXELS  # raw uint8 pixels, 784 bytes a row: the fastest layout to read
+            return layout.raw_tail(t.byte_width) is not None  # raw uint8 pixels: the fastest layout to read
         if pa.types.is_binary(t) or pa.types.is_large_binary(t):
             return True
         if pa.types.is_struct(t):
@@ -191,7 +275,8 @@ def _image_column(schema, path: Path, column: str | None) -> str:
             raise InvalidInputError(f"{path}: no column {column!r}; columns: {', '.join(names)}")
         if not usable(schema.field(column).type):
             raise InvalidInputError(f"{path}: column {column!r} is {schema.field(column).type}; expected image "
-                                    "bytes (binary, or a struct with a 'bytes' field) or uint8 pixels (a list of 784)")
+                                    "bytes (binary, or a struct with a 'bytes' field) or uint8 pixels (a list of "
+                                    f"{layout.raw_expected()})")
         return column
     found = [n for n in names if usable(schema.field(n).type)]
     if len(found) == 1:
@@ -204,7 +289,7 @@ def _image_column(schema, path: Path, column: str | None) -> str:
                             "hold image bytes or pixels; name one with --column")
 
 
-def _plan_parquet(path: Path, column: str | None) -> list[Shard]:
+def _plan_parquet(path: Path, column: str | None, layout: Layout) -> list[Shard]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -213,7 +298,7 @@ def _plan_parquet(path: Path, column: str | None) -> list[Shard]:
         schema = meta.schema.to_arrow_schema()
     except (OSError, pa.ArrowException) as exc:
         raise InvalidInputError(f"{path}: not a readable Parquet file ({first_line(exc, 160)})") from None
-    col = _image_column(schema, path, column)
+    col = _image_column(schema, path, column, layout)
     from .data import max_input_bytes
 
     limit = max_input_bytes()
@@ -243,11 +328,13 @@ def _walk_images(folder: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
-def plan(inputs, column: str | None = None, rows: int = SHARD_ROWS, image_files: int = IMAGE_SHARD_FILES):
-    """Shards for every input (folders of images, image files, IDX, .npy, Parquet), in input order.
+def plan(inputs, column: str | None = None, rows: int = SHARD_ROWS, image_files: int = IMAGE_SHARD_FILES,
+         layout: Layout = Layout()):
+    """Shards for every input (folders of images, image files, IDX, .npy, Parquet), in input order; array rows
+    are checked against `layout` (the model's geometry and transforms).
 
     Reads headers and footers only. Raises InvalidInputError for an input that is missing, of no
-    known kind, or whose header does not fit its file.
+    known kind, or whose header does not fit its file or the model.
     """
     if not inputs:
         raise InvalidInputError("no inputs given")
@@ -280,13 +367,13 @@ def plan(inputs, column: str | None = None, rows: int = SHARD_ROWS, image_files:
         gz = head[:2] == b"\x1f\x8b"
         if head.startswith(b"\x93NUMPY"):
             flush()
-            shards += _plan_npy(path, rows)
+            shards += _plan_npy(path, rows, layout)
         elif head.startswith(b"PAR1"):
             flush()
-            shards += _plan_parquet(path, column)
+            shards += _plan_parquet(path, column, layout)
         elif head[:2] == b"\x00\x00" or gz and _inflates_to_idx(path):
             flush()
-            shards += _plan_idx(path, gz, rows)
+            shards += _plan_idx(path, gz, rows, layout)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             loose.append(str(path))  # a bad image among them is an error row, not a failed plan
         else:
@@ -307,7 +394,7 @@ class Chunk:
     source: str  # the array file the rows come from ("" for image files)
     start: int  # the first row's index in `source`
     n: int
-    pixels: np.ndarray  # uint8 [k,28,28] or float32 [k,1,28,28], k = rows without an error
+    pixels: np.ndarray  # the model's uint8 pixels [k,H,W(,3)] or float32 [k,C,H,W], k = rows without an error
     ok: np.ndarray  # bool [n]: which rows `pixels` holds, in order
     errors: dict[int, str] = field(default_factory=dict)  # row -> message
     paths: list[str] | None = None  # image files: each row's path (its id)
@@ -316,26 +403,25 @@ class Chunk:
         return self.paths[j] if self.paths is not None else f"{self.source}[{self.start + j}]"
 
 
-def _array_chunks(shard: Shard, batch: int) -> Iterator[Chunk]:
-    if shard.kind == "npy":
-        dtype, tail = (np.uint8, (28, 28)) if shard.dtype == "uint8" else (np.float32, (1, 28, 28))
+def _array_chunks(shard: Shard, batch: int, layout: Layout) -> Iterator[Chunk]:
+    tail, per = tuple(shard.tail), int(np.prod(shard.tail))
+    if shard.kind == "npy" or not shard.gz:
+        dtype = np.float32 if shard.dtype == "float32" else np.uint8
         arr = np.memmap(shard.source, dtype=dtype, mode="r", offset=shard.offset, shape=(shard.stop,) + tail)
         read = lambda a, b: np.array(arr[a:b])  # noqa: E731  (a copy: the map is closed with the shard)
-    elif not shard.gz:
-        arr = np.memmap(shard.source, dtype=np.uint8, mode="r", offset=shard.offset, shape=(shard.stop, 28, 28))
-        read = lambda a, b: np.array(arr[a:b])  # noqa: E731
     else:
         stream = gzip.open(shard.source, "rb")
-        skip = shard.offset + shard.start * PIXELS
+        skip = shard.offset + shard.start * per
         while skip:
             skip -= len(stream.read(min(skip, 1 << 20)))
-        read = lambda a, b: np.frombuffer(stream.read((b - a) * PIXELS), np.uint8).reshape(-1, 28, 28)  # noqa: E731
+        read = lambda a, b: np.frombuffer(stream.read((b - a) * per), np.uint8).reshape(-1, *tail)  # noqa: E731
     try:
         for a in range(shard.start, shard.stop, batch):
             b = min(shard.stop, a + batch)
             pixels = read(a, b)
             if len(pixels) != b - a:
                 raise InvalidInputError(f"{shard.source}: changed while being scored (images {a}-{b} missing)")
+            pixels = layout.to_model(pixels)
             ok = np.ones(b - a, bool)
             if pixels.dtype == np.float32:
                 finite = np.isfinite(pixels.reshape(len(pixels), -1)).all(axis=1)
@@ -350,19 +436,20 @@ def _array_chunks(shard: Shard, batch: int) -> Iterator[Chunk]:
             stream.close()
 
 
-def _decode(blob, name: str, recipe: str) -> np.ndarray:
+def _decode(blob, name: str, recipe: str, layout: Layout) -> np.ndarray:
     from .preprocess import open_image, preprocess_image
 
     img, mode = open_image(io.BytesIO(blob), name)
     with img:
-        return preprocess_image(img, recipe, name, original_mode=mode)
+        return preprocess_image(img, recipe, name, original_mode=mode, geometry=layout.geometry, steps=layout.steps)
 
 
-def _decoded_chunk(items, recipe: str, source: str = "", start: int = 0, paths=None) -> Chunk:
+def _decoded_chunk(items, recipe: str, layout: Layout, source: str = "", start: int = 0, paths=None) -> Chunk:
     """items: per row, an image file (Path), image bytes, a pixel sequence, an error message (str) or None."""
     from .preprocess import _image_pixels
 
-    chunk = Chunk(source, start, len(items), np.zeros((0, 28, 28), np.uint8), np.zeros(len(items), bool), {}, paths)
+    chunk = Chunk(source, start, len(items), np.zeros((0, *layout.geometry.pixel_tail), np.uint8),
+                  np.zeros(len(items), bool), {}, paths)
     good = []
     for j, item in enumerate(items):
         name = chunk.name(j)
@@ -370,15 +457,17 @@ def _decoded_chunk(items, recipe: str, source: str = "", start: int = 0, paths=N
             if item is None:
                 raise InvalidInputError(f"{name}: no image (null)")
             if isinstance(item, Path):  # an image file
-                good.append(_image_pixels(item, recipe))
+                good.append(_image_pixels(item, recipe, layout.geometry, layout.steps))
             elif isinstance(item, (bytes, bytearray, memoryview)):  # an encoded image (PNG, JPEG, BMP)
-                good.append(_decode(item, name, recipe))
+                good.append(_decode(item, name, recipe, layout))
             else:
                 values = np.asarray(item)
-                if values.size != PIXELS or values.dtype.kind not in "iu" or values.min() < 0 or values.max() > 255:
+                tail = layout.raw_tail(values.size)
+                if tail is None or values.dtype.kind not in "iu" or values.min() < 0 or values.max() > 255:
                     raise InvalidInputError(f"{name}: {values.size} values in [{values.min() if values.size else ''}, "
-                                            f"{values.max() if values.size else ''}]; expected 784 pixels in [0, 255]")
-                good.append(values.astype(np.uint8).reshape(28, 28))
+                                            f"{values.max() if values.size else ''}]; expected "
+                                            f"{layout.raw_expected()} pixels in [0, 255]")
+                good.append(layout.to_model(values.astype(np.uint8).reshape(1, *tail))[0])
             chunk.ok[j] = True
         except InvalidInputError as exc:
             chunk.errors[j] = str(exc)
@@ -389,7 +478,7 @@ def _decoded_chunk(items, recipe: str, source: str = "", start: int = 0, paths=N
     return chunk
 
 
-def _parquet_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
+def _parquet_chunks(shard: Shard, batch: int, recipe: str, layout: Layout) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -400,36 +489,40 @@ def _parquet_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
         if pa.types.is_struct(col.type):
             col = col.field("bytes")
         n = len(col)
+        width = col.type.byte_width if pa.types.is_fixed_size_binary(col.type) else \
+            col.type.list_size if pa.types.is_fixed_size_list(col.type) else 0
+        tail = layout.raw_tail(width) if width else None
         if pa.types.is_fixed_size_binary(col.type) and col.null_count == 0:  # raw pixels, zero-copy
-            pixels = np.frombuffer(col.buffers()[1], np.uint8, count=n * PIXELS, offset=col.offset * PIXELS)
-            yield Chunk(shard.source, i, n, pixels.reshape(n, 28, 28), np.ones(n, bool))
-        elif (pa.types.is_fixed_size_list(col.type) and col.type.list_size == PIXELS and col.null_count == 0
+            pixels = np.frombuffer(col.buffers()[1], np.uint8, count=n * width, offset=col.offset * width)
+            yield Chunk(shard.source, i, n, layout.to_model(pixels.reshape(n, *tail)), np.ones(n, bool))
+        elif (tail is not None and pa.types.is_fixed_size_list(col.type) and col.null_count == 0
                 and pa.types.is_uint8(col.type.value_type)):  # uint8 pixel lists, no per-row work
-            pixels = col.values.to_numpy(zero_copy_only=False).reshape(n, 28, 28)
-            yield Chunk(shard.source, i, n, pixels, np.ones(n, bool))
+            pixels = col.values.to_numpy(zero_copy_only=False).reshape(n, *tail)
+            yield Chunk(shard.source, i, n, layout.to_model(pixels), np.ones(n, bool))
         elif pa.types.is_fixed_size_binary(col.type):  # raw pixels with null rows among them
             yield _decoded_chunk([None if v is None else np.frombuffer(v, np.uint8) for v in col.to_pylist()],
-                                 recipe, shard.source, i)
-        else:  # encoded images, or lists of integers checked row by row (784 values in [0, 255])
-            yield _decoded_chunk(col.to_pylist(), recipe, shard.source, i)
+                                 recipe, layout, shard.source, i)
+        else:  # encoded images, or lists of integers checked row by row (the model's pixels, in [0, 255])
+            yield _decoded_chunk(col.to_pylist(), recipe, layout, shard.source, i)
         i += n
     if i != shard.stop:
         raise InvalidInputError(f"{shard.source}: row group {shard.row_group} holds {i - shard.start} rows, "
                                 f"its footer said {shard.size} (changed while being scored?)")
 
 
-def _image_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
+def _image_chunks(shard: Shard, batch: int, recipe: str, layout: Layout) -> Iterator[Chunk]:
     for a in range(0, len(shard.paths), batch):
         paths = list(shard.paths[a:a + batch])
-        yield _decoded_chunk([Path(p) for p in paths], recipe, paths=paths)
+        yield _decoded_chunk([Path(p) for p in paths], recipe, layout, paths=paths)
 
 
-def read_chunks(shard: Shard, batch: int, recipe: str) -> Iterator[Chunk]:
+def read_chunks(shard: Shard, batch: int, recipe: str, layout: Layout = Layout()) -> Iterator[Chunk]:
+    """The shard's rows in batches, as the model's pixels (`layout`: its geometry and transforms)."""
     if shard.kind in ("idx", "npy"):
-        return _array_chunks(shard, batch)
+        return _array_chunks(shard, batch, layout)
     if shard.kind == "parquet":
-        return _parquet_chunks(shard, batch, recipe)
-    return _image_chunks(shard, batch, recipe)
+        return _parquet_chunks(shard, batch, recipe, layout)
+    return _image_chunks(shard, batch, recipe, layout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,6 +557,7 @@ class Scorer:
         self.labels = list(info.labels)
         self.label_array = pa.array(self.labels, pa.string())
         self.recipe, self.k = info.recipe, min(top_k, info.num_classes)
+        self.layout = Layout.of(info)
         self.schema = output_schema(info.num_classes)
 
     def score_shard(self, shard: Shard, progress: Callable[[int], None] | None = None) -> dict:
@@ -480,7 +574,7 @@ class Scorer:
         pending_rows = 0
         try:
             with pq.ParquetWriter(tmp, schema, **WRITER_OPTIONS) as writer:
-                for chunk in read_chunks(shard, self.batch, self.recipe):
+                for chunk in read_chunks(shard, self.batch, self.recipe, self.layout):
                     table = self._table(chunk, schema)
                     if table.column("error").null_count < len(table):
                         bad = [e for e in table.column("error").to_pylist() if e]
@@ -749,11 +843,8 @@ def score(config: ScoreConfig, progress: Callable[[int, int], None] | None = Non
     model, backend, options, deployment = _model_or_deployment(config)
     with create_backend(model, backend, "cpu", threads=1, **options) as probe:  # a bad model fails here, once
         info, backend_name = probe.info, probe.name
-    if str(info.geometry) != "1x28x28":
-        raise InvalidInputError(f"{model}: takes {info.geometry} images; score reads 1x28x28 ones (its IDX, .npy and "
-                                "Parquet shards are 784 pixels a row): use predict for this model")
     sha = sha256_file(model)
-    shards = plan(config.inputs, config.column, config.shard_rows)
+    shards = plan(config.inputs, config.column, config.shard_rows, layout=Layout.of(info))
     out = Path(config.out)
     with output_lock(out):  # one score at a time per output folder: a --resume would delete a live run's parts
         done = prepare_out(out, shards, sha, config.resume, config.overwrite)

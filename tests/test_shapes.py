@@ -249,13 +249,81 @@ def test_recorded_transforms_from_elsewhere_are_checked(tiny_export, tmp_path):
             create_backend(path).load()
 
 
-def test_score_says_it_reads_digit_sized_images_only(lenet_export, tmp_path):
+def _scored(model: Path, inputs, out: Path) -> dict[str, np.ndarray]:
+    """`score` (in-process, one process: no Ray) -> {row id: probabilities}, every row without an error."""
+    import pyarrow.parquet as pq
+
+    from mnistkit.score import ScoreConfig, score
+
+    summary = score(ScoreConfig(str(model), [str(i) for i in inputs], str(out), engine="local", shard_rows=64))
+    assert summary["check"]["ok"] and summary["errors"] == 0, summary
+    table = pq.read_table(out).to_pydict()
+    return {i: np.array(p) for i, p in zip(table["id"], table["probabilities"])}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_score_follows_the_recorded_shape_and_transforms(lenet_export, cifar_export, tmp_path):
+    """score reads each input as the model takes it: MNIST's 28x28 digits (IDX, .npy, Parquet pixel rows) through
+    LeNet-5's Pad(2), arrays already 32x32, PNGs by the recipe and the transforms, colour rows [32,32,3]; every row
+    is the user's model on the user's preprocessing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mnistkit.data import load_split, write_idx
+
     folder, export = lenet_export
     assert export.returncode == 0, export.stderr[-3000:]
-    r = cli_in_process("score", folder / "models" / "lenet" / "model.onnx", folder / "png", "--out", tmp_path / "o",
-                       cwd=tmp_path)
-    assert r.returncode == 1 and "takes 1x32x32 images; score reads 1x28x28 ones" in r.stderr, r.stderr
-    assert not (tmp_path / "o").exists()
+    module, model = _users_model(folder, "lenet")
+    digits = load_split("mnist", "test", folder / "data" / "MNIST" / "raw").images[:150]
+    with torch.no_grad():
+        users = _softmax(model(torch.stack([module.transform(Image.fromarray(a, "L")) for a in digits])).numpy())
+    write_idx(tmp_path / "digits-idx3-ubyte", digits)
+    np.save(tmp_path / "digits28.npy", digits)
+    np.save(tmp_path / "digits32.npy", np.pad(digits, ((0, 0), (2, 2), (2, 2))))
+    pq.write_table(pa.table({"pixels": pa.array([a.tobytes() for a in digits], pa.binary(784))}),
+                   tmp_path / "digits.parquet")
+    pngs, png_logits = _users_answers(folder, "lenet")
+    out = folder / "models" / "lenet"
+    for artifact in ("model.onnx", "model-app.onnx"):
+        rows = _scored(out / artifact, [tmp_path / "digits-idx3-ubyte", tmp_path / "digits28.npy",
+                                        tmp_path / "digits32.npy", tmp_path / "digits.parquet", folder / "png"],
+                       tmp_path / artifact)
+        assert len(rows) == 4 * len(digits) + len(pngs)
+        for name in ("digits-idx3-ubyte", "digits28.npy", "digits32.npy", "digits.parquet"):
+            got = np.stack([rows[f"{tmp_path / name}[{i}]"] for i in range(len(digits))])
+            np.testing.assert_allclose(got, users, atol=1e-4, err_msg=f"{artifact} on {name}")
+        got = np.stack([rows[str(p)] for p in pngs])
+        np.testing.assert_allclose(got, _softmax(png_logits), atol=1e-4, err_msg=f"{artifact} on the PNGs")
+
+    # the colour net: PNGs as ImageFolder loads them (RGB), and raw [32,32,3] rows in Parquet
+    folder, export = cifar_export
+    assert export.returncode == 0, export.stderr[-3000:]
+    pngs, png_logits = _users_answers(folder, "cifar")
+    rgb = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])
+    pq.write_table(pa.table({"image": pa.array([a.tobytes() for a in rgb], pa.binary(32 * 32 * 3))}),
+                   tmp_path / "colour.parquet")
+    rows = _scored(folder / "models" / "cifar" / "model.onnx", [tmp_path / "colour.parquet", folder / "png"],
+                   tmp_path / "cifar")
+    for ids in ([f"{tmp_path / 'colour.parquet'}[{i}]" for i in range(len(pngs))], [str(p) for p in pngs]):
+        np.testing.assert_allclose(np.stack([rows[i] for i in ids]), _softmax(png_logits), atol=1e-4)
+
+
+def test_score_refuses_arrays_the_model_cannot_take_in_one_line(lenet_export, cifar_export, tmp_path):
+    np.save(tmp_path / "wide.npy", np.zeros((3, 40, 40), np.uint8))
+    np.save(tmp_path / "gray.npy", np.zeros((3, 32, 32), np.uint8))
+    cases = [(lenet_export, "lenet", "wide.npy", "array is uint8 [3, 40, 40]; expected uint8 [N,32,32] pixels (or "
+              "[N,28,28] digits, which Pad(2) makes 32x32) or normalized float32 [N,1,32,32]"),
+             (cifar_export, "cifar", "gray.npy", "array is uint8 [3, 32, 32]; expected uint8 [N,32,32,3] pixels or "
+              "normalized float32 [N,3,32,32]")]
+    for (folder, _), which, name, message in cases:
+        r = cli_in_process("score", folder / "models" / which / "model.onnx", tmp_path / name, "--out",
+                           tmp_path / f"o-{which}", cwd=tmp_path)
+        assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / f"o-{which}").exists()
 
 
 def test_a_data_folder_array_over_the_input_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
