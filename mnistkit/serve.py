@@ -69,9 +69,14 @@ def resolve_model(path) -> tuple[Path, dict]:
     if info.input_form != "uint8":
         raise ArtifactError(f"--model {p}: takes {info.input_name!r} float32; the page needs the app-ready model "
                             f"(uint8 pixels in: model-app.onnx or app/model.onnx)")
+    values = lambda v: [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)]  # noqa: E731
     if contract is None:  # derive the contract from the model's own metadata
         contract = {"labels": info.labels, "preprocess": info.recipe, "dataset": info.metadata.get("dataset"),
-                    "normalization": {"mean": [info.mean], "std": [info.std]}}
+                    "normalization": {"mean": values(info.mean), "std": values(info.std)}}
+    # the page sizes its input by these: the model's own, where an older labels.json does not say
+    contract.setdefault("input", {"name": info.input_name, "dtype": "uint8",
+                                  "shape": ["N", *info.geometry.pixel_tail]})
+    contract.setdefault("transforms", [[k, list(v) if isinstance(v, tuple) else v] for k, v in info.transforms] or None)
     return p, contract
 
 
@@ -116,7 +121,7 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
 
 # What the page is made of: everything else in examples/web (node_modules/, package.json, the bench harness)
 # is the developer's, not the page's, and is never served; no folder is listed.
-PAGE_FILES = ("index.html", "app.mjs", "preprocess.mjs", "style.css")
+PAGE_FILES = ("index.html", "app.mjs", "preprocess.mjs", "steps.mjs", "style.css")
 VENDOR_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 
 

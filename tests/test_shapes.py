@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +21,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHAPES, cli_in_process, cli_run
+from conftest import ROOT, SHAPES, cli_in_process, cli_run
 from mnistkit.errors import ArtifactError, DataError
 from mnistkit.formats import FORMATS, parse_formats
 from mnistkit.steps import apply_steps
 from mnistkit.pixels import Geometry
 
 pytestmark = pytest.mark.realdata
+WEB_DIR = ROOT / "examples" / "web"
 
 
 def _users_model(folder: Path, which: str):
@@ -336,3 +339,157 @@ def test_a_data_folder_array_over_the_input_limit_is_refused_before_it_is_read(t
     monkeypatch.setenv("MNISTKIT_MAX_INPUT_BYTES", "10000")
     with pytest.raises(DataError, match=r"test-images.npy: .* over the .* input limit \(MNISTKIT_MAX_INPUT_BYTES"):
         model_split("test", None, tmp_path, meta)
+
+
+# ---- the Node example and the browser page at other shapes
+
+
+STEP_CASES = [  # (steps, the model's geometry, an input image's shape)
+    ([["pad", 2]], Geometry(1, 32, 32), (28, 28)),
+    ([["resize", 32]], Geometry(1, 32, 32), (28, 28)),
+    ([["resize", 32]], Geometry(3, 32, 32), (28, 28, 3)),
+    ([["resize", 32], ["crop", 28]], Geometry(1, 28, 28), (70, 45)),
+    ([["resize", [20, 37]], ["crop", [21, 36]]], Geometry(3, 21, 36), (50, 91, 3)),
+    ([["resize", 200], ["crop", 33]], Geometry(3, 33, 33), (40, 41, 3)),
+    ([["crop", 31]], Geometry(1, 31, 31), (28, 28)),  # padding first, offsets rounded half to even
+    ([["crop", 25]], Geometry(1, 25, 25), (28, 28)),
+    ([["gray", 3]], Geometry(3, 28, 28), (28, 28, 3)),
+    ([], Geometry(1, 32, 32), (32, 32, 3)),  # colour made gray by PIL's luma
+    ([], Geometry(3, 32, 32), (32, 32)),  # gray repeated over three channels
+]
+
+
+@pytest.mark.node
+def test_the_javascript_transforms_are_pythons_pixel_for_pixel(node, tmp_path):
+    """examples/web/steps.mjs (Pad, Resize as Pillow's bilinear, CenterCrop, Grayscale, the model's channels) gives
+    mnistkit.steps' pixels exactly: the Node example and the page see what Python's predict sees."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for steps, geometry, shape in STEP_CASES:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        want = apply_steps(img[None], [tuple(s) for s in steps], geometry)[0]
+        cases.append({"data": img.reshape(-1).tolist(), "h": shape[0], "w": shape[1],
+                      "c": shape[2] if len(shape) == 3 else 1, "steps": steps, "geometry": list(geometry.to_json()),
+                      "want": want.reshape(-1).tolist()})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = ("import fs from 'node:fs'; import { applySteps, image } from " + json.dumps(str(WEB_DIR / "steps.mjs"))
+              + "; const out = JSON.parse(fs.readFileSync(process.argv[1])).map((c) => Array.from(applySteps("
+              "image(Uint8Array.from(c.data), c.w, c.h, c.c), c.steps, {channels: c.geometry[0], height: "
+              "c.geometry[1], width: c.geometry[2]}))); process.stdout.write(JSON.stringify(out));")
+    r = subprocess.run([node, "--input-type=module", "-e", script, str(tmp_path / "cases.json")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for case, got in zip(cases, json.loads(r.stdout)):
+        assert got == case["want"], case["steps"]
+
+
+def _node(node, *args):
+    return subprocess.run([node, str(ROOT / "examples" / "node" / "predict.mjs"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"})
+
+
+@pytest.mark.node
+def test_node_follows_the_shape_and_transforms_in_labels_json(node, lenet_export, cifar_export, tmp_path):
+    """predict.mjs on the app bundles of LeNet-5 (1x32x32: PNG digits through the digits recipe, then Pad(2)) and the
+    colour net (3x32x32, the image recipe): the user's model's answers, and Python's on raw pixels."""
+    for which, (folder, export) in (("lenet", lenet_export), ("cifar", cifar_export)):
+        assert export.returncode == 0, export.stderr[-3000:]
+        app = folder / "models" / which / "app" / "model.onnx"
+        pngs, users = _users_answers(folder, which)
+        r = _node(node, "--model", app, *pngs, "--json", "--top-k", "1")
+        assert r.returncode == 0, r.stderr
+        labels = json.loads((app.parent / "labels.json").read_text())["labels"]
+        probs = np.array([[p["probabilities"][labels.index(lab)] for lab in labels]
+                          for p in json.loads(r.stdout)["predictions"]])
+        np.testing.assert_allclose(probs, _softmax(users), atol=1e-4, err_msg=which)
+        # raw pixels at the model's shape: Python's ONNX Runtime on the same bytes
+        pixels = np.stack([np.asarray(Image.open(p).convert("RGB" if which == "cifar" else "L")) for p in pngs])
+        if which == "lenet":
+            pixels = np.pad(pixels, ((0, 0), (2, 2), (2, 2)))
+        (tmp_path / f"{which}.bin").write_bytes(pixels.tobytes())
+        r = _node(node, "--model", app, "--raw", tmp_path / f"{which}.bin", "--json")
+        assert r.returncode == 0, r.stderr
+        from mnistkit.backends import create_backend
+
+        with create_backend(app) as b:
+            python = b.run(pixels)
+        got = np.array([p["probabilities"] for p in json.loads(r.stdout)["predictions"]])
+        np.testing.assert_allclose(got, _softmax(python), atol=1e-5, err_msg=which)
+
+    # what the model cannot take: one line, exit 1
+    folder = cifar_export[0]
+    app = folder / "models" / "cifar" / "app" / "model.onnx"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "big.png")
+    (tmp_path / "short.bin").write_bytes(bytes(784))
+    for args, message in (([tmp_path / "big.png"], "big.png: 40x40 after no transforms; the model takes 32x32 (3x32x32)"),
+                          (["--raw", tmp_path / "short.bin"], "784 bytes is not a whole number of 32x32x3 uint8 images "
+                                                              "(3072 bytes each; the model takes 3x32x32)")):
+        r = _node(node, "--model", app, *args)
+        assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.browser
+def test_the_page_follows_the_shape_and_transforms(chromium, lenet_export, cifar_export, tmp_path):
+    """The page sized by labels.json: LeNet-5's drawings go through the digits recipe then Pad(2) (32x32, a zero
+    border), the colour net's canvas is scaled to 32x32 RGB; raw pixels give Python's answers on the same bytes."""
+    from mnistkit.backends import create_backend
+    from mnistkit.serve import resolve_model, serve_in_background
+
+    from test_embedding import DRAWINGS
+
+    # a bare model-app.onnx (no labels.json beside it): the page's contract comes from the model's metadata
+    _, contract = resolve_model(lenet_export[0] / "models" / "lenet" / "model-app.onnx")
+    assert contract["input"]["shape"] == ["N", 32, 32] and contract["transforms"] == [["pad", 2]]
+
+    for which, (folder, export), seen, tail in (("lenet", lenet_export, "32×32 (Pad(2))", (32, 32)),
+                                                ("cifar", cifar_export, "32×32 RGB", (32, 32, 3))):
+        assert export.returncode == 0, export.stderr[-3000:]
+        app = folder / "models" / which / "app"
+        pngs = sorted((folder / "png").glob("*.png"))
+        pixels = np.stack([np.asarray(Image.open(p).convert("RGB" if which == "cifar" else "L")) for p in pngs])
+        if which == "lenet":
+            pixels = np.pad(pixels, ((0, 0), (2, 2), (2, 2)))
+        (tmp_path / f"{which}.bin").write_bytes(pixels.tobytes())
+        server, url = serve_in_background(app)
+        config = {"url": url, "raw": str(tmp_path / f"{which}.bin"), "drawings": DRAWINGS[:2]}
+        try:
+            r = subprocess.run(["node", str(WEB_DIR / "e2e.mjs"), json.dumps(config)], capture_output=True, text=True,
+                               timeout=240, env={**os.environ, "CHROMIUM": chromium}, cwd=WEB_DIR)
+        finally:
+            server.shutdown()
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = json.loads(r.stdout)
+        assert not [c for c in out["console"] if c.startswith(("error", "pageerror"))], out["console"]
+        assert out["seen"] == seen and out["geometry"] == {"channels": 1 if which == "lenet" else 3, "height": 32,
+                                                           "width": 32}
+        with create_backend(app / "model.onnx") as b:
+            np.testing.assert_allclose(np.array(out["raw"]), _softmax(b.run(pixels)), atol=1e-5, err_msg=which)
+            for d in out["drawings"]:
+                seen_pixels = np.array(d["pixels"], np.uint8).reshape(1, *tail)
+                if which == "lenet":  # the digits recipe's 28x28, padded by 2: a zero border
+                    assert seen_pixels.max() > 200 and not seen_pixels[0, :2].any() and not seen_pixels[0, :, -2:].any()
+                probs = _softmax(b.run(seen_pixels))[0]
+                assert d["label"] == b.info.labels[int(probs.argmax())], (which, d["name"])
+                np.testing.assert_allclose(d["probabilities"], probs, atol=1e-5)
+
+
+@pytest.mark.node
+def test_bench_on_node_feeds_the_models_shape_and_gates_on_the_users_model(node, lenet_export, cifar_export):
+    """`bench --devices node` on the app and float ONNX of both models: onnxruntime-node gets [N,32,32] and
+    [N,32,32,3] pixels or [N,C,32,32] floats, and its rows pass the parity gate against the PyTorch model that
+    the export folder's manifest names (the user's)."""
+    from mnistkit.bench import BenchConfig, run_bench
+
+    config = BenchConfig(batch_sizes=(1, 3), devices=("node",), backends=("onnxruntime",), threads=(1,), warmup=0.01,
+                         min_time=0.01, min_reps=5)
+    for which, (folder, _) in (("lenet", lenet_export), ("cifar", cifar_export)):
+        out = folder / "models" / which
+        result = run_bench([out / "model.onnx", out / "model-app.onnx"], config)
+        rows = [r for r in result.results if r["device"] == "node" and not r.get("baseline")]
+        assert {(r["file"], r["batch_size"]) for r in rows} == {(f, b) for f in ("model.onnx", "model-app.onnx")
+                                                                for b in (1, 3)}, which
+        for r in rows:
+            assert r["status"] == "ok", (which, r.get("reason"))
+            assert r["parity"]["against"] == "pytorch" and r["parity"]["top1"] == 1.0
+            assert r["parity"]["max_abs"] <= 1e-4, (which, r["file"], r["parity"])

@@ -2,13 +2,14 @@
 // Classify images with mnistkit's app-ready ONNX model in Node.js (onnxruntime-node, CPU).
 //
 //   node predict.mjs --model app/model.onnx digit.png other.png
-//   node predict.mjs --model app/model.onnx --raw images.bin --json      # N*784 uint8 pixels
+//   node predict.mjs --model app/model.onnx --raw images.bin --json      # N*784 uint8 pixels (N*H*W*C)
 //
 // The model contract (mnistkit export --format all writes it to app/): input `pixels` uint8 [N,28,28]
-// (0-255, light on dark as in the dataset), outputs `logits` and `probabilities` float32 [N,C].
-// Labels and the preprocessing recipe come from labels.json beside the model, because ONNX
-// Runtime's JavaScript API cannot read a model's metadata. PNG files are preprocessed by the
-// recorded recipe (../web/preprocess.mjs); raw buffers are taken as they are.
+// (0-255, light on dark as in the dataset; [N,H,W] or [N,H,W,3] for a model of another input shape),
+// outputs `logits` and `probabilities` float32 [N,C]. Labels, the input shape, the transforms and the
+// preprocessing recipe come from labels.json beside the model, because ONNX Runtime's JavaScript API
+// cannot read a model's metadata. PNG files are prepared by the recorded recipe and transforms
+// (../web/preprocess.mjs, ../web/steps.mjs) as mnistkit's Python does; raw buffers are taken as they are.
 //
 // Exit codes: 0 ok, 1 bad input (one line on stderr), 2 bad usage.
 
@@ -16,9 +17,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 
-import { BlankImageError, preprocess, topK } from '../web/preprocess.mjs';
+import { BlankImageError, RECIPES, prepare, topK } from '../web/preprocess.mjs';
+import { SizeError, contractGeometry, geometryText, pixelCount } from '../web/steps.mjs';
 
-const USAGE = `usage: node predict.mjs --model MODEL.onnx [--labels labels.json] [--recipe digits|objects]
+const USAGE = `usage: node predict.mjs --model MODEL.onnx [--labels labels.json] [--recipe digits|objects|image]
                          [--top-k K] [--json] (--raw FILE | IMAGE.png ...)`;
 
 class UsageError extends Error {}
@@ -45,7 +47,7 @@ function parseArgs(argv) {
   if (!opts.model) throw new UsageError('--model is required');
   if (!opts.raw && opts.images.length === 0) throw new UsageError('give --raw FILE or at least one image');
   if (!Number.isInteger(opts.topK) || opts.topK < 1) throw new UsageError('--top-k must be an integer >= 1');
-  if (opts.recipe && !['digits', 'objects'].includes(opts.recipe)) throw new UsageError(`--recipe ${opts.recipe}: expected digits or objects`);
+  if (opts.recipe && !RECIPES.includes(opts.recipe)) throw new UsageError(`--recipe ${opts.recipe}: expected ${RECIPES.join(', ')}`);
   return opts;
 }
 
@@ -59,10 +61,15 @@ function readContract(modelPath, labelsPath) {
     throw new InputError(`${file}: not valid JSON (${e.message})`);
   }
   if (!Array.isArray(contract.labels) || contract.labels.length === 0) throw new InputError(`${file}: has no "labels" list`);
+  try {
+    contract.geometry = contractGeometry(contract);
+  } catch (e) {
+    throw new InputError(`${file}: ${e.message.replace(/^labels\.json: /, '')}`);
+  }
   return contract;
 }
 
-async function loadModel(ort, modelPath) {
+async function loadModel(ort, modelPath, geometry) {
   if (!fs.existsSync(modelPath)) throw new InputError(`${modelPath}: no such file`);
   let session;
   try {
@@ -75,37 +82,44 @@ async function loadModel(ort, modelPath) {
     (!meta || meta.type === undefined || meta.type === 'uint8');
   if (!okInput || !session.outputNames.includes('probabilities')) {
     const found = session.inputNames.map((n, i) => `${n}${session.inputMetadata?.[i]?.type ? ' ' + session.inputMetadata[i].type : ''}`).join(', ');
-    throw new InputError(`${modelPath}: expected the app-ready model (input 'pixels' uint8 [N,28,28]; outputs logits, probabilities); found input ${found} and outputs ${session.outputNames.join(', ')}`);
+    throw new InputError(`${modelPath}: expected the app-ready model (input 'pixels' uint8 [N,${tail(geometry)}]; outputs logits, probabilities); found input ${found} and outputs ${session.outputNames.join(', ')}`);
   }
   return session;
 }
 
-function readPng(PNG, file, recipe) {
+function tail(g) {
+  return (g.channels === 1 ? [g.height, g.width] : [g.height, g.width, g.channels]).join(',');
+}
+
+function readPng(PNG, file, recipe, contract) {
   if (!fs.existsSync(file)) throw new InputError(`${file}: no such file`);
   const buf = fs.readFileSync(file);
   if (buf.length === 0) throw new InputError(`${file}: empty file; expected a PNG image`);
   if (buf.subarray(0, 8).toString('latin1') !== '\x89PNG\r\n\x1a\n') {
-    throw new InputError(`${file}: not a PNG image; this example reads PNG files and raw 28x28 buffers (--raw)`);
+    throw new InputError(`${file}: not a PNG image; this example reads PNG files and raw uint8 buffers (--raw)`);
   }
   let png;
   try {
     png = PNG.sync.read(buf);
   } catch (e) {
-    throw new InputError(`${file}: not a PNG image (${e.message}); this example reads PNG files and raw 28x28 buffers`);
+    throw new InputError(`${file}: not a PNG image (${e.message}); this example reads PNG files and raw uint8 buffers`);
   }
   try {
-    return preprocess(png.data, png.width, png.height, recipe);
+    return prepare(png.data, png.width, png.height, recipe, contract.geometry, contract.transforms ?? []);
   } catch (e) {
     if (e instanceof BlankImageError) throw new InputError(`${file}: the image is blank; nothing to classify`);
+    if (e instanceof SizeError) throw new InputError(`${file}: ${e.message}`);
     throw new InputError(`${file}: ${e.message}`);
   }
 }
 
-function readRaw(file) {
+function readRaw(file, geometry) {
   if (!fs.existsSync(file)) throw new InputError(`${file}: no such file`);
   const buf = fs.readFileSync(file);
-  if (buf.length === 0 || buf.length % 784 !== 0) {
-    throw new InputError(`${file}: ${buf.length} bytes is not a whole number of 28x28 uint8 images (784 bytes each)`);
+  const per = pixelCount(geometry);
+  if (buf.length === 0 || buf.length % per !== 0) {
+    const what = geometry.channels === 1 ? `${geometry.height}x${geometry.width}` : `${geometry.height}x${geometry.width}x3`;
+    throw new InputError(`${file}: ${buf.length} bytes is not a whole number of ${what} uint8 images (${per} bytes each; the model takes ${geometryText(geometry)})`);
   }
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
 }
@@ -120,21 +134,29 @@ async function main() {
   const ort = (await import('onnxruntime-node')).default;
   const contract = readContract(opts.model, opts.labels);
   const recipe = opts.recipe ?? contract.preprocess ?? 'digits';
-  const session = await loadModel(ort, opts.model);
+  const geometry = contract.geometry;
+  const per = pixelCount(geometry);
+  const session = await loadModel(ort, opts.model, geometry);
 
   let pixels, names;
   if (opts.raw) {
-    pixels = readRaw(opts.raw);
-    names = Array.from({ length: pixels.length / 784 }, (_, i) => `${path.basename(opts.raw)}[${i}]`);
+    pixels = readRaw(opts.raw, geometry);
+    names = Array.from({ length: pixels.length / per }, (_, i) => `${path.basename(opts.raw)}[${i}]`);
   } else {
     const { PNG } = await import('pngjs');
-    const images = opts.images.map((f) => readPng(PNG, f, recipe));
-    pixels = new Uint8Array(images.length * 784);
-    images.forEach((img, i) => pixels.set(img, i * 784));
+    const images = opts.images.map((f) => readPng(PNG, f, recipe, contract));
+    pixels = new Uint8Array(images.length * per);
+    images.forEach((img, i) => pixels.set(img, i * per));
     names = opts.images.map((f) => path.basename(f));
   }
   const n = names.length;
-  const results = await session.run({ pixels: new ort.Tensor('uint8', pixels, [n, 28, 28]) });
+  const dims = geometry.channels === 1 ? [n, geometry.height, geometry.width] : [n, geometry.height, geometry.width, 3];
+  let results;
+  try {
+    results = await session.run({ pixels: new ort.Tensor('uint8', pixels, dims) });
+  } catch (e) {
+    throw new InputError(`${opts.model}: does not take uint8 [N,${tail(geometry)}] as labels.json says (${String(e.message).split('\n')[0]})`);
+  }
   const probs = results.probabilities.data;
   const c = contract.labels.length;
   if (probs.length !== n * c) throw new InputError(`${opts.model}: ${probs.length / n} outputs per image but ${c} labels`);

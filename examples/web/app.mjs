@@ -1,7 +1,8 @@
 // The page: draw on the canvas, the app-ready model classifies what you drew, live.
 // onnxruntime-web comes from vendor/ (copied from the npm package), never a CDN: the page works offline.
 import * as ort from './vendor/ort.wasm.bundle.min.mjs';
-import { BlankImageError, preprocess, topK } from './preprocess.mjs';
+import { BlankImageError, prepare, topK } from './preprocess.mjs';
+import { SizeError, contractGeometry, image, pixelCount, resizeImage, stepsText } from './steps.mjs';
 
 // The bundle carries its own loader: only the .wasm binary is fetched, from vendor/.
 ort.env.wasm.wasmPaths = { wasm: new URL('./vendor/ort-wasm-simd-threaded.wasm', import.meta.url).href };
@@ -16,7 +17,8 @@ const predictionEl = document.getElementById('prediction');
 const barsEl = document.getElementById('bars');
 const statusEl = document.getElementById('status');
 
-const state = { session: null, contract: null, lastPixels: null, lastResult: null, label: null, busy: null, pending: false };
+const state = { session: null, contract: null, geometry: null, steps: [], lastPixels: null, lastResult: null, label: null,
+                busy: null, pending: false };
 
 function resetPad() {
   ctx.fillStyle = '#ffffff';
@@ -51,12 +53,13 @@ function showResult(pixels, probabilities) {
     li.querySelector('.pct').textContent = `${(100 * t.probability).toFixed(1)}%`;
     return li;
   }));
-  const img = pctx.createImageData(28, 28);
-  for (let i = 0; i < 784; i++) {
-    img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = pixels[i];
+  const { height, width, channels } = state.geometry;
+  const img = pctx.createImageData(width, height);
+  for (let i = 0; i < width * height; i++) {
+    for (let c = 0; c < 3; c++) img.data[4 * i + c] = pixels[channels === 1 ? i : 3 * i + c];
     img.data[4 * i + 3] = 255;
   }
-  const tmp = new OffscreenCanvas(28, 28);
+  const tmp = new OffscreenCanvas(width, height);
   tmp.getContext('2d').putImageData(img, 0, 0);
   pctx.imageSmoothingEnabled = false;
   pctx.drawImage(tmp, 0, 0, preview.width, preview.height);
@@ -66,7 +69,8 @@ function showResult(pixels, probabilities) {
 }
 
 async function runModel(pixels, n) {
-  const tensor = new ort.Tensor('uint8', pixels, [n, 28, 28]);
+  const { height, width, channels } = state.geometry;
+  const tensor = new ort.Tensor('uint8', pixels, channels === 1 ? [n, height, width] : [n, height, width, 3]);
   const out = await state.session.run({ pixels: tensor });
   return out.probabilities.data;
 }
@@ -75,12 +79,27 @@ async function classifyOnce() {
   const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
   let pixels;
   try {
-    pixels = preprocess(data, width, height, state.contract.preprocess || 'digits');
+    pixels = prepareDrawing(data, width, height);
   } catch (e) {
     if (e instanceof BlankImageError) { showEmpty(); return; }
     throw e;
   }
   showResult(pixels, await runModel(pixels, 1));
+}
+
+// The drawing as the model takes it: the recipe and the transforms its script records (preprocess.mjs, as
+// mnistkit's Python prepares an image file). A photo model (the `image` recipe) whose transforms do not make the
+// 280x280 canvas its size sees the canvas scaled to its size first (Pillow's bilinear, as Resize does).
+function prepareDrawing(data, width, height) {
+  const recipe = state.contract.preprocess || 'digits';
+  try {
+    return prepare(data, width, height, recipe, state.geometry, state.steps);
+  } catch (e) {
+    if (!(e instanceof SizeError) || recipe !== 'image') throw e;
+    const rgba = image(data, width, height, 4);
+    const scaled = resizeImage(rgba, [state.geometry.height, state.geometry.width]);
+    return prepare(scaled.data, scaled.width, scaled.height, recipe, state.geometry, []);
+  }
 }
 
 // Run one classification at a time; a request during a run is folded into one more run after it.
@@ -137,8 +156,14 @@ async function init() {
     throw new Error(`expected the app-ready model (input 'pixels', output 'probabilities'); found ${session.inputNames} -> ${session.outputNames}`);
   }
   state.contract = contract;
+  state.geometry = contractGeometry(contract);
+  state.steps = contract.transforms ?? [];
   state.session = session;
+  const g = state.geometry;
   document.getElementById('recipe').textContent = contract.preprocess || 'digits';
+  document.getElementById('seen').textContent = `${g.height}×${g.width}${g.channels === 3 ? ' RGB' : ''}` +
+    (state.steps.length ? ` (${stepsText(state.steps)})` : '');
+  preview.setAttribute('aria-label', `what the model sees (${g.height}x${g.width})`);
   statusEl.textContent = `${contract.dataset || 'model'} · ${contract.labels.length} classes · onnxruntime-web ${ort.env.versions?.web ?? ''}`;
   showEmpty();
 }
@@ -155,16 +180,20 @@ window.mnistkit = {
   ready,
   classify,
   clear() { resetPad(); showEmpty(); },
-  /** Probabilities for N raw 28x28 uint8 images (Uint8Array or plain array of N*784 values). */
+  /** Probabilities for N raw uint8 images at the model's shape (Uint8Array or plain array of N*H*W*C values;
+   * N*784 for a 1x28x28 model). */
   async classifyPixels(values) {
     await ready;
     const pixels = Uint8Array.from(values);
-    const n = pixels.length / 784;
+    const per = pixelCount(state.geometry);
+    if (pixels.length === 0 || pixels.length % per !== 0) throw new Error(`${pixels.length} values is not a whole number of ${per}-value images`);
+    const n = pixels.length / per;
     const flat = await runModel(pixels, n);
     const c = state.contract.labels.length;
     return Array.from({ length: n }, (_, i) => Array.from(flat.subarray(i * c, (i + 1) * c)));
   },
   get lastPixels() { return state.lastPixels && Array.from(state.lastPixels); },
+  get geometry() { return state.geometry; },
   get lastResult() { return state.lastResult; },
   get label() { return state.label; },
   get prediction() { return predictionEl.textContent; },

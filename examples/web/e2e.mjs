@@ -4,9 +4,10 @@
 //
 //   node e2e.mjs '{"url": "http://127.0.0.1:8000/", "raw": "images.bin", "drawings": [...], "screenshot": "page.png"}'
 //
-// raw: a file of N*784 uint8 pixels to classify through the page's onnxruntime-web session.
+// raw: a file of N images of uint8 pixels at the model's shape (N*784 for 1x28x28, N*H*W*3 for colour) to
+// classify through the page's onnxruntime-web session.
 // drawings: [{"name": "7", "strokes": [[[x, y], ...], ...]}] in canvas pixels (280x280): each is drawn
-// with the mouse on a cleared canvas, then the page's prediction and its 28x28 pixels are read back.
+// with the mouse on a cleared canvas, then the page's prediction and the pixels the model saw are read back.
 import fs from 'node:fs';
 import process from 'node:process';
 
@@ -29,6 +30,8 @@ try {
   await page.waitForFunction(() => window.mnistkit !== undefined);
   await page.evaluate(() => window.mnistkit.ready);
   result.initial = await page.evaluate(() => window.mnistkit.prediction);
+  result.geometry = await page.evaluate(() => window.mnistkit.geometry);
+  result.seen = await page.locator('#seen').textContent();
 
   if (config.raw) {
     const bytes = Array.from(fs.readFileSync(config.raw));

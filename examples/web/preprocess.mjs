@@ -4,13 +4,18 @@
 //   digits  (MNIST):         grayscale; invert dark-on-light; crop to the ink; fit a 20x20 box keeping
 //                            the aspect ratio; place in 28x28 so the centre of mass is at the centre.
 //   objects (Fashion-MNIST): grayscale; invert light backgrounds; crop; fit the longest edge to 28; centre.
-// Images already 28x28 and light-on-dark pass through unchanged. The result is what the app-ready
-// model takes: uint8 pixels [28*28], 0-255, light ink on black.
+// Images already 28x28 and light-on-dark pass through unchanged. The result is what a 1x28x28 app-ready
+// model takes: uint8 pixels [28*28], 0-255, light ink on black. prepare() (below) adds the `image` recipe and
+// models of other input shapes (the transforms their script records, steps.mjs).
 //
 // Resizing is an antialiased Lanczos-3 resample like Pillow's; the two implementations round
 // differently, so a pixel may differ by one or two levels between Python and JavaScript.
 
+import { applySteps, image } from './steps.mjs';
+
 export const MIN_SIDE = 8;
+export const RECIPES = ['digits', 'objects', 'image'];
+export const DIGIT_GEOMETRY = Object.freeze({ channels: 1, height: 28, width: 28 });
 const INK_THRESHOLD = 0.15;
 
 export class BlankImageError extends Error {
@@ -156,6 +161,26 @@ export function preprocess(rgba, width, height, recipe) {
   const gray = toGray(rgba, width, height);
   if (isDatasetReady(gray, width, height)) return Uint8Array.from(gray, (v) => Math.round(v));
   return applyRecipe(gray, width, height, recipe);
+}
+
+/** RGBA image -> the app-ready model's uint8 pixels at `geometry` ({channels, height, width}; steps.mjs reads it
+ * from labels.json), as mnistkit's Python prepares an image file:
+ *   digits, objects: the recipe above gives MNIST's 28x28, then the script's transforms (`steps`: a LeNet-5's
+ *                    Pad(2) makes it 32x32);
+ *   image:           RGB as torchvision's ImageFolder loads it (alpha dropped), then the transforms.
+ * Throws BlankImageError, or SizeError (steps.mjs) when the result is not the model's size. */
+export function prepare(rgba, width, height, recipe, geometry = DIGIT_GEOMETRY, steps = []) {
+  if (recipe === 'image') {
+    const n = width * height;
+    const rgb = new Uint8Array(n * 3);
+    for (let i = 0; i < n; i++) {
+      rgb[3 * i] = rgba[4 * i]; rgb[3 * i + 1] = rgba[4 * i + 1]; rgb[3 * i + 2] = rgba[4 * i + 2];
+    }
+    return applySteps(image(rgb, width, height, 3), steps, geometry);
+  }
+  const pixels = preprocess(rgba, width, height, recipe);
+  const digits = geometry.channels === 1 && geometry.height === 28 && geometry.width === 28;
+  return digits && !(steps ?? []).length ? pixels : applySteps(image(pixels, 28, 28, 1), steps, geometry);
 }
 
 /** Softmax-free helpers shared by both examples. */
