@@ -152,22 +152,28 @@ DRAWINGS = [
 ]
 
 
-@pytest.mark.browser
-def test_page_in_headless_chromium(chromium, digits_export, raw_images, python_probabilities, tmp_path):
+def run_page(chromium, app: Path, **config) -> dict:
+    """The page served with the app bundle `app`, driven by e2e.mjs in headless Chromium with `config` (raw,
+    drawings, screenshot): what the page computed, checked to have logged no error."""
     from mnistkit.serve import serve_in_background
 
-    server, url = serve_in_background(digits_export / "app")
-    shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "page.png"
-    config = {"url": url, "raw": str(raw_images[1]), "drawings": DRAWINGS, "screenshot": str(shot),
-              "screenshotOf": "7"}
+    server, url = serve_in_background(app)
     try:
-        r = subprocess.run(["node", str(WEB_DIR / "e2e.mjs"), json.dumps(config)], capture_output=True, text=True,
-                           timeout=240, env={**os.environ, "CHROMIUM": chromium}, cwd=WEB_DIR)
+        r = subprocess.run(["node", str(WEB_DIR / "e2e.mjs"), json.dumps({"url": url, **config})], capture_output=True,
+                           text=True, timeout=240, env={**os.environ, "CHROMIUM": chromium}, cwd=WEB_DIR)
     finally:
         server.shutdown()
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert not [c for c in out["console"] if c.startswith(("error", "pageerror"))], out["console"]
+    return out
+
+
+@pytest.mark.browser
+def test_page_in_headless_chromium(chromium, digits_export, raw_images, python_probabilities, tmp_path):
+    shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "page.png"
+    out = run_page(chromium, digits_export / "app", raw=str(raw_images[1]), drawings=DRAWINGS, screenshot=str(shot),
+                   screenshotOf="7")
     # an empty canvas asks for a digit instead of guessing
     assert out["initial"] == "draw a digit" and out["afterClear"] == "draw a digit"
     assert out["emptyCanvas"] == "draw a digit"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -383,32 +382,31 @@ def test_the_javascript_transforms_are_pythons_pixel_for_pixel(node, tmp_path):
         assert got == case["want"], case["steps"]
 
 
-def _node(node, *args):
-    return subprocess.run([node, str(ROOT / "examples" / "node" / "predict.mjs"), *map(str, args)],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"})
+def _png_pixels(folder: Path, which: str) -> np.ndarray:
+    """The user's PNGs as the model's raw uint8 pixels: RGB [N,32,32,3], or the digits padded by 2 [N,32,32]."""
+    pngs = sorted((folder / "png").glob("*.png"))
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB" if which == "cifar" else "L")) for p in pngs])
+    return np.pad(pixels, ((0, 0), (2, 2), (2, 2))) if which == "lenet" else pixels
 
 
 @pytest.mark.node
 def test_node_follows_the_shape_and_transforms_in_labels_json(node, lenet_export, cifar_export, tmp_path):
     """predict.mjs on the app bundles of LeNet-5 (1x32x32: PNG digits through the digits recipe, then Pad(2)) and the
     colour net (3x32x32, the image recipe): the user's model's answers, and Python's on raw pixels."""
+    from test_embedding import run_node
+
     for which, (folder, export) in (("lenet", lenet_export), ("cifar", cifar_export)):
         assert export.returncode == 0, export.stderr[-3000:]
         app = folder / "models" / which / "app" / "model.onnx"
         pngs, users = _users_answers(folder, which)
-        r = _node(node, "--model", app, *pngs, "--json", "--top-k", "1")
+        r = run_node(node, "--model", app, *pngs, "--json", "--top-k", "1")
         assert r.returncode == 0, r.stderr
-        labels = json.loads((app.parent / "labels.json").read_text())["labels"]
-        probs = np.array([[p["probabilities"][labels.index(lab)] for lab in labels]
-                          for p in json.loads(r.stdout)["predictions"]])
+        probs = np.array([p["probabilities"] for p in json.loads(r.stdout)["predictions"]])  # in the labels' order
         np.testing.assert_allclose(probs, _softmax(users), atol=1e-4, err_msg=which)
         # raw pixels at the model's shape: Python's ONNX Runtime on the same bytes
-        pixels = np.stack([np.asarray(Image.open(p).convert("RGB" if which == "cifar" else "L")) for p in pngs])
-        if which == "lenet":
-            pixels = np.pad(pixels, ((0, 0), (2, 2), (2, 2)))
+        pixels = _png_pixels(folder, which)
         (tmp_path / f"{which}.bin").write_bytes(pixels.tobytes())
-        r = _node(node, "--model", app, "--raw", tmp_path / f"{which}.bin", "--json")
+        r = run_node(node, "--model", app, "--raw", tmp_path / f"{which}.bin", "--json")
         assert r.returncode == 0, r.stderr
         from mnistkit.backends import create_backend
 
@@ -425,7 +423,7 @@ def test_node_follows_the_shape_and_transforms_in_labels_json(node, lenet_export
     for args, message in (([tmp_path / "big.png"], "big.png: 40x40 after no transforms; the model takes 32x32 (3x32x32)"),
                           (["--raw", tmp_path / "short.bin"], "784 bytes is not a whole number of 32x32x3 uint8 images "
                                                               "(3072 bytes each; the model takes 3x32x32)")):
-        r = _node(node, "--model", app, *args)
+        r = run_node(node, "--model", app, *args)
         assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
@@ -434,9 +432,9 @@ def test_the_page_follows_the_shape_and_transforms(chromium, lenet_export, cifar
     """The page sized by labels.json: LeNet-5's drawings go through the digits recipe then Pad(2) (32x32, a zero
     border), the colour net's canvas is scaled to 32x32 RGB; raw pixels give Python's answers on the same bytes."""
     from mnistkit.backends import create_backend
-    from mnistkit.serve import resolve_model, serve_in_background
+    from mnistkit.serve import resolve_model
 
-    from test_embedding import DRAWINGS
+    from test_embedding import DRAWINGS, run_page
 
     # a bare model-app.onnx (no labels.json beside it): the page's contract comes from the model's metadata
     _, contract = resolve_model(lenet_export[0] / "models" / "lenet" / "model-app.onnx")
@@ -446,21 +444,9 @@ def test_the_page_follows_the_shape_and_transforms(chromium, lenet_export, cifar
                                                 ("cifar", cifar_export, "32×32 RGB", (32, 32, 3))):
         assert export.returncode == 0, export.stderr[-3000:]
         app = folder / "models" / which / "app"
-        pngs = sorted((folder / "png").glob("*.png"))
-        pixels = np.stack([np.asarray(Image.open(p).convert("RGB" if which == "cifar" else "L")) for p in pngs])
-        if which == "lenet":
-            pixels = np.pad(pixels, ((0, 0), (2, 2), (2, 2)))
+        pixels = _png_pixels(folder, which)
         (tmp_path / f"{which}.bin").write_bytes(pixels.tobytes())
-        server, url = serve_in_background(app)
-        config = {"url": url, "raw": str(tmp_path / f"{which}.bin"), "drawings": DRAWINGS[:2]}
-        try:
-            r = subprocess.run(["node", str(WEB_DIR / "e2e.mjs"), json.dumps(config)], capture_output=True, text=True,
-                               timeout=240, env={**os.environ, "CHROMIUM": chromium}, cwd=WEB_DIR)
-        finally:
-            server.shutdown()
-        assert r.returncode == 0, r.stderr[-2000:]
-        out = json.loads(r.stdout)
-        assert not [c for c in out["console"] if c.startswith(("error", "pageerror"))], out["console"]
+        out = run_page(chromium, app, raw=str(tmp_path / f"{which}.bin"), drawings=DRAWINGS[:2])
         assert out["seen"] == seen and out["geometry"] == {"channels": 1 if which == "lenet" else 3, "height": 32,
                                                            "width": 32}
         with create_backend(app / "model.onnx") as b:
