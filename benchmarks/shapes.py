@@ -5,7 +5,8 @@ ImageFolder of coloured digits, torchvision's resnet18 with a 1-channel stem bui
 Each user's folder is made as the test suite makes it (tests/fixtures/shapes_make.py: the script, the real MNIST
 sample, the weights trained on it), then `mnistkit export WEIGHTS --model-class ... --format all --json` runs
 there as a real process and is timed. Every artifact's validation row (max abs difference, top-1 agreement,
-accuracy against the float model) is kept. Writes benchmarks/results/shapes-<name>.json.
+accuracy against the float model) is kept; then `mnistkit verify` checks the export folder against the user's
+PyTorch model on 1,000 real test images, pair by pair. Writes benchmarks/results/shapes-<name>.json.
 
     python benchmarks/shapes.py [--name 2core] [--models lenet,cifar,resnet]
 """
@@ -52,12 +53,25 @@ def main() -> None:
                 sys.exit(f"{which}: export failed: {r.stderr[-2000:]}")
             result = json.loads(r.stdout)
             manifest = json.loads((folder / "models" / which / "manifest.json").read_text())
+            # then `verify` on the export folder: every artifact against the user's PyTorch model, pair by pair
+            start = time.perf_counter()
+            v = subprocess.run([sys.executable, "-m", "mnistkit", "verify", f"models/{which}", "--limit", "1000",
+                                "--json"], cwd=folder, capture_output=True, text=True)
+            verify_seconds = time.perf_counter() - start
+            if v.returncode not in (0, 1) or not v.stdout.strip():
+                sys.exit(f"{which}: verify failed to run: {v.stderr[-2000:]}")
+            report = json.loads(v.stdout)
             rows[which] = {"export_seconds": round(seconds, 1), "passed": result["passed"],
                            "input_shape": manifest["source"]["input_shape"],
                            "input_shape_origin": manifest["source"]["input_shape_origin"],
-                           "validation": result["validation"]}
+                           "validation": result["validation"],
+                           "verify": {"seconds": round(verify_seconds, 1), "passed": report["passed"],
+                                      "images": report["images"], "pairs": report["pairs"],
+                                      "reference": report["reference"]}}
             print(f"{which}: {sum(v['passed'] for v in result['validation'])}/{len(result['validation'])} passed "
-                  f"in {seconds:.0f} s", flush=True)
+                  f"in {seconds:.0f} s; verify {'PASSED' if report['passed'] else 'FAILED'} "
+                  f"({sum(p.get('passed', False) for p in report['pairs'])}/{len(report['pairs'])} pairs, "
+                  f"{verify_seconds:.0f} s)", flush=True)
     out = RESULTS / f"shapes-{args.name}.json"
     out.write_text(json.dumps({"environment": fingerprint(), "results": rows}, indent=1) + "\n")
     print(f"wrote {out}")
