@@ -204,7 +204,12 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 
 class Prefetch:
-    """Jobs run in order on one background thread, each as real processes under `nice -n 10`; result(name) waits."""
+    """Jobs run in order on one background thread, each as real processes under `nice -n 10`; result(name) waits.
+    `made` records when each result came (seconds after the start), printed at the end of the run. One thread, not
+    two: with the tests' own subprocesses, two chains on 2 cores starved each other (406 s for the suite, against
+    370 s with one)."""
+
+    WORKERS = 1
 
     def __init__(self, folder: Path):
         from concurrent.futures import ThreadPoolExecutor
@@ -212,7 +217,12 @@ class Prefetch:
         self.folder = folder
         self.futures: dict = {}
         self.procs: list = []
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self.pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="prefetch")
+        self.t0 = time.monotonic()
+        self.made: dict[str, float] = {}
+
+    def _timed(self, name: str, future) -> None:
+        future.add_done_callback(lambda f: self.made.setdefault(name, time.monotonic() - self.t0))
 
     def start(self, args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw) -> subprocess.Popen:
         """`args` as a process at low priority, killed by close()."""
@@ -232,6 +242,8 @@ class Prefetch:
 
         futures = {job["name"]: Future() for job in jobs}
         self.futures.update(futures)
+        for name, f in futures.items():
+            self._timed(name, f)
 
         def work():
             err = self.folder / "prefetch.err"
@@ -251,6 +263,7 @@ class Prefetch:
 
     def job(self, name: str, fn) -> None:
         self.futures[name] = self.pool.submit(fn)
+        self._timed(name, self.futures[name])
 
     def result(self, name: str):
         return self.futures[name].result()
@@ -306,14 +319,32 @@ def prefetch(request, tmp_path_factory):
             folder = tmp_path_factory.mktemp(which)
             pre.job(f"{which}_export", lambda which=which, folder=folder: _shapes_export(pre, which, folder))
     yield pre
+    MADE.update(pre.made)
     pre.close()
+
+
+MADE: dict[str, float] = {}  # when each prefetched result came, for the run's summary
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Beside --durations: when each result made beside the tests came (a test waiting on one shows its wait as
+    setup time there)."""
+    if MADE:
+        terminalreporter.write_line("made beside the tests (seconds after the first test): " + ", ".join(
+            f"{name} {t:.1f}" for name, t in sorted(MADE.items(), key=lambda kv: kv[1])))
+
+
+# The tutorial user's formats: those its tests run (verify on PyTorch, TorchScript, torch.export and ONNX Runtime with
+# an int8 pair; predict on the app model; app/). The every-format matrix of a --model-class model on real digits is
+# LeNet-5's and the colour net's (SHAPES); this export saves LiteRT, ExecuTorch and OpenVINO's converters (~20 s).
+TUTORIAL_FORMATS = "onnx,onnx-app,onnx-int8,torchscript,exported-program"
 
 
 def _tutorial_export(pre: Prefetch, d: Path):
     """A user's folder (the unguarded tutorial script, torchvision's MNIST layout in ./data with the real sample,
     the cnn.pth the script wrote when the user ran it), then `mnistkit export cnn.pth --model-class tutorial.py:Net
-    --format all --json` there, as a real process: (the folder, the weights' bytes before the export, the export's
-    CompletedProcess)."""
+    --format TUTORIAL_FORMATS --json` there, as a real process: (the folder, the weights' bytes before the export,
+    the export's CompletedProcess)."""
     import gzip
     import shutil
 
@@ -327,7 +358,7 @@ def _tutorial_export(pre: Prefetch, d: Path):
     before = (d / "cnn.pth").read_bytes()
     # another seed than the one cnn.pth was trained with: were the script run, cnn.pth would change
     r = pre.run([sys.executable, "-m", "mnistkit", "export", "cnn.pth", "--model-class", "tutorial.py:Net", "--format",
-                 "all", "--json"], cwd=d, env={**os.environ, "TUTORIAL_SEED": "2"})
+                 TUTORIAL_FORMATS, "--json"], cwd=d, env={**os.environ, "TUTORIAL_SEED": "2"})
     return d, before, r
 
 
