@@ -5,8 +5,10 @@ test command installs them): they skip locally where those are absent and fail i
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -27,11 +29,11 @@ def _config(devs, **kw):
 
 
 @pytest.fixture(scope="module")
-def cross(fashion_export, fashion_ckpt, node, chromium):  # noqa: F811
-    """cpu, node and browser rows for the Fashion-MNIST MLP's ONNX files (real test images as parity data)."""
-    return run_bench([fashion_export / "model.onnx", fashion_export / "model-app.onnx",
-                      fashion_export / "model-int8.onnx", fashion_ckpt], _config(("cpu", "node", "browser"),
-                                                                                  threads=(1, 2)))
+def cross(fashion_devices):
+    """cpu, node and browser rows for the Fashion-MNIST MLP's ONNX files (real test images as parity data), from
+    conftest's fashion_devices (`mnistkit bench --devices cpu,node,browser --json`, made beside the tests)."""
+    assert fashion_devices.returncode == 0, fashion_devices.stderr[-3000:]
+    return SimpleNamespace(**json.loads(fashion_devices.stdout))
 
 
 def test_node_and_browser_rows_pass_parity_and_have_pythons_keys(cross):
