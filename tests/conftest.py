@@ -318,20 +318,20 @@ def prefetch(request, tmp_path_factory):
     if jobs:
         pre.script(jobs)
     if "tutorial_export" in wanted and MNIST_SAMPLE_DIR.exists():
-        folder = tmp_path_factory.mktemp("user")
-        pre.job("tutorial_export", lambda: _tutorial_export(pre, folder))
+        user = tmp_path_factory.mktemp("user")
+        pre.job("tutorial_export", lambda: _tutorial_export(pre, user))
     for which in SHAPES:
         if f"{which}_export" in wanted and MNIST_SAMPLE_DIR.exists():
             folder = tmp_path_factory.mktemp(which)
             pre.job(f"{which}_export", lambda which=which, folder=folder: _shapes_export(pre, which, folder))
     if "fashion_deploy" in wanted and FASHION_DIR.exists():
-        out = tmp_path_factory.mktemp("opt") / "deploy"
-        pre.job("fashion_deploy", lambda: (out, pre.run(
-            [sys.executable, "-m", "mnistkit", "optimize", pre.result("fashion_export"), "--out-dir", out,
+        deploy = tmp_path_factory.mktemp("opt") / "deploy"
+        pre.job("fashion_deploy", lambda: (deploy, pre.run(
+            [sys.executable, "-m", "mnistkit", "optimize", pre.result("fashion_export"), "--out-dir", deploy,
              "--batch-sizes", "1,64", "--budget", "10s", "--json"])))
     if "fashion_devices" in wanted and FASHION_DIR.exists():
-        out = tmp_path_factory.mktemp("devices")
-        pre.job("fashion_devices", lambda: _fashion_devices(pre, out))
+        bench = tmp_path_factory.mktemp("devices")
+        pre.job("fashion_devices", lambda: _fashion_devices(pre, bench))
     yield pre
     MADE.update(pre.made)
     pre.close()
