@@ -2,8 +2,8 @@
 """Scoring at scale: `mnistkit score` on a local Ray against a single-process loop over the bare runtime.
 
 Trains the Fashion-MNIST MLP (10 epochs, seed 0), exports model.onnx, and writes the 10,000 test images
-repeated into Parquet shards (uint8 pixels, 784 per row, as a fixed-size list or fixed_size_binary(784); 100,000 rows per file, 16,384 per row group) until
---images rows exist. Then, in this order, on the same files:
+repeated into Parquet shards (uint8 pixels, 784 per row, as a fixed-size list or fixed_size_binary(784);
+100,000 rows per file, 16,384 per row group) until --images rows exist. Then, in this order, on the same files:
 
 1. baseline: one process reads each file's row groups with pyarrow (batches of --batch-size), converts
    the pixels with the model's normalization and calls ONNX Runtime's InferenceSession.run, keeping the
@@ -155,7 +155,8 @@ def main() -> None:
     ratios_wall = {k: round(runs[k]["wall_s"] / runs["baseline_2_threads"]["seconds"], 3) for k in ratios}
     ratios_steady = {k: round(base / runs[k]["steady_images_per_second"], 3) for k in ratios
                      if runs[k].get("steady_images_per_second")}
-    result = {"images": args.images, "layout": args.layout, "files": len(files), "rows_per_file": ROWS_PER_FILE, "row_group": ROW_GROUP,
+    result = {"images": args.images, "layout": args.layout, "files": len(files), "rows_per_file": ROWS_PER_FILE,
+              "row_group": ROW_GROUP,
               "input_bytes": in_bytes, "output_bytes_ray_2x1": out_bytes, "runs": runs,
               "time_over_baseline_2_threads": ratios, "wall_over_baseline_2_threads": ratios_wall,
               "steady_over_baseline_2_threads": ratios_steady,

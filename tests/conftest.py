@@ -81,7 +81,7 @@ def has_cuda() -> bool:
 
 # the results made beside the tests (Prefetch, below), in the order they are made
 PREFETCHED = ("tiny_export", "fashion_ckpt", "fashion_export", "tiny_cnn_ckpt", "tiny_cnn_export", "tutorial_export",
-              "lenet_export", "cifar_export", "resnet_export", "fashion_deploy", "fashion_devices")
+              "lenet_export", "cifar_export", "resnet_export", "fashion_deploy", "fashion_devices", "json_command_runs")
 # A user's model of another input shape: (weights, --model-class, more export arguments, formats). LeNet-5 and the
 # colour net take every format; resnet18 (45 MB of weights) the float formats that need no converter of their own:
 # its `--format all` takes 95 s alone here (every artifact passes; the closing note of issue 23 has the run), more
@@ -332,12 +332,53 @@ def prefetch(request, tmp_path_factory):
     if "fashion_devices" in wanted and FASHION_DIR.exists():
         bench = tmp_path_factory.mktemp("devices")
         pre.job("fashion_devices", lambda: _fashion_devices(pre, bench))
+    if "json_command_runs" in wanted:
+        tiny_data, tiny_ckpt = request.getfixturevalue("tiny_data"), request.getfixturevalue("tiny_ckpt")
+        commands = tmp_path_factory.mktemp("json-commands")
+        pre.job("json_command_runs", lambda: _json_commands(pre, commands, tiny_data, tiny_ckpt))
     yield pre
     MADE.update(pre.made)
     pre.close()
 
 
 MADE: dict[str, float] = {}  # when each prefetched result came, for the run's summary
+
+
+def _json_commands(pre: Prefetch, tmp: Path, tiny_data: Path, tiny_ckpt: Path):
+    """Every command with --json as a real process, on the tiny data: (their arguments, the waves they ran in,
+    {name: CompletedProcess}). The waves run in order, each using what the one before wrote (an export, a bench's
+    results), the processes of one side by side, the longest first (score two inputs: two shards, a local Ray);
+    after a wave where a process failed, the next does not run."""
+    from PIL import Image
+
+    out, bench = tmp / "export", tmp / "bench"
+    img = tmp / "x.png"
+    Image.fromarray((np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)).save(img)
+    data = ["--data-dir", tiny_data]
+    runs = {
+        "train": ["train", *data, "--epochs", "1", "--out", tmp / "m.pt", "--threads", "2"],
+        "export": ["export", tiny_ckpt, "--format", "onnx,onnx-app", "--out-dir", out, *data],
+        "predict": ["predict", out / "model.onnx", img],
+        "inspect": ["inspect", out],
+        "verify": ["verify", tiny_ckpt, out, *data, "--limit", "64"],
+        "bench": ["bench", out / "model.onnx", tiny_ckpt, "--batch-sizes", "1", "--min-time", "0.05", "--warmup", "0",
+                  "--min-reps", "2", "--backends", "onnxruntime", "--no-baselines", "--out-dir", bench, *data],
+        "report": ["report", bench / "results.json", "--out-dir", tmp / "report"],
+        "doctor": ["doctor"],
+        "score": ["score", pre.result("tiny_export") / "model.onnx", img, tiny_data / "t10k-images-idx3-ubyte.gz",
+                  "--out", tmp / "preds"],
+        "optimize": ["optimize", out, "--out-dir", tmp / "deploy", "--batch-sizes", "1", "--budget", "10s", *data],
+    }
+    waves = [("score", "train", "doctor", "export"), ("optimize", "bench", "verify", "predict", "inspect"), ("report",)]
+    env = {**os.environ, "NO_COLOR": "1"}
+    done: dict = {}
+    for wave in waves:
+        results = side_by_side(lambda name: (name, pre.run([sys.executable, "-m", "mnistkit", *runs[name], "--json"],
+                                                           env=env)), wave)
+        done.update(results)
+        if any(r.returncode not in ((0, 1) if name == "doctor" else (0,)) for name, r in results):
+            break
+    return runs, waves, done
 
 
 def _fashion_devices(pre: Prefetch, out: Path) -> subprocess.CompletedProcess:
@@ -466,6 +507,12 @@ def tiny_export(prefetch, tiny_ckpt) -> Path:
 def fashion_export(prefetch, fashion_ckpt) -> Path:
     """Every format of the Fashion-MNIST MLP (verify runs each CPU backend on the full test split)."""
     return prefetch.result("fashion_export")
+
+
+@pytest.fixture(scope="session")
+def json_command_runs(prefetch, tiny_data, tiny_ckpt, tiny_export):
+    """Every command with --json, run as real processes beside the tests (_json_commands)."""
+    return prefetch.result("json_command_runs")
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,16 @@
 """CLI behaviour common to every command: help, usage errors, user errors, --json."""
 
 import json
-import os
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from mnistkit.cli import DATASET_NAMES, cli
 from mnistkit.data import DATASETS
 from conftest import cli_run as run
-from conftest import side_by_side
 
 
 def test_dataset_choices_match_the_data_module():
@@ -127,42 +124,16 @@ def json_commands() -> set[str]:
     return {name for name, cmd in cli.commands.items() if any(p.name == "as_json" for p in cmd.params)}
 
 
-def test_every_json_command_prints_exactly_one_json_object(tmp_path, tiny_data, tiny_ckpt, tiny_export):
-    """Each command with --json, run as a real process: stdout parses as one JSON object, whatever the
-    libraries (torch.onnx, onnxruntime, preload_dlls) print on the way."""
-    from PIL import Image
-
-    out, bench = tmp_path / "export", tmp_path / "bench"
-    img = tmp_path / "x.png"
-    Image.fromarray((np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)).save(img)
-    data = ["--data-dir", tiny_data]
-    runs = {
-        "train": ["train", *data, "--epochs", "1", "--out", tmp_path / "m.pt", "--threads", "2"],
-        "export": ["export", tiny_ckpt, "--format", "onnx,onnx-app", "--out-dir", out, *data],
-        "predict": ["predict", out / "model.onnx", img],
-        "inspect": ["inspect", out],
-        "verify": ["verify", tiny_ckpt, out, *data, "--limit", "64"],
-        "bench": ["bench", out / "model.onnx", tiny_ckpt, "--batch-sizes", "1", "--min-time", "0.05", "--warmup", "0",
-                  "--min-reps", "2", "--backends", "onnxruntime", "--no-baselines", "--out-dir", bench, *data],
-        "report": ["report", bench / "results.json", "--out-dir", tmp_path / "report"],
-        "doctor": ["doctor"],
-        "score": ["score", tiny_export / "model.onnx", img, tiny_data / "t10k-images-idx3-ubyte.gz",
-                  "--out", tmp_path / "preds"],
-        "optimize": ["optimize", out, "--out-dir", tmp_path / "deploy", "--batch-sizes", "1", "--budget", "10s", *data],
-    }
-    assert set(runs) == json_commands(), "a command with --json is missing here"
-    env = {**os.environ, "NO_COLOR": "1"}
-
-    def run(name):
-        return name, subprocess.run([sys.executable, "-m", "mnistkit", *map(str, runs[name]), "--json"],
-                                    capture_output=True, text=True, env=env, timeout=300)
-
-    # in waves, each using what the wave before wrote; a wave's processes run side by side (3 at a time), the
-    # longest first (score two inputs: two shards, a local Ray)
-    waves = [("score", "train", "doctor", "export"), ("optimize", "bench", "verify", "predict", "inspect"), ("report",)]
+def test_every_json_command_prints_exactly_one_json_object(json_command_runs):
+    """Each command with --json, run as a real process (conftest.json_command_runs, made beside the tests): stdout
+    parses as one JSON object, whatever the libraries (torch.onnx, onnxruntime, preload_dlls) print on the way."""
+    runs, waves, done = json_command_runs
+    assert set(runs) == json_commands(), "a command with --json is missing from conftest._json_commands"
     assert sorted(n for wave in waves for n in wave) == sorted(runs)
     for wave in waves:
-        for name, r in side_by_side(run, wave):
+        for name in wave:
+            assert name in done, f"{name}: not run (a process of the wave before it failed)"
+            r = done[name]
             assert r.returncode in ((0, 1) if name == "doctor" else (0,)), f"{name}: {r.stderr[-500:]}"
             obj = json.loads(r.stdout)  # exactly one object: json.loads refuses anything before or after it
             assert isinstance(obj, dict) and obj, f"{name}: {r.stdout[:200]}"
