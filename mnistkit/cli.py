@@ -37,7 +37,8 @@ class MnistkitGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         from .console import error_line
-        from .errors import EXIT_FAILED, Terminated, reset_committed
+        from .errors import EXIT_FAILED
+        from .signals import Terminated, reset_committed
 
         reset_committed()
         try:
@@ -763,7 +764,7 @@ def demo(out_dir, epochs):
 
 
 def _on_sigterm(signum, frame):
-    from .errors import Terminated, committed, note_signal
+    from .signals import Terminated, committed, note_signal
 
     if _late_signal(committed(), "SIGTERM"):
         return
@@ -772,7 +773,7 @@ def _on_sigterm(signum, frame):
 
 
 def _on_sigint(signum, frame):
-    from .errors import committed, note_signal
+    from .signals import committed, note_signal
 
     if _late_signal(committed(), "SIGINT"):
         return
@@ -781,7 +782,7 @@ def _on_sigint(signum, frame):
 
 
 def _late_signal(published: str | None, name: str) -> bool:
-    """A signal after the command published its result: said, and otherwise ignored (errors.mark_committed)."""
+    """A signal after the command published its result: said, and otherwise ignored (signals.mark_committed)."""
     if published is None:
         return False
     try:
@@ -794,7 +795,7 @@ def _late_signal(published: str | None, name: str) -> bool:
 def main() -> None:
     import logging
 
-    from .errors import resolve_signal_path, restart_interrupted_calls
+    from .signals import resolve_signal_path, restart_interrupted_calls
 
     # A library's malformed log call (torch, loading a hostile archive) must not print a
     # "--- Logging error ---" dump: logging swallows its own errors.
@@ -803,7 +804,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
     restart_interrupted_calls()
     resolve_signal_path()
-    from .errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+    from .errors import EXIT_SIGINT, EXIT_SIGTERM
+    from .signals import Terminated
 
     try:
         try:

@@ -71,13 +71,13 @@ def openvino_checks() -> list[Check]:
     import numpy as np
 
     from .capture import captured_output
-    from .errors import ensure_signal_stack
+    from .signals import ensure_signal_stack
 
     try:
         with captured_output():
             core = ov.Core()
             compiled = core.compile_model(core.read_model(str(PROBE_MODEL)), "CPU")
-            ensure_signal_stack()  # the CPU plugin's small signal stack (errors.py)
+            ensure_signal_stack()  # the CPU plugin's small signal stack (signals.py)
             inp = compiled.inputs[0]
             shape = [d.get_length() if d.is_static else 1 for d in inp.get_partial_shape()]
             compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})

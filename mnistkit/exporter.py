@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import exportdir
-from .errors import ExportError, InvalidInputError, publishing, raise_if_signalled
+from .errors import ExportError, InvalidInputError
+from .signals import publishing, raise_if_signalled
 from .fileio import atomic_write_json, replace_dir, sha256_file, staging_dir
 from .formats import (DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, FORMAT_CHOICES, FORMATS, KINDS, OPSET_RANGE,
                       WriteContext, parse_formats)

@@ -42,7 +42,8 @@ from .backends import BACKENDS, backends_for, create_backend
 from .bench import latency_stats, time_calls, time_interleaved
 from .compare import compare
 from .deploy import DEPLOY_FILE, DEPLOY_FORMAT_VERSION
-from .errors import InvalidInputError, MnistkitError, first_line, publishing
+from .errors import InvalidInputError, MnistkitError, first_line
+from .signals import publishing
 from .formats import exportable, tolerance_for
 from .pixels import native_batch
 
@@ -332,11 +333,11 @@ def _openvino_default(path: Path):
 
     from .capture import captured_output
 
-    from .errors import ensure_signal_stack
+    from .signals import ensure_signal_stack
 
     with captured_output():
         compiled = ov.Core().compile_model(str(path), "CPU")
-    ensure_signal_stack()  # the CPU plugin's small signal stack (errors.py)
+    ensure_signal_stack()  # the CPU plugin's small signal stack (signals.py)
     index = next((i for i, o in enumerate(compiled.outputs) if "logits" in o.get_names()), 0)
 
     def make(x):

@@ -38,7 +38,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import DataError, InvalidInputError, MissingDependencyError, first_line, publishing
+from .errors import DataError, InvalidInputError, MissingDependencyError, first_line
+
+from .signals import publishing
 from .pixels import DIGITS, MAX_SIDE, Geometry
 from .preprocess import IMAGE_SUFFIXES
 
@@ -950,7 +952,7 @@ def _run_ray(todo: list[Shard], kwargs: dict, workers: int, threads: int, addres
         if started:
             _check_reachable(address)
             cpus = None if address else max(os.cpu_count() or 1, workers * threads)
-            from .errors import keep_signal_handlers
+            from .signals import keep_signal_handlers
 
             try:
                 with keep_signal_handlers():  # Ray's driver handler would exit 15 without a line

@@ -74,7 +74,7 @@ def test_the_cycle_finder_finds_cycles():
 # The package's layers, bottom to top (the README's architecture section says the same in prose). A module
 # imports only from its own layer or below; within a layer the graph is acyclic (test above).
 LAYERS = [
-    ("foundation", {"_version", "errors", "capture", "console", "fileio", "environment", "tables", "onnx_compat",
+    ("foundation", {"_version", "errors", "signals", "capture", "console", "fileio", "environment", "tables", "onnx_compat",
                     "pixels", "steps", "compare"}),
     ("inputs", {"data", "imagesets", "preprocess", "safeload", "gate", "gate.*", "usercode", "model"}),
     ("format table", {"formats", "formats.spec", "formats.kinds"}),

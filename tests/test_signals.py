@@ -1,4 +1,4 @@
-"""Signals around native toolchains (errors.signals_held and the CLI's start-up): a SIGTERM must stop an
+"""Signals around native toolchains (signals.signals_held and the CLI's start-up): a SIGTERM must stop an
 export cleanly, never crash the process inside a converter (tests/test_export_folder.py kills real exports)."""
 
 import signal
@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from conftest import need_module, side_by_side
-from mnistkit.errors import resolve_signal_path, restart_interrupted_calls, signals_held
+from mnistkit.signals import resolve_signal_path, restart_interrupted_calls, signals_held
 
 
 class Stop(BaseException):
@@ -92,7 +92,7 @@ def _altstack() -> tuple[int, int]:
 
 
 def _usable(flags_size) -> bool:
-    from mnistkit.errors import SIGNAL_STACK_BYTES
+    from mnistkit.signals import SIGNAL_STACK_BYTES
 
     flags, size = flags_size
     return bool(flags & 2) or size >= SIGNAL_STACK_BYTES  # disabled (the thread's own stack), or 1 MiB
@@ -103,7 +103,7 @@ def test_a_small_alternate_signal_stack_is_replaced_and_signals_still_arrive(rai
     frames: ensure_signal_stack swaps in 1 MiB, and a SIGTERM is then handled on it."""
     import ctypes
 
-    from mnistkit.errors import ensure_signal_stack
+    from mnistkit.signals import ensure_signal_stack
 
     class StackT(ctypes.Structure):
         _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]

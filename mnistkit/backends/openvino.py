@@ -31,7 +31,8 @@ from typing import Callable
 import numpy as np
 
 from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, detect_kind, onnx_io_info, onnx_metadata
-from ..errors import ArtifactError, InvalidInputError, ensure_signal_stack, first_line
+from ..errors import ArtifactError, InvalidInputError, first_line
+from ..signals import ensure_signal_stack
 from .base import Backend
 
 OV_TYPES = {"f32": "float32", "u8": "uint8"}
@@ -112,7 +113,7 @@ def _compile(path, threads: int, hint: str = "LATENCY"):
         except Exception as exc:
             raise ArtifactError(f"{path}: OpenVINO cannot load it: {conversion_failure(exc)}") from None
         finally:
-            ensure_signal_stack()  # the CPU plugin leaves this thread a ~10 KB signal stack (errors.py)
+            ensure_signal_stack()  # the CPU plugin leaves this thread a ~10 KB signal stack (signals.py)
 
 
 def conversion_failure(exc: Exception) -> str:

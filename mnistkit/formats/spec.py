@@ -74,9 +74,9 @@ class FormatSpec:
     def write(self, src, tmp: Path, ctx: "WriteContext") -> dict:
         """Write this format of `src` (a source.Source) to `tmp`; return the manifest's facts. The writer
         is imported here, on first use: the table itself imports no toolchain. SIGINT/SIGTERM are held
-        while it runs and delivered when it ends (errors.signals_held: native toolchains crash when a
+        while it runs and delivered when it ends (signals.signals_held: native toolchains crash when a
         Python exception is raised inside them)."""
-        from ..errors import signals_held
+        from ..signals import signals_held
 
         with signals_held():
             return resolve(self.writer)(src, self, tmp, ctx)
