@@ -44,7 +44,7 @@ from .compare import compare
 from .deploy import DEPLOY_FILE, DEPLOY_FORMAT_VERSION
 from .errors import InvalidInputError, MnistkitError, first_line
 from .signals import publishing
-from .formats import exportable, tolerance_for
+from .formats import FORMATS, exportable, tolerance_for
 from .pixels import native_batch
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
@@ -82,6 +82,12 @@ PRUNE_REASONS = {
 }
 
 
+
+def _precision(fmt: str) -> str:
+    """What a format computes in, from the format table ("fp32" for a name it does not hold)."""
+    spec = FORMATS.get(fmt)
+    return spec.precision if spec else "fp32"
+
 @dataclass(frozen=True)
 class Candidate:
     """One deployable configuration: an artifact on a runtime, at a thread count, with options."""
@@ -104,7 +110,7 @@ class Candidate:
 
     @property
     def quantized(self) -> bool:
-        return "int8" in self.format
+        return _precision(self.format) == "int8"
 
     def simplicity(self) -> tuple:
         """Sort key, simplest first: fp32 before int8, fewer threads, the core install, fewer changed options."""
@@ -176,7 +182,7 @@ def plan_candidates(targets, cores: int, graph_levels: Callable[[Path], list[str
 
     for t in targets:
         fmt, name = t.format, t.path.name
-        if "fp16" in fmt:
+        if _precision(fmt) == "fp16":
             prune(f"{name} (every runtime)", "fp16")
             continue
         for backend in backends_for(t.kind):
@@ -220,7 +226,7 @@ def _option_sets(t, backend: str, threads: int, graph_levels, prune) -> list[dic
             return [{}]
         return [{}, {"hint": "THROUGHPUT"}]
     if backend == "litert":
-        if "int8" in t.format:
+        if _precision(t.format) == "int8":
             return [{}, {"xnnpack": False}]
         prune(f"{name} on litert, {threads} thread{'s' if threads > 1 else ''}, XNNPACK off", "xnnpack-fp32")
         return [{}]
@@ -699,7 +705,7 @@ def export_folder(path: Path, data_dir, log) -> tuple[Path, list[str]]:
             present = {a.get("format") for a in manifest.get("artifacts") or []}
     except MnistkitError:
         pass
-    missing = [f for f in exportable() if f not in present and "fp16" not in f]
+    missing = [f for f in exportable() if f not in present and FORMATS[f].precision != "fp16"]
     if missing:
         log(f"exporting {', '.join(missing)} to {folder} (the formats it does not have yet)")
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -123,3 +123,21 @@ def test_batch_checks_are_data_with_reasons():
         if f.batch_check is not None:
             assert f.batch_check.why and 1 in f.batch_check.sizes and f.batch_check.images >= 64
     assert np.isclose(FORMATS["onnx-int8-dynamic"].batch_check.min_agreement, 0.95)
+
+
+def test_what_a_format_computes_in_is_a_field_of_its_row():
+    """precision ("fp32", "fp16", "int8") is data in the table, and its tolerances agree with it: float rows are
+    held to a max abs difference at full agreement, fp16 and int8 rows are judged by top-1 and accuracy (the
+    exporter's accuracy gate); optimize reads quantized/fp16 from here, never from a format's name."""
+    from mnistkit.formats import FORMATS
+
+    assert {f.precision for f in FORMATS.values()} == {"fp32", "fp16", "int8"}
+    for name, f in FORMATS.items():
+        cpu = f.tolerance["cpu"]
+        assert f.quantized == (f.precision == "int8"), name
+        if f.precision == "fp32":
+            assert cpu.max_abs is not None and cpu.min_agreement == 1.0 and cpu.max_accuracy_drop is None, name
+        else:
+            assert cpu.max_accuracy_drop is not None and cpu.min_agreement < 1.0, name
+        if f.precision == "int8":
+            assert cpu.max_abs is None, name  # int8 logits move by ~1: no max abs bound

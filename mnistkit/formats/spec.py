@@ -56,6 +56,7 @@ class FormatSpec:
     batch_check: BatchCheck | None = None  # how validation proves its batch axis (None: not checked)
     notice: str | None = None  # said once when the format is exported
     companions: tuple[str, ...] = ()  # files the writer puts beside `file` (OpenVINO IR's weights, model.bin)
+    precision: str = "fp32"  # what the artifact computes in: "fp32", "fp16" or "int8" (PRECISIONS)
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -70,6 +71,11 @@ class FormatSpec:
     @property
     def exportable(self) -> bool:
         return self.writer is not None
+
+    @property
+    def quantized(self) -> bool:
+        """int8: its logits move (~1), so top-1 and accuracy judge it, and optimize weighs it as the less simple."""
+        return self.precision == "int8"
 
     def write(self, src, tmp: Path, ctx: "WriteContext") -> dict:
         """Write this format of `src` (a source.Source) to `tmp`; return the manifest's facts. The writer
