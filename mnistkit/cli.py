@@ -20,7 +20,11 @@ import click
 from ._version import __version__
 from .backends import BACKENDS
 from .errors import AssumptionWarning, MnistkitError
-from .bench import DEFAULT_BATCH_SIZES, DEFAULT_BENCH_DIR
+from .bench import DEFAULT_BATCH_SIZES, DEFAULT_BENCH_DIR, BenchConfig
+from .optimize import DEFAULT_BUDGET, DEFAULT_DEPLOY_DIR
+from .optimize import DEFAULT_BATCH_SIZES as DEPLOY_BATCH_SIZES
+from .predict import DEFAULT_TOP_K
+from .score import ScoreConfig
 from .report import DEFAULT_REPORT_DIR
 from .formats import DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, DEVICES, FORMAT_CHOICES, OPSET_RANGE
 from .tables import LOSSES, MODEL_NAMES, OPTIMIZERS, TRAIN_DEVICES
@@ -325,7 +329,7 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_
               help="Runtime [default: by the model's kind: onnxruntime for .onnx, pytorch for checkpoints, ...].")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--allow-fallback", is_flag=True, help="If CUDA is unavailable, warn and run on CPU instead of failing.")
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
 @json_option
 def predict(args, deploy, backend, device, allow_fallback, top_k, threads, as_json):
@@ -377,9 +381,10 @@ def predict(args, deploy, backend, device, allow_fallback, top_k, threads, as_js
               help="A Ray cluster to run on (auto, ray://host:10001) [default: a local Ray, or in-process without Ray].")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Ray actors, each loading the model once [default: cores // threads-per-worker].")
-@click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=ScoreConfig.threads_per_worker,
+              show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=ScoreConfig.batch_size, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=ScoreConfig.top_k, show_default=True)
 @click.option("--column", default=None, help="Parquet inputs: the column holding the images [default: detected].")
 @click.option("--in-process", is_flag=True, help="Score in this process even where Ray is installed.")
 @click.option("--resume", is_flag=True, help="Keep the parts an earlier run finished; score the rest.")
@@ -576,10 +581,11 @@ def _ints(ctx, param, value):
 @click.option("--modes", callback=_csv(("host", "device")), default="host", show_default=True,
               help="host: numpy in/out, copies included; device: inputs resident on the device (IO binding, "
                    "CUDA tensors and graphs).")
-@click.option("--warmup", type=click.FloatRange(min=0), default=0.2, show_default=True, help="Seconds per case.")
-@click.option("--min-time", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--warmup", type=click.FloatRange(min=0), default=BenchConfig.warmup, show_default=True,
+              help="Seconds per case.")
+@click.option("--min-time", type=click.FloatRange(min=0, min_open=True), default=BenchConfig.min_time, show_default=True,
               help="Seconds of timed calls per case.")
-@click.option("--min-reps", type=click.IntRange(min=2), default=20, show_default=True)
+@click.option("--min-reps", type=click.IntRange(min=2), default=BenchConfig.min_reps, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the bare-session and MatMul-roofline baselines.")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None, help="Images for the parity check.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None)
@@ -646,13 +652,14 @@ def _seconds(ctx, param, value):
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=str, readable=False))
-@click.option("--batch-sizes", callback=_ints, default="1,64,1024", show_default=True,
+@click.option("--batch-sizes", callback=_ints, default=",".join(map(str, DEPLOY_BATCH_SIZES)), show_default=True,
               help="The batch sizes to choose a deployment for.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=100), default=DEFAULT_ACCURACY_BUDGET * 100,
               show_default=True, help="Points of test accuracy a candidate may lose against PyTorch (int8 files).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default="deploy", show_default=True,
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=DEFAULT_DEPLOY_DIR,
+              show_default=True,
               help="The deploy folder: deploy.json, the chosen files, report.md, tradeoff.png.")
-@click.option("--budget", callback=_seconds, default="60s", show_default=True,
+@click.option("--budget", callback=_seconds, default=f"{DEFAULT_BUDGET:g}s", show_default=True,
               help="Time for the search (exporting missing formats first is not counted).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
               help="The dataset's IDX folder [default: the one the model was trained on].")

@@ -44,11 +44,12 @@ from .compare import compare
 from .deploy import DEPLOY_FILE, DEPLOY_FORMAT_VERSION
 from .errors import InvalidInputError, MnistkitError, first_line
 from .signals import publishing
-from .formats import FORMATS, exportable, tolerance_for
+from .formats import DEFAULT_ACCURACY_BUDGET, FORMATS, exportable, tolerance_for
 from .pixels import native_batch
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
 DEFAULT_BUDGET = 60.0
+DEFAULT_DEPLOY_DIR = "deploy"
 MIN_BUDGET = 10.0
 SCREEN_KEEP = 1.5  # screened p50 within this of the fastest: timed again, interleaved (screens are ~0.1 s)
 MAX_FINAL = 8  # at most this many survivors per batch size in the interleaved round
@@ -391,7 +392,8 @@ class _Budget:
         return time.perf_counter() - self.start
 
 
-def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 0.3, out_dir="deploy",
+def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = DEFAULT_ACCURACY_BUDGET * 100,
+             out_dir=DEFAULT_DEPLOY_DIR,
              budget: float = DEFAULT_BUDGET, data_dir=None, overwrite: bool = False,
              progress: Callable[[str, int, int], None] | None = None,
              log: Callable[[str], None] | None = None) -> dict:

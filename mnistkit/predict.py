@@ -16,7 +16,10 @@ from .errors import InvalidInputError
 from .preprocess import load_inputs
 
 
-def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_k: int = 3,
+DEFAULT_TOP_K = 3  # the classes shown per input
+
+
+def predict(model, inputs, backend: str | None = None, device: str = "cpu", top_k: int = DEFAULT_TOP_K,
             allow_fallback: bool = False, threads: int | None = None) -> dict:
     """Run `model` on every input file; return {"predictions": [...], "backend", "provider", ...}.
 

@@ -137,3 +137,31 @@ def test_every_json_command_prints_exactly_one_json_object(json_command_runs):
             assert r.returncode in ((0, 1) if name == "doctor" else (0,)), f"{name}: {r.stderr[-500:]}"
             obj = json.loads(r.stdout)  # exactly one object: json.loads refuses anything before or after it
             assert isinstance(obj, dict) and obj, f"{name}: {r.stdout[:200]}"
+
+
+def test_the_cli_defaults_are_the_librarys():
+    """Each command's option defaults are read from the library it calls, never restated: a default changed in
+    the library is the CLI's too."""
+    from mnistkit import optimize, predict
+    from mnistkit.bench import BenchConfig
+    from mnistkit.score import ScoreConfig
+
+    def defaults(command):
+        return {p.name: p.default for p in cli.commands[command].params}
+
+    bench = defaults("bench")
+    assert (bench["warmup"], bench["min_time"], bench["min_reps"]) == \
+        (BenchConfig.warmup, BenchConfig.min_time, BenchConfig.min_reps)
+    assert bench["batch_sizes"] == ",".join(map(str, BenchConfig.batch_sizes))
+    score = defaults("score")
+    assert (score["batch_size"], score["top_k"], score["threads_per_worker"]) == \
+        (ScoreConfig.batch_size, ScoreConfig.top_k, ScoreConfig.threads_per_worker)
+    assert defaults("predict")["top_k"] == predict.DEFAULT_TOP_K
+    opt = defaults("optimize")
+    assert opt["batch_sizes"] == ",".join(map(str, optimize.DEFAULT_BATCH_SIZES))
+    assert opt["out_dir"] == optimize.DEFAULT_DEPLOY_DIR and opt["budget"] == f"{optimize.DEFAULT_BUDGET:g}s"
+    import inspect
+
+    signature = inspect.signature(optimize.optimize).parameters
+    assert opt["max_accuracy_drop"] == signature["max_accuracy_drop"].default
+    assert signature["out_dir"].default == optimize.DEFAULT_DEPLOY_DIR
