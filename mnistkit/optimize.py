@@ -83,11 +83,11 @@ PRUNE_REASONS = {
 }
 
 
-
 def _precision(fmt: str) -> str:
     """What a format computes in, from the format table ("fp32" for a name it does not hold)."""
     spec = FORMATS.get(fmt)
     return spec.precision if spec else "fp32"
+
 
 @dataclass(frozen=True)
 class Candidate:

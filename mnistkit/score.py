@@ -39,10 +39,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import DataError, InvalidInputError, MissingDependencyError, first_line
-
-from .signals import publishing
 from .pixels import DIGITS, MAX_SIDE, Geometry
 from .preprocess import IMAGE_SUFFIXES
+from .signals import publishing
 
 SHARD_ROWS = 16384  # images per shard of an array file: ~12 MB of pixels, a few ms to ~0.1 s of work
 IMAGE_SHARD_FILES = 1024  # image files per shard (decoding dominates: ~0.2 ms each)
@@ -117,8 +116,8 @@ class Layout:
 
     @classmethod
     def of(cls, info) -> "Layout":
-        """The layout of a loaded backend's ModelInfo."""
-        return cls(info.geometry, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in info.transforms))
+        """The layout of a loaded backend's ModelInfo (its transforms are already hashable tuples)."""
+        return cls(info.geometry, info.transforms)
 
 
 @functools.lru_cache(maxsize=64)  # asked per raw row of a Parquet column: the answer is one small resize away

@@ -52,6 +52,7 @@ def resolve_model(path) -> tuple[Path, dict]:
         raise InvalidInputError(f"--model {path}: no app-ready model there (expected an app/ bundle, an export "
                                 f"folder from `mnistkit export --format all`, or model-app.onnx)")
     from .artifacts import check_against_manifest, check_sha256
+    from .formats.spec import app_input
 
     check_against_manifest(p)  # model-app.onnx in an export folder
     labels_file = p.parent / "labels.json"
@@ -74,8 +75,7 @@ def resolve_model(path) -> tuple[Path, dict]:
         contract = {"labels": info.labels, "preprocess": info.recipe, "dataset": info.metadata.get("dataset"),
                     "normalization": {"mean": values(info.mean), "std": values(info.std)}}
     # the page sizes its input by these: the model's own, where an older labels.json does not say
-    contract.setdefault("input", {"name": info.input_name, "dtype": "uint8",
-                                  "shape": ["N", *info.geometry.pixel_tail]})
+    contract.setdefault("input", app_input(info.geometry))
     contract.setdefault("transforms", [[k, list(v) if isinstance(v, tuple) else v] for k, v in info.transforms] or None)
     return p, contract
 

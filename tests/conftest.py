@@ -212,15 +212,13 @@ class Prefetch:
     two: with the tests' own subprocesses, two chains on 2 cores starved each other (406 s for the suite, against
     370 s with one)."""
 
-    WORKERS = 1
-
     def __init__(self, folder: Path):
         from concurrent.futures import ThreadPoolExecutor
 
         self.folder = folder
         self.futures: dict = {}
         self.procs: list = []
-        self.pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="prefetch")
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         self.t0 = time.monotonic()
         self.made: dict[str, float] = {}
 

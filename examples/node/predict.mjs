@@ -18,7 +18,7 @@ import path from 'node:path';
 import process from 'node:process';
 
 import { BlankImageError, RECIPES, prepare, topK } from '../web/preprocess.mjs';
-import { SizeError, contractGeometry, geometryText, pixelCount } from '../web/steps.mjs';
+import { SizeError, contractGeometry, geometryText, pixelCount, pixelDims } from '../web/steps.mjs';
 
 const USAGE = `usage: node predict.mjs --model MODEL.onnx [--labels labels.json] [--recipe digits|objects|image]
                          [--top-k K] [--json] (--raw FILE | IMAGE.png ...)`;
@@ -82,13 +82,9 @@ async function loadModel(ort, modelPath, geometry) {
     (!meta || meta.type === undefined || meta.type === 'uint8');
   if (!okInput || !session.outputNames.includes('probabilities')) {
     const found = session.inputNames.map((n, i) => `${n}${session.inputMetadata?.[i]?.type ? ' ' + session.inputMetadata[i].type : ''}`).join(', ');
-    throw new InputError(`${modelPath}: expected the app-ready model (input 'pixels' uint8 [N,${tail(geometry)}]; outputs logits, probabilities); found input ${found} and outputs ${session.outputNames.join(', ')}`);
+    throw new InputError(`${modelPath}: expected the app-ready model (input 'pixels' uint8 [N,${pixelDims(geometry)}]; outputs logits, probabilities); found input ${found} and outputs ${session.outputNames.join(', ')}`);
   }
   return session;
-}
-
-function tail(g) {
-  return (g.channels === 1 ? [g.height, g.width] : [g.height, g.width, g.channels]).join(',');
 }
 
 function readPng(PNG, file, recipe, contract) {
@@ -118,8 +114,7 @@ function readRaw(file, geometry) {
   const buf = fs.readFileSync(file);
   const per = pixelCount(geometry);
   if (buf.length === 0 || buf.length % per !== 0) {
-    const what = geometry.channels === 1 ? `${geometry.height}x${geometry.width}` : `${geometry.height}x${geometry.width}x3`;
-    throw new InputError(`${file}: ${buf.length} bytes is not a whole number of ${what} uint8 images (${per} bytes each; the model takes ${geometryText(geometry)})`);
+    throw new InputError(`${file}: ${buf.length} bytes is not a whole number of ${pixelDims(geometry).join('x')} uint8 images (${per} bytes each; the model takes ${geometryText(geometry)})`);
   }
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
 }
@@ -150,12 +145,11 @@ async function main() {
     names = opts.images.map((f) => path.basename(f));
   }
   const n = names.length;
-  const dims = geometry.channels === 1 ? [n, geometry.height, geometry.width] : [n, geometry.height, geometry.width, 3];
   let results;
   try {
-    results = await session.run({ pixels: new ort.Tensor('uint8', pixels, dims) });
+    results = await session.run({ pixels: new ort.Tensor('uint8', pixels, [n, ...pixelDims(geometry)]) });
   } catch (e) {
-    throw new InputError(`${opts.model}: does not take uint8 [N,${tail(geometry)}] as labels.json says (${String(e.message).split('\n')[0]})`);
+    throw new InputError(`${opts.model}: does not take uint8 [N,${pixelDims(geometry)}] as labels.json says (${String(e.message).split('\n')[0]})`);
   }
   const probs = results.probabilities.data;
   const c = contract.labels.length;

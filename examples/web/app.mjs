@@ -2,7 +2,7 @@
 // onnxruntime-web comes from vendor/ (copied from the npm package), never a CDN: the page works offline.
 import * as ort from './vendor/ort.wasm.bundle.min.mjs';
 import { BlankImageError, prepare, topK } from './preprocess.mjs';
-import { SizeError, contractGeometry, image, pixelCount, resizeImage, stepsText } from './steps.mjs';
+import { SizeError, contractGeometry, image, pixelCount, pixelDims, resizeImage, stepsText } from './steps.mjs';
 
 // The bundle carries its own loader: only the .wasm binary is fetched, from vendor/.
 ort.env.wasm.wasmPaths = { wasm: new URL('./vendor/ort-wasm-simd-threaded.wasm', import.meta.url).href };
@@ -69,8 +69,7 @@ function showResult(pixels, probabilities) {
 }
 
 async function runModel(pixels, n) {
-  const { height, width, channels } = state.geometry;
-  const tensor = new ort.Tensor('uint8', pixels, channels === 1 ? [n, height, width] : [n, height, width, 3]);
+  const tensor = new ort.Tensor('uint8', pixels, [n, ...pixelDims(state.geometry)]);
   const out = await state.session.run({ pixels: tensor });
   return out.probabilities.data;
 }

@@ -22,6 +22,11 @@ export function contractGeometry(contract) {
   return { channels: shape.length === 4 ? 3 : 1, height: shape[1], width: shape[2] };
 }
 
+/** The app-ready model's uint8 input dims after the batch axis: [H, W] (gray) or [H, W, 3] (RGB). */
+export function pixelDims(geometry) {
+  return geometry.channels === 1 ? [geometry.height, geometry.width] : [geometry.height, geometry.width, 3];
+}
+
 /** Values per image in the app-ready model's uint8 input. */
 export function pixelCount(geometry) {
   return geometry.height * geometry.width * geometry.channels;
