@@ -16,8 +16,6 @@ from .environment import distribution_version
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 PROBE_MODEL = Path(__file__).parent / "assets" / "probe.onnx"  # Identity, opset 13, IR 7
-PROBE_PTE = Path(__file__).parent / "assets" / "probe.pte"  # y = 2x + 1, float32 [4], XNNPACK
-PROBE_TFLITE = Path(__file__).parent / "assets" / "probe.tflite"  # y = 2x + 1, float32 [4]
 
 
 @dataclass
@@ -58,79 +56,32 @@ def probe_provider(provider: str) -> tuple[bool, str]:
     return active, " ".join((text + " " + cap.text).split())
 
 
-def openvino_checks() -> list[Check]:
-    """OpenVINO: installed, and its CPU plugin really compiling and running a model here."""
-    try:
-        from .backends.openvino import import_openvino
+def runtime_check(name: str) -> Check:
+    """A runtime of the backend registry with a self-check: installed, and really running its probe model here
+    (each backend file owns its probe: BackendSpec.self_check). Not installed is information, not a problem."""
+    from .backends import BACKENDS
+    from .formats.spec import resolve
 
-        ov = import_openvino()
-    except ImportError:
-        return [Check("openvino", INFO, "not installed (optional runtime)", "pip install 'mnistkit[openvino]'")]
+    spec = BACKENDS[name]
+    version = distribution_version(spec.distribution)
+    if version is None:
+        return Check(name, INFO, f"not installed (optional runtime: {spec.description})",
+                     f"pip install 'mnistkit[{spec.extra}]'")
+    try:
+        from .capture import captured_output
+
+        with captured_output():  # runtimes' start-up chatter
+            detail = resolve(spec.self_check)()
+        return Check(name, OK, f"{version.split('-')[0]}: {detail}")
     except Exception as exc:  # installed but broken
-        return [Check("openvino", FAIL, f"cannot import ({str(exc)[:160]})", "pip install --force-reinstall openvino")]
-    import numpy as np
-
-    from .capture import captured_output
-    from .signals import ensure_signal_stack
-
-    try:
-        with captured_output():
-            core = ov.Core()
-            compiled = core.compile_model(core.read_model(str(PROBE_MODEL)), "CPU")
-            ensure_signal_stack()  # the CPU plugin's small signal stack (signals.py)
-            inp = compiled.inputs[0]
-            shape = [d.get_length() if d.is_static else 1 for d in inp.get_partial_shape()]
-            compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})
-        return [Check("openvino", OK, f"{ov.__version__.split('-')[0]}: CPU plugin runs a model "
-                      f"(devices: {', '.join(core.available_devices)})")]
-    except Exception as exc:
-        return [Check("openvino", WARN, f"{ov.__version__.split('-')[0]} installed, but the CPU plugin failed: "
-                      f"{str(exc)[:200]}", "pip install --force-reinstall openvino")]
+        return Check(name, WARN, f"{version} installed, but its probe model does not run: {str(exc)[:200]}",
+                     f"pip install --force-reinstall {spec.distribution}")
 
 
-def executorch_checks() -> list[Check]:
-    """ExecuTorch: installed, and its runtime really running a program (assets/probe.pte, y = 2x + 1 on
-    XNNPACK; scripts/make_probe_pte.py regenerates it)."""
-    version = distribution_version("executorch")
-    if version is None:
-        return [Check("executorch", INFO, "not installed (optional runtime for .pte)", "pip install 'mnistkit[edge]'")]
-    try:
-        import torch
+def runtime_checks() -> list[Check]:
+    from .backends import BACKENDS
 
-        from .backends.executorch import load_program
-
-        method = load_program(PROBE_PTE).load_method("forward")
-        out = method.execute([torch.arange(4, dtype=torch.float32)])[0]
-        if out.tolist() != [1.0, 3.0, 5.0, 7.0]:
-            raise RuntimeError(f"y = 2x + 1 gave {out.tolist()}")
-        return [Check("executorch", OK, f"{version}: the runtime runs an XNNPACK program")]
-    except Exception as exc:
-        return [Check("executorch", WARN, f"{version} installed, but a program does not run: {str(exc)[:200]}",
-                      "pip install --force-reinstall executorch (with the torch it was built for)")]
-
-
-def litert_checks() -> list[Check]:
-    """LiteRT: installed, and its Interpreter really running a model (assets/probe.tflite, y = 2x + 1;
-    scripts/make_probe_tflite.py regenerates it)."""
-    version = distribution_version("ai-edge-litert")
-    if version is None:
-        return [Check("litert", INFO, "not installed (optional runtime for .tflite)", "pip install 'mnistkit[litert]'")]
-    try:
-        import numpy as np
-
-        from .backends.litert import interpreter
-
-        interp = interpreter(PROBE_TFLITE, 1)
-        interp.allocate_tensors()
-        interp.set_tensor(interp.get_input_details()[0]["index"], np.arange(4, dtype=np.float32))
-        interp.invoke()
-        out = interp.get_tensor(interp.get_output_details()[0]["index"])
-        if out.tolist() != [1.0, 3.0, 5.0, 7.0]:
-            raise RuntimeError(f"y = 2x + 1 gave {out.tolist()}")
-        return [Check("litert", OK, f"{version}: the Interpreter runs a model")]
-    except Exception as exc:
-        return [Check("litert", WARN, f"{version} installed, but a model does not run: {str(exc)[:200]}",
-                      "pip install --force-reinstall ai-edge-litert")]
+    return [runtime_check(name) for name, spec in BACKENDS.items() if spec.self_check]
 
 
 def run_checks() -> list[Check]:
@@ -188,9 +139,7 @@ def run_checks() -> list[Check]:
     else:
         cuda_v = None
 
-    checks.extend(openvino_checks())
-    checks.extend(executorch_checks())
-    checks.extend(litert_checks())
+    checks.extend(runtime_checks())
 
     # PyTorch side
     try:

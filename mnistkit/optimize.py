@@ -3,11 +3,11 @@
 The search, in four steps, each narrowing the one before (all in one process, on the same cores):
 
 1. Plan: every artifact of the export (exporting the formats missing) x every CPU runtime that opens it x
-   threads (1 .. usable cores) x the runtime options that matter: ONNX Runtime's thread spinning and graph
-   optimization level, OpenVINO's LATENCY/THROUGHPUT hint, LiteRT's XNNPACK delegate on int8 files.
-   Combinations that cannot differ, or that the format table says are not CPU formats, are pruned by
-   reasoning before anything runs, each with its reason (`PRUNE_REASONS`, and the graph-level check:
-   levels whose optimized ONNX graphs are identical are one candidate).
+   threads (1 .. usable cores) x the runtime options that matter, as each backend file says
+   (`BackendSpec.plan_options`: ONNX Runtime's spinning and graph levels, OpenVINO's hint and bf16 precision
+   where the CPU has it, LiteRT's XNNPACK delegate on int8 files). Combinations that cannot differ, runtimes
+   not to deploy, and formats the table says are not CPU formats are pruned by reasoning before anything
+   runs, each with its reason, stated in the report.
 2. Gate: every candidate runs the full test split; it must pass its format's parity tolerance against
    PyTorch and the accuracy budget (`--max-accuracy-drop`) before it is timed.
 3. Screen: each candidate is timed briefly at each batch size; those within SCREEN_KEEP of the fastest go on.
@@ -44,7 +44,7 @@ from .compare import compare
 from .deploy import DEPLOY_FILE, DEPLOY_FORMAT_VERSION
 from .errors import InvalidInputError, MnistkitError, first_line
 from .signals import publishing
-from .formats import DEFAULT_ACCURACY_BUDGET, FORMATS, exportable, tolerance_for
+from .formats import COMPUTE_TOLERANCE, DEFAULT_ACCURACY_BUDGET, FORMATS, exportable, tolerance_for
 from .pixels import native_batch
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
@@ -64,22 +64,13 @@ CHUNK = 1000  # images per call in the accuracy gate
 WRITE_RESERVE = 5.0
 CORE_BACKENDS = ("onnxruntime",)  # the core install (pip install mnistkit) runs these
 
-# Why whole groups of candidates are not timed: reasoning, stated in the report.
+# Why whole groups of candidates are not timed: reasoning, stated in the report. Each runtime's own reasons live
+# in its backend file (BackendSpec.plan_options, .not_deployed, .pool_size); these are about formats and pools.
 PRUNE_REASONS = {
-    "torch": "PyTorch eager, TorchScript and torch.export run the reference's ATen kernels with per-operator "
-             "dispatch from Python: slower than every other runtime on CPU at every batch size in "
-             "benchmarks/README.md, and a deployment on them needs torch (2 GB) installed",
-    "fp16": "float16 weights on a CPU: x86 CPUs have no fp16 arithmetic, so ONNX Runtime and OpenVINO cast "
-            "back to float32 and add the casts (a GPU format)",
-    "slow": "a reference implementation for cross-checks (operators in Python), not a runtime to deploy",
-    "ov-onnx-ir": "OpenVINO on model.onnx compiles the same graph as model.xml (the IR is that file converted "
-                  "by OpenVINO): the IR is the candidate",
-    "ov-throughput-1": "with one thread the THROUGHPUT hint has one stream of one thread: the LATENCY candidate",
-    "spin-1": "spinning keeps a pool's idle threads busy; with one thread there is no pool",
-    "xnnpack-fp32": "XNNPACK is LiteRT's fp32 CPU path; without it the built-in reference kernels run "
-                    "(only int8 files have a second optimized path to compare)",
-    "executorch-threads": "ExecuTorch's XNNPACK thread pool is process-wide and fixed when the runtime loads "
-                          "(it cannot be resized safely): one thread setting per process",
+    "fp16": "float16 weights on a CPU: x86 CPUs have no fp16 arithmetic, so CPU runtimes cast back to float32 and "
+            "add the casts (a GPU format)",
+    "pool": "{label}'s thread pool is process-wide and fixed when the runtime loads (it cannot be resized safely): "
+            "one thread setting per process",
 }
 
 
@@ -113,9 +104,17 @@ class Candidate:
     def quantized(self) -> bool:
         return _precision(self.format) == "int8"
 
+    @property
+    def computes_in(self) -> str | None:
+        """The precision a runtime option makes a float file compute in (OpenVINO's bf16), else None."""
+        value = self.opts.get("precision")
+        return value if value in COMPUTE_TOLERANCE else None
+
     def simplicity(self) -> tuple:
-        """Sort key, simplest first: fp32 before int8, fewer threads, the core install, fewer changed options."""
-        return (self.quantized, self.threads, self.backend not in CORE_BACKENDS, len(self.options), self.label)
+        """Sort key, simplest first: fp32 before bf16 before int8, fewer threads, the core install, fewer changed
+        options."""
+        return (self.quantized, self.computes_in is not None, self.threads, self.backend not in CORE_BACKENDS,
+                len(self.options), self.label)
 
     def to_json(self) -> dict:
         return {"file": self.file, "format": self.format, "backend": self.backend, "threads": self.threads,
@@ -165,102 +164,42 @@ class Scored:
 # 1. the plan
 
 
-def plan_candidates(targets, cores: int, graph_levels: Callable[[Path], list[str]] | None = None,
-                    pool_threads: Callable[[], int] | None = None) -> tuple[list[Candidate], list[Pruned]]:
+def plan_candidates(targets, cores: int) -> tuple[list[Candidate], list[Pruned]]:
     """Candidates and what was pruned (with why) for the export's artifacts (plan.Target) on `cores` cores.
 
-    `graph_levels(path)` gives the ONNX Runtime graph levels worth timing for an ONNX file (the distinct
-    optimized graphs); `pool_threads()` the ExecuTorch pool's size. Both are measured by the caller."""
+    Every CPU runtime that opens an artifact and may be deployed is planned at each thread count (one, for a
+    runtime whose pool is fixed) with the option sets its backend file's `plan_options` gives."""
+    from .backends.base import PlanContext
+    from .formats.spec import resolve
+
     out: list[Candidate] = []
     pruned: list[Pruned] = []
-    have_ir = any(t.kind == "openvino-ir" for t in targets)
+    ctx = PlanContext(list(targets), lambda what, why: pruned.append(Pruned(what, why)))
     threads_all = list(range(1, max(1, cores) + 1))
-    seen_reasons: set[str] = set()
-
-    def prune(what: str, key: str) -> None:
-        pruned.append(Pruned(what, PRUNE_REASONS[key]))
-        seen_reasons.add(key)
-
     for t in targets:
         fmt, name = t.format, t.path.name
         if _precision(fmt) == "fp16":
-            prune(f"{name} (every runtime)", "fp16")
+            ctx.prune(f"{name} (every runtime)", PRUNE_REASONS["fp16"])
             continue
         for backend in backends_for(t.kind):
             spec = BACKENDS[backend]
             if "cpu" not in spec.devices:
                 continue
-            if spec.slow:
-                prune(f"{name} on {backend}", "slow")
+            if spec.not_deployed:
+                ctx.prune(f"{name} on {backend}", spec.not_deployed)
                 continue
-            if backend in ("pytorch", "torchscript", "exported-program"):
-                prune(f"{name} on {backend}", "torch")
-                continue
-            if backend == "openvino" and t.kind == "onnx" and fmt == "onnx" and have_ir:
-                prune(f"{name} on openvino", "ov-onnx-ir")
-                continue
-            if spec.pool_threads:
-                n = pool_threads() if pool_threads else cores
-                out.append(Candidate(name, fmt, t.kind, backend, n))
+            options_for = resolve(spec.plan_options) if spec.plan_options else (lambda target, threads, c: [{}])
+            if spec.pool_size:
+                n = resolve(spec.pool_size)()
+                out.extend(Candidate(name, fmt, t.kind, backend, n, tuple(sorted(o.items())))
+                           for o in options_for(t, n, ctx))
                 if cores > 1:
-                    prune(f"{name} on {backend} at other thread counts", "executorch-threads")
+                    ctx.prune(f"{name} on {backend} at other thread counts", PRUNE_REASONS["pool"].format(label=spec.label))
                 continue
             for threads in threads_all:
-                for options in _option_sets(t, backend, threads, graph_levels, prune):
+                for options in options_for(t, threads, ctx):
                     out.append(Candidate(name, fmt, t.kind, backend, threads, tuple(sorted(options.items()))))
     return out, pruned
-
-
-def _option_sets(t, backend: str, threads: int, graph_levels, prune) -> list[dict]:
-    name = t.path.name
-    if backend == "onnxruntime":
-        levels = graph_levels(t.path) if graph_levels else ["all"]
-        spins = [True, False] if threads > 1 else [True]
-        if threads == 1:
-            prune(f"{name} on onnxruntime, 1 thread, spinning off", "spin-1")
-        return [{k: v for k, v in (("graph_level", level), ("spinning", spin))
-                 if not (k == "graph_level" and v == "all") and not (k == "spinning" and v is True)}
-                for level in levels for spin in spins]
-    if backend == "openvino":
-        if threads == 1:
-            prune(f"{name} on openvino, 1 thread, THROUGHPUT hint", "ov-throughput-1")
-            return [{}]
-        return [{}, {"hint": "THROUGHPUT"}]
-    if backend == "litert":
-        if _precision(t.format) == "int8":
-            return [{}, {"xnnpack": False}]
-        prune(f"{name} on litert, {threads} thread{'s' if threads > 1 else ''}, XNNPACK off", "xnnpack-fp32")
-        return [{}]
-    return [{}]
-
-
-def onnx_graph_levels(path: Path) -> list[str]:
-    """ONNX Runtime's graph levels (all, extended, basic) whose optimized graphs differ for this file, highest
-    first: a level that yields the same operators and wiring as a higher one is the same candidate."""
-    import tempfile
-
-    import onnx
-    import onnxruntime as ort
-
-    from .backends.onnxrt import session_options
-
-    graphs: dict[str, tuple] = {}
-    with tempfile.TemporaryDirectory(prefix="mnistkit-levels-") as tmp:
-        for level in ("all", "extended", "basic"):
-            so = session_options(1, True, level)
-            so.optimized_model_filepath = str(Path(tmp) / f"{level}.onnx")
-            try:
-                ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-                g = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
-            except Exception:  # a level ORT cannot save (contrib ops at 'all'): time it anyway
-                graphs[level] = (level,)
-                continue
-            graphs[level] = tuple((n.op_type, n.domain, tuple(n.input), tuple(n.output)) for n in g.node)
-    distinct: list[str] = []
-    for level, graph in graphs.items():
-        if all(graphs[d] != graph for d in distinct):
-            distinct.append(level)
-    return distinct
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,82 +214,37 @@ class Default:
     file: str
     make: Callable[[np.ndarray], Callable[[], np.ndarray]]  # batch -> call returning logits
     decide: dict = field(default_factory=dict)  # batch -> Timing
+    backend: str = ""  # the registry's runtime it is the default of
+    precision: str = "fp32"  # what it computes in on this CPU (OpenVINO's defaults: bf16 where the CPU has it)
+    format: str = "onnx"  # the format of its file
 
 
 def runtime_defaults(folder: Path, files: set[str]) -> tuple[list[Default], list[str]]:
-    """The defaults of ONNX Runtime (model.onnx), LiteRT (model.tflite) and OpenVINO (model.xml), where the
-    file and the runtime are here; and notes on those that are not."""
+    """The defaults of every runtime that names a defaults format in the registry (its bare baseline with the
+    runtime's own configuration, on that format's file), where the file and the runtime are here; and notes on
+    those that are not."""
+    from .formats.spec import resolve
+
     out: list[Default] = []
     notes: list[str] = []
-    for name, file, factory in (("ONNX Runtime defaults", "model.onnx", _ort_default),
-                                ("LiteRT defaults", "model.tflite", _litert_default),
-                                ("OpenVINO defaults", "model.xml", _openvino_default)):
+    for backend, spec in BACKENDS.items():
+        if not spec.defaults_format:
+            continue
+        name, file = f"{spec.label} defaults", FORMATS[spec.defaults_format].file
         if file not in files:
             notes.append(f"{name}: no {file} in the export")
             continue
         try:
-            out.append(Default(name, file, factory(folder / file)))
+            bare = resolve(spec.bare_baseline)(folder / file, None, defaults=True)
         except ImportError as exc:
             notes.append(f"{name}: runtime not installed ({first_line(exc, 80)})")
+            continue
+        except Exception as exc:
+            notes.append(f"{name}: does not load ({first_line(exc, 120)})")
+            continue
+        precision = resolve(spec.defaults_precision)() if spec.defaults_precision else "fp32"
+        out.append(Default(name, file, bare.call_for, backend=backend, precision=precision, format=spec.defaults_format))
     return out, notes
-
-
-def _ort_default(path: Path):
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-
-    def make(x):
-        feed = {name: x}
-        return lambda: sess.run(None, feed)[0]
-
-    return make
-
-
-def _litert_default(path: Path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    from .capture import captured_output
-
-    with captured_output():
-        interp = Interpreter(model_path=str(path))
-    inp = interp.get_input_details()[0]["index"]
-    out = interp.get_output_details()[0]["index"]
-
-    def make(x):
-        with captured_output():
-            interp.resize_tensor_input(inp, list(x.shape), strict=False)
-            interp.allocate_tensors()
-
-        def call():
-            interp.set_tensor(inp, x)
-            interp.invoke()
-            return interp.get_tensor(out)
-
-        return call
-
-    return make
-
-
-def _openvino_default(path: Path):
-    from .backends.openvino import import_openvino
-
-    ov = import_openvino()
-
-    from .capture import captured_output
-
-    from .signals import ensure_signal_stack
-
-    with captured_output():
-        compiled = ov.Core().compile_model(str(path), "CPU")
-    ensure_signal_stack()  # the CPU plugin's small signal stack (signals.py)
-    index = next((i for i, o in enumerate(compiled.outputs) if "logits" in o.get_names()), 0)
-
-    def make(x):
-        return lambda: compiled(x)[index]
-
-    return make
 
 
 # ------------------------------------------------------------------------------------------------
@@ -431,7 +325,7 @@ def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 
 
     targets, _ = expand([folder])
     cores = usable_cores()
-    candidates, pruned = plan_candidates(targets, cores, _safe_levels, _executorch_pool)
+    candidates, pruned = plan_candidates(targets, cores)
     if not candidates:
         raise InvalidInputError(f"{folder}: no artifact here runs on a CPU runtime that is installed")
     files = {t.path.name for t in targets}
@@ -458,7 +352,7 @@ def optimize(model, batch_sizes=DEFAULT_BATCH_SIZES, max_accuracy_drop: float = 
             raise MnistkitError(f"{folder}: no candidate passed parity and the accuracy budget: "
                                 + "; ".join(p.reason for p in pruned[-3:]))
         defaults, default_notes = runtime_defaults(folder, files)
-        defaults = _gate_defaults(defaults, folder, images, reference, default_notes)
+        defaults = _gate_defaults(defaults, folder, images, reference, default_notes, labels, budget_drop)
         phases["gate"] = round(clock.elapsed() - sum(phases.values()), 2)
 
         # 3. screen, 4. decide: per batch size, the time left split over what is left to do
@@ -549,22 +443,6 @@ def _call(backend, x):
     return lambda: run(x)
 
 
-def _safe_levels(path: Path) -> list[str]:
-    """onnx_graph_levels, or mnistkit's one level where onnx is not installed."""
-    try:
-        return onnx_graph_levels(path)
-    except ImportError:
-        return ["all"]
-
-
-def _executorch_pool() -> int:
-    from .backends.executorch import pool_threads
-    from .capture import captured_output
-
-    with captured_output():  # the runtime's cpuinfo probe and torch's import notes, on load
-        return pool_threads()
-
-
 def _gate(folder: Path, c: Candidate, images, labels, reference, budget_drop: float, pruned: list[Pruned]):
     """Load the candidate and run the full test split: a Scored when it passes parity and the accuracy
     budget; else a Pruned entry saying why (and None)."""
@@ -579,7 +457,7 @@ def _gate(folder: Path, c: Candidate, images, labels, reference, budget_drop: fl
         return None
     try:
         logits = backend.run_chunked(images, CHUNK)
-        tol = tolerance_for(c.format, "cpu")
+        tol = tolerance_for(c.format, "cpu", c.computes_in)
         tol = replace(tol, max_accuracy_drop=budget_drop) if tol.max_accuracy_drop is not None else tol
         cmp = compare(reference, logits, tol, labels)
     except Exception as exc:
@@ -594,9 +472,11 @@ def _gate(folder: Path, c: Candidate, images, labels, reference, budget_drop: fl
                   cmp.max_abs)
 
 
-def _gate_defaults(defaults: list[Default], folder: Path, images, reference, notes: list[str]) -> list[Default]:
-    """The defaults that give PyTorch's answers (fp32 tolerance on 1,000 test images): timing a default that
-    computes something else would compare nothing."""
+def _gate_defaults(defaults: list[Default], folder: Path, images, reference, notes: list[str], labels=None,
+                   budget_drop: float = DEFAULT_ACCURACY_BUDGET) -> list[Default]:
+    """The defaults that give PyTorch's answers (on 1,000 test images; by their file's tolerance, or by the
+    tolerance of what they compute in on this CPU, e.g. OpenVINO's bf16): timing a default that computes something
+    else would compare nothing."""
     from .pixels import pixels_to_float
 
     kept = []
@@ -605,7 +485,10 @@ def _gate_defaults(defaults: list[Default], folder: Path, images, reference, not
         try:
             info_mean, info_std = _file_norm(folder / d.file)
             logits = np.asarray(d.make(pixels_to_float(sample, info_mean, info_std))(), np.float32)
-            cmp = compare(reference[:CHUNK], logits.reshape(len(sample), -1), tolerance_for("onnx", "cpu"))
+            tol = tolerance_for(d.format, "cpu", d.precision if d.precision != "fp32" else None)
+            tol = replace(tol, max_accuracy_drop=budget_drop) if tol.max_accuracy_drop is not None else tol
+            cmp = compare(reference[:CHUNK], logits.reshape(len(sample), -1), tol,
+                          None if labels is None else labels[:CHUNK])
         except Exception as exc:
             notes.append(f"{d.name}: failed to run ({first_line(exc, 120)})")
             continue
@@ -624,14 +507,12 @@ def _file_norm(path: Path) -> tuple[float, float]:
     return info.mean, info.std
 
 
-_DEFAULT_RUNTIME = {"model.onnx": "onnxruntime", "model.tflite": "litert", "model.xml": "openvino"}
-
-
 def _twin_of_default(c: Candidate, defaults: list[Default], cores: int) -> bool:
     """Whether `c` is mnistkit's configuration of a runtime default: the same file on that runtime, on every
     core, with no changed option."""
-    return (not c.options and c.threads == cores
-            and any(d.file == c.file and _DEFAULT_RUNTIME.get(d.file) == c.backend for d in defaults))
+    return c.threads == cores and any(
+        d.file == c.file and d.backend == c.backend and c.opts == ({"precision": d.precision} if d.precision != "fp32" else {})
+        for d in defaults)
 
 
 def _decision(b: int, top: list[Scored], finalists: list[Scored], defaults: list[Default], ref_acc: float):

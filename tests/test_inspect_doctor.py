@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from mnistkit import doctor as doctor_mod
+from mnistkit.backends import BACKENDS
 from mnistkit.cli import cli
 from mnistkit.formats import FORMATS, exportable
 from mnistkit.onnx_compat import min_onnxruntime
@@ -72,37 +73,37 @@ def test_doctor_json_on_this_machine():
     assert names["openvino"]["status"] == "ok" and "CPU plugin runs a model" in names["openvino"]["detail"]
     assert names["executorch"]["status"] == "ok" and "runs an XNNPACK program" in names["executorch"]["detail"]
     assert names["litert"]["status"] == "ok" and "Interpreter runs a model" in names["litert"]["detail"]
+    assert names["ncnn"]["status"] == "ok" and "runs a graph" in names["ncnn"]["detail"]
+    assert names["mnn"]["status"] == "ok" and "runs a model" in names["mnn"]["detail"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert "ort CUDA provider" in names  # listed providers are probed, not trusted
 
 
-def test_doctor_says_when_openvino_is_absent_or_broken(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_openvino(name, *args, **kwargs):
-        if name == "openvino":
-            raise ImportError("No module named 'openvino'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_openvino)
-    (check,) = doctor_mod.openvino_checks()
-    assert check.status == "info" and "mnistkit[openvino]" in check.fix
-    monkeypatch.setattr(builtins, "__import__", real_import)
-    monkeypatch.setattr(doctor_mod, "PROBE_MODEL", doctor_mod.PROBE_MODEL.with_name("absent.onnx"))
-    (check,) = doctor_mod.openvino_checks()
-    assert check.status == "warn" and "CPU plugin failed" in check.detail
+SELF_CHECKED = [name for name, spec in BACKENDS.items() if spec.self_check]
 
 
-def test_doctor_says_when_litert_is_absent_or_broken(monkeypatch):
-    monkeypatch.setattr(doctor_mod, "distribution_version", lambda name: None)
-    (check,) = doctor_mod.litert_checks()
-    assert check.status == "info" and "mnistkit[litert]" in check.fix
-    monkeypatch.setattr(doctor_mod, "distribution_version", lambda name: "2.3.0")
-    monkeypatch.setattr(doctor_mod, "PROBE_TFLITE", doctor_mod.PROBE_TFLITE.with_name("absent.tflite"))
-    (check,) = doctor_mod.litert_checks()
-    assert check.status == "warn" and "a model does not run" in check.detail
+@pytest.mark.parametrize("name", SELF_CHECKED)
+def test_doctor_says_when_a_runtime_is_absent_or_broken(monkeypatch, name):
+    """Each runtime's self-check (its backend file's probe model): not installed is information with the extra to
+    install; installed but unable to run its probe is a warning with the reinstall."""
+    import importlib
+
+    spec = BACKENDS[name]
+    monkeypatch.setattr(doctor_mod, "distribution_version", lambda dist: None)
+    check = doctor_mod.runtime_check(name)
+    assert check.status == "info" and f"mnistkit[{spec.extra}]" in check.fix
+    monkeypatch.setattr(doctor_mod, "distribution_version", lambda dist: "9.9")
+    module = importlib.import_module(spec.self_check.split(":")[0])
+    monkeypatch.setattr(module, "PROBE", module.PROBE.with_name("absent" + "".join(module.PROBE.suffixes)))
+    check = doctor_mod.runtime_check(name)
+    assert check.status == "warn" and "probe model does not run" in check.detail
+    assert check.fix == f"pip install --force-reinstall {spec.distribution}"
+
+
+def test_every_deployable_runtime_has_a_self_check():
+    """A runtime mnistkit deploys to (a bare baseline: it is benched and searched) is checked by doctor; ONNX Runtime,
+    the core install, by doctor's own provider checks (flavours, providers listed and really loading)."""
+    assert {n for n, s in BACKENDS.items() if s.bare_baseline} - {"onnxruntime"} <= set(SELF_CHECKED)
 
 
 def test_doctor_blocks_on_two_onnxruntime_flavours(monkeypatch):

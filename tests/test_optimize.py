@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 import mnistkit
+from mnistkit.backends import BACKENDS
 from mnistkit.errors import InvalidInputError
+from mnistkit.formats import FORMATS, tolerance_for
 from mnistkit.deploy import deploy_choice, read_deploy
 from mnistkit.optimize import (MAX_NOISE, MIN_NOISE, PRUNE_REASONS, Candidate, _gate, choose, export_folder,
-                               noise_band, onnx_graph_levels, pareto, plan_candidates)
+                               noise_band, pareto, plan_candidates)
 from mnistkit.plan import expand
 from conftest import cli_run as run_cli
 
@@ -45,11 +47,12 @@ def test_the_deploy_folder_holds_the_choice_its_files_and_the_report(deployed, f
         assert c["runner_up"] is not None and c["runner_up"]["label"] != c["label"]
         assert c["runner_up"]["ratio"] >= 1 - c["noise"]
         # Every runtime's defaults are either timed or said not to be, with the reason. Which: it depends on the CPU
-        # (OpenVINO's defaults compute in bf16 where the CPU has AVX-512-BF16 or AMX, and then differ from PyTorch);
-        # ONNX Runtime's are fp32 on every x86-64 CPU. The bf16 branch runs on any CPU in the next test.
+        # (OpenVINO's compute in bf16 where the CPU has AVX-512-BF16 or AMX, judged then by bf16's tolerance; ncnn's
+        # store activations in fp16); ONNX Runtime's are fp32 on every x86-64 CPU. Both OpenVINO branches run on any
+        # CPU in test_a_runtime_default_is_judged_by_what_it_computes_in_on_this_cpu.
         timed = {d["name"] for d in c["defaults"]}
         said = {note.split(":")[0]: note for note in s["defaults_not_timed"]}
-        assert timed | set(said) == {"ONNX Runtime defaults", "LiteRT defaults", "OpenVINO defaults"}
+        assert timed | set(said) == {f"{b.label} defaults" for b in BACKENDS.values() if b.defaults_format}
         assert not timed & set(said) and "ONNX Runtime defaults" in timed
         assert all("differ from PyTorch" in n or "not installed" in n for n in said.values()), said
         assert all(d["p50_ms"] > 0 for d in c["defaults"])
@@ -94,17 +97,21 @@ def test_load_and_predict_run_the_choice(deployed, fashion_export, fashion_dir, 
         assert [p["index"] for p in json.loads(r.stdout)["predictions"]] == labels.tolist()
 
 
-def test_a_runtime_default_that_computes_in_bf16_is_said_and_not_timed(tiny_export, tiny_data):
-    """On a CPU with AVX-512-BF16 or AMX, OpenVINO's defaults run float models in bf16 (~1e-2 off PyTorch): optimize
-    must not time them as if they computed the same thing. Simulated here on any CPU: the real default call, its
-    logits rounded to bf16's 8-bit mantissa as that CPU would return them."""
+def test_a_runtime_default_is_judged_by_what_it_computes_in_on_this_cpu(tiny_export, tiny_data):
+    """On a CPU with AVX-512-BF16 or AMX, OpenVINO's defaults run float models in bf16 (~0.1 off PyTorch): they are
+    judged by bf16's tolerance and timed; on a CPU without bf16 the same logits would mean a broken runtime and are
+    not timed. Both branches on any CPU: the real default call, its logits rounded to bf16's 8-bit mantissa as a
+    bf16 CPU returns them, judged once as that CPU's default (bf16) and once as an AVX2 CPU's (fp32)."""
+    import dataclasses
+
     from mnistkit.data import load_split
-    from mnistkit.optimize import Default, _gate_defaults, runtime_defaults
+    from mnistkit.optimize import _gate_defaults, runtime_defaults
 
     defaults, notes = runtime_defaults(tiny_export, {"model.onnx", "model.xml"})
-    images = load_split("mnist", "test", tiny_data).images
+    assert {d.name for d in defaults} == {"ONNX Runtime defaults", "OpenVINO defaults"}
+    split = load_split("mnist", "test", tiny_data)
     with mnistkit.load(tiny_export / "model.onnx") as b:
-        reference = b.run(images)
+        reference = b.run(split.images)
 
     def bf16(make):
         def make_bf16(x):
@@ -112,10 +119,14 @@ def test_a_runtime_default_that_computes_in_bf16_is_said_and_not_timed(tiny_expo
             return lambda: (np.asarray(call(), np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
         return make_bf16
 
-    as_bf16 = [Default(d.name, d.file, bf16(d.make)) if d.name == "OpenVINO defaults" else d for d in defaults]
-    kept = _gate_defaults(as_bf16, tiny_export, images, reference, notes)
-    assert [d.name for d in kept] == ["ONNX Runtime defaults"]
-    assert any(n.startswith("OpenVINO defaults: not timed, its answers differ from PyTorch's") for n in notes), notes
+    for cpu, kept_names in (("bf16", {"ONNX Runtime defaults", "OpenVINO defaults"}), ("fp32", {"ONNX Runtime defaults"})):
+        as_cpu = [dataclasses.replace(d, make=bf16(d.make), precision=cpu) if d.backend == "openvino" else d
+                  for d in defaults]
+        said: list[str] = []
+        kept = _gate_defaults(as_cpu, tiny_export, split.images, reference, said, split.labels)
+        assert {d.name for d in kept} == kept_names, said
+        if cpu == "fp32":
+            assert any(n.startswith("OpenVINO defaults: not timed, its answers differ from PyTorch's") for n in said)
 
 
 def test_deploy_choice_picks_the_nearest_batch_size_on_a_log_scale():
@@ -160,35 +171,82 @@ def test_pareto_front():
     assert sorted(pareto(pts)) == [(0.5, 80.0), (1.0, 88.0), (2.0, 89.0)]
 
 
-def test_the_plan_prunes_by_reasoning_and_says_why(tiny_export):
+@pytest.fixture
+def plan_probes(monkeypatch):
+    """The plan's measurements made fixed: ONNX Runtime's distinct graph levels, ExecuTorch's pool size, and the
+    precisions OpenVINO's CPU plugin computes in (`cpus`: set it to simulate a CPU with or without bf16)."""
+    from mnistkit.backends import executorch, onnxrt, openvino
+
+    cpu = {"precisions": ("f32",), "levels": ["all"], "pool": 2}
+    monkeypatch.setattr(onnxrt, "graph_levels", lambda path: cpu["levels"])
+    monkeypatch.setattr(executorch, "pool_threads", lambda: cpu["pool"])
+    monkeypatch.setattr(openvino, "cpu_precisions", lambda: cpu["precisions"])
+    return cpu
+
+
+def test_the_plan_prunes_by_reasoning_and_says_why(tiny_export, plan_probes):
+    from mnistkit.backends import BACKENDS, litert, onnxrt, openvino
+
     targets, _ = expand([tiny_export])
-    cands, pruned = plan_candidates(targets, 2, lambda p: ["all"], lambda: 2)
+    cands, pruned = plan_candidates(targets, 2)
     labels = {c.label for c in cands}
     assert "model.onnx on onnxruntime, 2 threads, spinning=off" in labels
     assert "model.onnx on onnxruntime, 1 thread" in labels
     assert "model.xml on openvino, 2 threads, hint=THROUGHPUT" in labels
     assert "model-int8.tflite on litert, 1 thread, xnnpack=off" in labels
     assert not any("fp16" in c.format for c in cands)
-    assert not any(c.backend in ("pytorch", "torchscript", "exported-program", "onnx-reference") for c in cands)
+    assert not any(BACKENDS[c.backend].not_deployed for c in cands)
     assert not any(c.file == "model.onnx" and c.backend == "openvino" for c in cands)  # the IR stands for it
     assert not any(c.backend == "litert" and "int8" not in c.format and c.options for c in cands)
     assert {c.threads for c in cands if c.backend == "executorch"} == {2}
     assert all(1 <= c.threads <= 2 for c in cands)
     assert len(labels) == len(cands)
     reasons = {p.reason for p in pruned}
-    for key in ("fp16", "torch", "ov-onnx-ir", "spin-1", "ov-throughput-1", "xnnpack-fp32", "executorch-threads",
-                "slow"):
-        assert PRUNE_REASONS[key] in reasons, key
-    one_core, _ = plan_candidates(targets, 1, lambda p: ["all"], lambda: 1)
+    expected = [PRUNE_REASONS["fp16"], PRUNE_REASONS["pool"].format(label="ExecuTorch"), onnxrt.SPIN_1,
+                openvino.ONNX_BESIDE_IR, openvino.THROUGHPUT_1, openvino.NO_BF16, litert.XNNPACK_FP32,
+                *{s.not_deployed for s in BACKENDS.values() if s.not_deployed}]
+    for reason in expected:
+        assert reason in reasons, reason
+    plan_probes["pool"] = 1
+    one_core, _ = plan_candidates(targets, 1)
     assert {c.threads for c in one_core} == {1} and not any(c.options for c in one_core if c.backend != "litert")
 
 
-def test_graph_levels_that_give_the_same_graph_are_one_candidate(tiny_export):
-    levels = onnx_graph_levels(tiny_export / "model.onnx")
-    assert levels[0] == "all" and len(set(levels)) == len(levels) and set(levels) <= {"all", "extended", "basic"}
+def test_bf16_is_a_candidate_where_the_cpu_computes_in_it(tiny_export, plan_probes):
+    """Both CPUs on any machine: with bf16 (AVX-512-BF16 or AMX) OpenVINO's float files are also planned in bf16,
+    and judged by bf16's tolerance; without it the bf16 candidates are pruned with the reason."""
+    from mnistkit.backends import openvino
+    from mnistkit.formats import COMPUTE_TOLERANCE
+
     targets, _ = expand([tiny_export])
-    cands, _ = plan_candidates(targets, 1, lambda p: ["all", "basic"], lambda: 1)
+    plan_probes["precisions"] = ("f32", "bf16")
+    cands, pruned = plan_candidates(targets, 2)
+    bf16 = [c for c in cands if c.computes_in == "bf16"]
+    assert {c.label for c in bf16} >= {"model.xml on openvino, 1 thread, precision=bf16",
+                                        "model.xml on openvino, 2 threads, hint=THROUGHPUT, precision=bf16"}
+    assert all(c.backend == "openvino" and FORMATS[c.format].precision == "fp32" for c in bf16)
+    assert openvino.NO_BF16 not in {p.reason for p in pruned}
+    assert tolerance_for("openvino", "cpu", "bf16") is COMPUTE_TOLERANCE["bf16"]["cpu"]
+    assert tolerance_for("onnx-int8", "cpu", "bf16") is FORMATS["onnx-int8"].tolerance["cpu"]  # int8 stays int8's
+    fp32 = next(c for c in cands if c.label == "model.xml on openvino, 1 thread")
+    assert fp32.simplicity() < bf16[0].simplicity()  # within the noise band, f32 is chosen
+    plan_probes["precisions"] = ("f32",)
+    cands, pruned = plan_candidates(targets, 2)
+    assert not any(c.computes_in for c in cands) and openvino.NO_BF16 in {p.reason for p in pruned}
+
+
+def test_graph_levels_that_give_the_same_graph_are_one_candidate(tiny_export, plan_probes):
+    targets, _ = expand([tiny_export])
+    plan_probes["levels"], plan_probes["pool"] = ["all", "basic"], 1
+    cands, _ = plan_candidates(targets, 1)
     assert "model.onnx on onnxruntime, 1 thread, graph_level=basic" in {c.label for c in cands}
+
+
+def test_graph_levels_are_measured(tiny_export):
+    from mnistkit.backends.onnxrt import graph_levels
+
+    levels = graph_levels(tiny_export / "model.onnx")
+    assert levels[0] == "all" and len(set(levels)) == len(levels) and set(levels) <= {"all", "extended", "basic"}
 
 
 def test_a_candidate_that_differs_from_pytorch_is_refused_with_its_reason(tiny_export, tiny_data):

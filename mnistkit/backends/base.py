@@ -17,7 +17,8 @@ arithmetic for every backend, so all of them see bit-identical float inputs.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -50,6 +51,16 @@ def describe_array(x) -> str:
 
 
 NONFINITE = "input holds NaN or infinite values; expected finite normalized floats"
+
+
+@dataclass
+class PlanContext:
+    """What a runtime's `plan_options` hook (BackendSpec.plan_options) sees while `mnistkit optimize` plans: every
+    artifact of the export (plan.Target: path, format, kind) and `prune(what, why)`, which records a configuration
+    left out by reasoning, with its reason, for the report."""
+
+    targets: list
+    prune: Callable[[str, str], None]
 
 
 class Backend:

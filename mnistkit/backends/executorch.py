@@ -138,8 +138,11 @@ def read_metadata(path, program=None) -> dict | None:
 
 
 def pool_threads() -> int:
-    """The size of XNNPACK's process-wide thread pool (see the module's notes)."""
-    return int(_quiet_import("executorch.extension.pybindings.portable_lib")._threadpool_get_thread_count())
+    """The size of XNNPACK's process-wide thread pool (see the module's notes); BackendSpec.pool_size."""
+    from ..capture import captured_output
+
+    with captured_output():  # the runtime's cpuinfo probe and torch's import notes, on load
+        return int(_quiet_import("executorch.extension.pybindings.portable_lib")._threadpool_get_thread_count())
 
 
 def _forward(program, path):
@@ -264,3 +267,16 @@ class BareExecuTorch:
             return outs
 
         return call
+
+
+PROBE = Path(__file__).resolve().parent.parent / "assets" / "probe.pte"  # y = 2x + 1, float32 [4], XNNPACK
+
+
+def self_check() -> str:
+    """doctor's line: the runtime really runs a program (assets/probe.pte; scripts/make_probe_pte.py)."""
+    import torch
+
+    out = load_program(PROBE).load_method("forward").execute([torch.arange(4, dtype=torch.float32)])[0]
+    if out.tolist() != [1.0, 3.0, 5.0, 7.0]:
+        raise RuntimeError(f"y = 2x + 1 gave {out.tolist()}")
+    return "the runtime runs an XNNPACK program"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import mmap
 import threading
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -279,12 +280,12 @@ class BareLiteRT:
     `set_tensor / invoke / get_tensor`. What it leaves out is what the backend adds: the input checks, the
     lock and the dispatch by batch size."""
 
-    def __init__(self, path, threads: int | None):
+    def __init__(self, path, threads: int | None, defaults: bool = False):
         from .onnxrt import default_threads
 
-        self.path = path
-        self.threads = threads or default_threads()
-        probe = interpreter(path, self.threads).get_input_details()[0]
+        self.path, self.defaults = path, defaults
+        self.threads = None if defaults else threads or default_threads()
+        probe = self._interpreter().get_input_details()[0]
         signature = probe.get("shape_signature", probe["shape"])
         self.fixed = int(probe["shape"][0]) if int(signature[0]) != -1 else None
         self.index = probe["index"]
@@ -295,7 +296,7 @@ class BareLiteRT:
     def call_for(self, x: np.ndarray) -> Callable:
         from .onnxrt import fixed_batches
 
-        interp = interpreter(self.path, self.threads)
+        interp = self._interpreter()
         parts = fixed_batches(x, self.fixed) if self.fixed is not None and len(x) != self.fixed else [x]
         _sized(interp, self.index, x.shape if self.fixed is None else [self.fixed, *x.shape[1:]])
         out = _logits_output(interp)
@@ -310,3 +311,48 @@ class BareLiteRT:
             return outs
 
         return call
+
+    def _interpreter(self):
+        """mnistkit's interpreter (its threads, XNNPACK), or with `defaults` LiteRT's own: `Interpreter(model_path)`."""
+        if not self.defaults:
+            return interpreter(self.path, self.threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        from ..capture import captured_output
+
+        check_model(self.path)
+        with captured_output():
+            return Interpreter(model_path=str(self.path))
+
+
+PROBE = Path(__file__).resolve().parent.parent / "assets" / "probe.tflite"  # y = 2x + 1, float32 [4]
+
+
+def self_check() -> str:
+    """doctor's line: the Interpreter really runs a model (assets/probe.tflite; scripts/make_probe_tflite.py)."""
+    interp = interpreter(PROBE, 1)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], np.arange(4, dtype=np.float32))
+    interp.invoke()
+    out = interp.get_tensor(interp.get_output_details()[0]["index"])
+    if out.tolist() != [1.0, 3.0, 5.0, 7.0]:
+        raise RuntimeError(f"y = 2x + 1 gave {out.tolist()}")
+    return "the Interpreter runs a model"
+
+
+# ---------------------------------------------------------------------------------------------
+# mnistkit optimize's option space for LiteRT (BackendSpec.plan_options)
+
+XNNPACK_FP32 = ("XNNPACK is LiteRT's fp32 CPU path; without it the built-in reference kernels run (only int8 files "
+                "have a second optimized path to compare)")
+
+
+def plan_options(target, threads: int, ctx) -> list[dict]:
+    """XNNPACK on, and off for int8 files (LiteRT's built-in int8 kernels are a second optimized path)."""
+    from ..formats import FORMATS
+
+    fmt = FORMATS.get(target.format)
+    if fmt is not None and fmt.quantized:
+        return [{}, {"xnnpack": False}]
+    ctx.prune(f"{target.path.name} on litert, {threads} thread{'s' if threads > 1 else ''}, XNNPACK off", XNNPACK_FP32)
+    return [{}]

@@ -319,14 +319,16 @@ class MatMulProbe:
 
 
 class BareSession:
-    """The bare `InferenceSession.run` on the same file with mnistkit's session options."""
+    """The bare `InferenceSession.run` on the same file with mnistkit's session options; with `defaults`, ONNX
+    Runtime's own (no session options: its thread pools and graph level as a user gets them)."""
 
-    def __init__(self, path, threads: int | None):
+    def __init__(self, path, threads: int | None, defaults: bool = False):
         import onnxruntime as ort
 
         check_model(path)
-        self.threads = threads or default_threads()
-        self.sess = ort.InferenceSession(str(path), session_options(self.threads), providers=["CPUExecutionProvider"])
+        self.threads = None if defaults else threads or default_threads()
+        options = None if defaults else session_options(self.threads)
+        self.sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         inp = self.sess.get_inputs()[0]
         self.input = inp.name
         self.shape = [d if isinstance(d, int) and d > 0 else -1 for d in inp.shape]
@@ -349,3 +351,53 @@ class BareSession:
             return [run(outs, feed)[0] for feed in feeds]
 
         return split_call
+
+
+# ---------------------------------------------------------------------------------------------
+# mnistkit optimize's option space for ONNX Runtime (BackendSpec.plan_options)
+
+SPIN_1 = "spinning keeps a pool's idle threads busy; with one thread there is no pool"
+
+
+def graph_levels(path) -> list[str]:
+    """ONNX Runtime's graph levels (all, extended, basic) whose optimized graphs differ for this file, highest
+    first: a level that yields the same operators and wiring as a higher one is the same candidate. Where onnx is
+    not installed (the runtime-only install), mnistkit's one level."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        import onnx
+    except ImportError:
+        return ["all"]
+    import onnxruntime as ort
+
+    graphs: dict[str, tuple] = {}
+    with tempfile.TemporaryDirectory(prefix="mnistkit-levels-") as tmp:
+        for level in ("all", "extended", "basic"):
+            so = session_options(1, True, level)
+            so.optimized_model_filepath = str(Path(tmp) / f"{level}.onnx")
+            try:
+                ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                g = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+            except Exception:  # a level ORT cannot save (contrib ops at 'all'): time it anyway
+                graphs[level] = (level,)
+                continue
+            graphs[level] = tuple((n.op_type, n.domain, tuple(n.input), tuple(n.output)) for n in g.node)
+    distinct: list[str] = []
+    for level, graph in graphs.items():
+        if all(graphs[d] != graph for d in distinct):
+            distinct.append(level)
+    return distinct
+
+
+def plan_options(target, threads: int, ctx) -> list[dict]:
+    """The option sets worth timing for `target` at `threads`: each distinct graph level, spinning on and off
+    (off only with a pool). Only non-default values are listed."""
+    levels = graph_levels(target.path)
+    spins = [True, False] if threads > 1 else [True]
+    if threads == 1:
+        ctx.prune(f"{target.path.name} on onnxruntime, 1 thread, spinning off", SPIN_1)
+    return [{k: v for k, v in (("graph_level", level), ("spinning", spin))
+             if not (k == "graph_level" and v == "all") and not (k == "spinning" and v is True)}
+            for level in levels for spin in spins]

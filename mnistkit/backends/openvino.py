@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -43,6 +44,8 @@ COPY_MAX = 16  # up to here the input is copied into a bound buffer (batch 1: 28
 
 
 HINTS = ("LATENCY", "THROUGHPUT")
+PRECISIONS = ("f32", "bf16")  # INFERENCE_PRECISION_HINT values mnistkit sets (f32: the parity contract)
+PROBE = Path(__file__).resolve().parent.parent / "assets" / "probe.onnx"  # Identity, opset 13, IR 7
 
 
 def import_openvino():
@@ -58,12 +61,29 @@ def import_openvino():
     return openvino
 
 
-def compile_options(threads: int, hint: str = "LATENCY") -> dict:
-    """The compile options mnistkit uses everywhere (backend and bench baseline alike); `hint` is the knob
-    `mnistkit optimize` searches (LATENCY, mnistkit's default, or THROUGHPUT)."""
+def compile_options(threads: int, hint: str = "LATENCY", precision: str = "f32") -> dict:
+    """The compile options mnistkit uses everywhere (backend and bench baseline alike); `hint` and `precision` are
+    knobs `mnistkit optimize` searches (LATENCY, mnistkit's default, or THROUGHPUT; f32, mnistkit's default, or
+    bf16 where the CPU computes in it: cpu_precisions())."""
     if hint not in HINTS:
         raise InvalidInputError(f"hint {hint!r}: expected one of {', '.join(HINTS)}")
-    return {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads)}
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": int(threads)}
+
+
+def cpu_precisions() -> tuple[str, ...]:
+    """The float precisions the CPU plugin computes in here: f32 always, bf16 where the CPU has bf16 arithmetic
+    (AVX-512-BF16 or AMX: the plugin's OPTIMIZATION_CAPABILITIES lists BF16). Elsewhere a bf16 hint would run f32."""
+    caps = import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ("f32", "bf16") if "BF16" in caps else ("f32",)
+
+
+def default_precision() -> str:
+    """What OpenVINO's own defaults compute float models in on this CPU, as the format table names precisions:
+    "bf16" where the plugin's default INFERENCE_PRECISION_HINT is bf16 (CPUs with AVX-512-BF16 or AMX), else "fp32"."""
+    hint = str(import_openvino().Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32"
 
 
 def ir_metadata(path) -> dict | None:
@@ -97,7 +117,7 @@ def ir_metadata(path) -> dict | None:
     return None
 
 
-def _compile(path, threads: int, hint: str = "LATENCY"):
+def _compile(path, threads: int, hint: str = "LATENCY", precision: str = "f32"):
     """(read model, compiled model) on the CPU plugin; one ArtifactError line when OpenVINO cannot."""
     ov = import_openvino()
 
@@ -105,7 +125,7 @@ def _compile(path, threads: int, hint: str = "LATENCY"):
 
     check_model(path)  # the loading gate (once per file and process)
     core = ov.Core()
-    options = compile_options(threads, hint)
+    options = compile_options(threads, hint, precision)
     with captured_output():
         try:
             model = core.read_model(str(path))
@@ -127,14 +147,14 @@ def conversion_failure(exc: Exception) -> str:
     return first_line(exc, 300)
 
 
-def _shape_request(model, shape: list[int], threads: int, hint: str = "LATENCY"):
+def _shape_request(model, shape: list[int], threads: int, hint: str = "LATENCY", precision: str = "f32"):
     """An infer request of `model` compiled for exactly `shape` (the static path; see the module's notes)."""
     ov = import_openvino()
 
     model = model.clone()
     model.reshape(list(shape))
     try:
-        return ov.Core().compile_model(model, "CPU", compile_options(threads, hint)).create_infer_request()
+        return ov.Core().compile_model(model, "CPU", compile_options(threads, hint, precision)).create_infer_request()
     finally:
         ensure_signal_stack()
 
@@ -163,7 +183,8 @@ def _score_output(path, outputs) -> int:
 
 
 class OpenVinoBackend(Backend):
-    """Options: hint (PERFORMANCE_HINT: LATENCY, the default, or THROUGHPUT)."""
+    """Options: hint (PERFORMANCE_HINT: LATENCY, the default, or THROUGHPUT); precision (INFERENCE_PRECISION_HINT:
+    f32, the default and the parity contract, or bf16 on CPUs that compute in it, judged by the accuracy gate)."""
 
     name = "openvino"
     runtime = "OpenVINO"
@@ -175,7 +196,8 @@ class OpenVinoBackend(Backend):
 
         self.threads = self.threads or default_threads()
         self._hint = self.options.get("hint", "LATENCY")
-        model, compiled = _compile(self.path, self.threads, self._hint)
+        self._precision = self.options.get("precision", "f32")
+        model, compiled = _compile(self.path, self.threads, self._hint, self._precision)
         if len(model.inputs) != 1:
             raise ArtifactError(f"{self.path}: has {len(model.inputs)} inputs; expected one image input")
         inp = model.inputs[0]
@@ -200,7 +222,8 @@ class OpenVinoBackend(Backend):
         self._shape = [d if d else -1 for d in shape]
         self._reshape = info.input_form == "float" and len(shape) != 4
         self._fixed = info.fixed_batch
-        self.provider = f"openvino {ov.__version__.split('-')[0]} CPU"
+        bf16 = f" {self._precision}" if self._precision != "f32" else ""
+        self.provider = f"openvino {ov.__version__.split('-')[0]} CPU{bf16}"
         return info
 
     def load(self):
@@ -244,7 +267,7 @@ class OpenVinoBackend(Backend):
             request = self._request
             if self._fixed is None and n <= STATIC_MAX and len(self._runners) < STATIC_SHAPES:
                 try:
-                    request = _shape_request(self._model, x.shape, self.threads, self._hint)
+                    request = _shape_request(self._model, x.shape, self.threads, self._hint, self._precision)
                 except Exception as exc:
                     raise ArtifactError(f"{self.path}: OpenVINO cannot compile it for batch {n}: "
                                         f"{first_line(exc, 200)}") from None
@@ -278,9 +301,19 @@ class BareOpenVino:
     bound buffer for small batches, bound as a Tensor over the array for larger ones), `infer()`, the
     output read. What it leaves out is what the backend adds: the input checks, the lock, the dispatch."""
 
-    def __init__(self, path, threads: int | None):
+    def __init__(self, path, threads: int | None, defaults: bool = False):
         from .onnxrt import default_threads
 
+        self.defaults = defaults
+        if defaults:  # OpenVINO's own: no compile options (its hint, its threads, its precision: bf16 where the CPU has it)
+            from ..capture import captured_output
+
+            check_model(path)
+            with captured_output():
+                self.compiled = import_openvino().Core().compile_model(str(path), "CPU")
+            ensure_signal_stack()  # the CPU plugin's small signal stack (signals.py)
+            self.threads, self.index = None, _score_output(path, self.compiled.outputs)
+            return
         self.threads = threads or default_threads()
         model, compiled = _compile(path, self.threads)
         self.model = model
@@ -288,6 +321,9 @@ class BareOpenVino:
         self.shape = [d.get_length() if d.is_static else -1 for d in model.inputs[0].get_partial_shape()]
 
     def call_for(self, x: np.ndarray) -> Callable:
+        if self.defaults:  # the call OpenVINO's documentation shows
+            compiled, index = self.compiled, self.index
+            return lambda: compiled(x)[index]
         ov = import_openvino()
 
         from .onnxrt import fixed_batches
@@ -318,3 +354,51 @@ class BareOpenVino:
             return outs
 
         return bound
+
+
+def self_check() -> str:
+    """doctor's line: the CPU plugin really compiles and runs a model here (assets/probe.onnx), not just imports."""
+    ov = import_openvino()
+
+    from ..capture import captured_output
+
+    with captured_output():
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(PROBE)), "CPU")
+        ensure_signal_stack()  # the CPU plugin's small signal stack (signals.py)
+        shape = [d.get_length() if d.is_static else 1 for d in compiled.inputs[0].get_partial_shape()]
+        compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})
+    return f"CPU plugin runs a model (devices: {', '.join(core.available_devices)})"
+
+
+# ---------------------------------------------------------------------------------------------
+# mnistkit optimize's option space for OpenVINO (BackendSpec.plan_options)
+
+ONNX_BESIDE_IR = ("OpenVINO on model.onnx compiles the same graph as model.xml (the IR is that file converted by "
+                  "OpenVINO): the IR is the candidate")
+THROUGHPUT_1 = "with one thread the THROUGHPUT hint has one stream of one thread: the LATENCY candidate"
+NO_BF16 = ("this CPU has no bf16 arithmetic (neither AVX-512-BF16 nor AMX): a bf16 precision hint would run f32, "
+           "the f32 candidate")
+
+
+def plan_options(target, threads: int, ctx) -> list[dict]:
+    """The option sets worth timing for `target` at `threads`: the LATENCY hint, THROUGHPUT with a pool; on float
+    files each also in bf16 where the CPU computes in it (judged by the accuracy gate: BF16 in the format table).
+    The float ONNX file is left to the IR converted from it."""
+    from ..formats import FORMATS
+
+    name = target.path.name
+    fmt = FORMATS.get(target.format)
+    if target.kind == "onnx" and fmt is not None and fmt.base is None and not fmt.app \
+            and any(t.kind == "openvino-ir" for t in ctx.targets):
+        ctx.prune(f"{name} on openvino", ONNX_BESIDE_IR)
+        return []
+    hints = [{}] if threads == 1 else [{}, {"hint": "THROUGHPUT"}]
+    if threads == 1:
+        ctx.prune(f"{name} on openvino, 1 thread, THROUGHPUT hint", THROUGHPUT_1)
+    if fmt is None or fmt.precision != "fp32":
+        return hints
+    if "bf16" not in cpu_precisions():
+        ctx.prune(f"{name} on openvino, {threads} thread{'s' if threads > 1 else ''}, precision bf16", NO_BF16)
+        return hints
+    return hints + [{**h, "precision": "bf16"} for h in hints]

@@ -42,3 +42,20 @@ def checkpoint(head: bytes, members: list[str] | None) -> bool:
         return head[:1] == b"\x80"
     return (not torchscript(head, members) and not exported_program(head, members)
             and any(n.endswith("data.pkl") for n in members))
+
+
+def ncnn_param(head: bytes, members: list[str] | None) -> bool:
+    """An ncnn text param file: its first line is the magic number 7767517 (the weights are the companion .bin)."""
+    return members is None and (head.startswith(b"7767517\n") or head.startswith(b"7767517\r"))
+
+
+def mnn(head: bytes, members: list[str] | None) -> bool:
+    """An MNN model: a flatbuffer with no file identifier whose root table (MNN's Net) follows its vtable, as
+    MNN's converter writes it: the root offset is 4 + the vtable's size rounded up to 4, and the vtable holds
+    at most Net's 13 fields. (No other kind mnistkit reads starts this way: ONNX starts with a field tag, the
+    other flatbuffers carry an identifier at bytes 4-8, ncnn and OpenVINO IR are text.)"""
+    if members is not None or len(head) < 8:
+        return False
+    root = int.from_bytes(head[:4], "little")
+    vtable = int.from_bytes(head[4:6], "little")
+    return 6 <= vtable <= 4 + 2 * 13 and vtable % 2 == 0 and root == (4 + vtable + 3) // 4 * 4
