@@ -25,6 +25,9 @@ COLUMNS = [  # (title, file, backend)
     ("ExecuTorch int8", "model-int8.pte", "executorch"),
     ("OpenVINO IR fp32", "model.xml", "openvino"),
     ("OpenVINO on the int8 QDQ ONNX", "model-int8.onnx", "openvino"),
+    ("ncnn fp32", "model.ncnn.param", "ncnn"),
+    ("MNN fp32", "model.mnn", "mnn"),
+    ("MNN int8 weights", "model-int8.mnn", "mnn"),
     ("PyTorch eager", None, "pytorch"),
 ]
 ROWS = [(1, 1), (64, 2), (1024, 2)]  # (batch, threads)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ArtifactError
 from .fileio import check_input_file
-from .formats import KINDS, format_for
+from .formats import KINDS, REFERENCE_KIND, REFERENCE_SOURCES, format_for
 from .formats.spec import METADATA_FILE, from_onnx_props, to_onnx_props  # noqa: F401  (the metadata encoding)
 from .pixels import DIGITS, FLOAT_FORM, MAX_SIDE, UINT8_FORM, Geometry, geometry_from, geometry_of_input  # noqa: F401
 
@@ -55,7 +55,7 @@ class ModelInfo:
     @property
     def format(self) -> str:
         """The format it is judged as: the one it records (onnx-app, onnx-int8, ...), else its kind."""
-        return format_for(self.kind, self.metadata.get("format") if self.kind != "checkpoint" else None)
+        return format_for(self.kind, self.metadata.get("format") if self.kind != REFERENCE_KIND else None)
 
 
 def detect_kind(path: str | os.PathLike) -> str:
@@ -203,7 +203,7 @@ def pick_output(path, outputs: list[tuple]) -> str:
 
 
 def onnx_io_info(path: Path, meta: dict, input_name: str, input_dtype: str, input_shape: list,
-                 outputs: list, kind: str = "onnx") -> ModelInfo:
+                 outputs: list, kind: str) -> ModelInfo:
     """ModelInfo for an ONNX model (or an OpenVINO IR, `kind`) from its metadata and its input signature.
 
     `input_dtype` is "uint8" or "float32"; `input_shape` holds ints or None/str for symbolic dims.
@@ -374,7 +374,7 @@ def recorded_reference(path: str | os.PathLike) -> Path | None:
     """The export folder of an artifact whose manifest lists it and records the PyTorch source it came from
     (a checkpoint, or a state_dict and its class): verify and bench take their reference from there."""
     listed = manifest_listing(path)
-    if listed is None or (listed[0].get("source") or {}).get("kind") not in ("checkpoint", "state_dict"):
+    if listed is None or (listed[0].get("source") or {}).get("kind") not in REFERENCE_SOURCES:
         return None
     return Path(path).parent
 

@@ -33,10 +33,10 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import BACKENDS, ROOFLINE_PROBE, create_backend, reference_backend
+from .backends import BACKENDS, REFERENCE, ROOFLINE_PROBE, create_backend, reference_backend
 from .compare import compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
-from .formats import DEVICES, KINDS, tolerance_for
+from .formats import DEVICES, EXTERNAL_DEVICE_KIND, KINDS, tolerance_for
 from .formats.spec import resolve
 from .pixels import native_batch
 from .plan import Case, Target, cases, check_choices, expand
@@ -315,8 +315,8 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
     from .devices import EXTERNAL_DEVICES
 
     external = [d for d in config.devices if d in EXTERNAL_DEVICES]
-    onnx_targets = [t for t in targets if t.kind == "onnx"]
-    if not planned and not (external and onnx_targets):
+    external_targets = [t for t in targets if t.kind == EXTERNAL_DEVICE_KIND]
+    if not planned and not (external and external_targets):
         from .errors import BenchError
 
         raise BenchError("nothing could be timed: " + ("; ".join(dict.fromkeys(not_run)) or "no case was planned"))
@@ -334,11 +334,11 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
             if rl:
                 report.baselines["matmul"][rl["threads"]] = rl
     run = _Run(config, report, images, reference, src, checkpoint, progress,
-               (len(planned) + len(external) * len(onnx_targets)) * len(config.batch_sizes))
+               (len(planned) + len(external) * len(external_targets)) * len(config.batch_sizes))
     for bc in planned:
         _run_case(run, bc)
     for device in external:
-        _run_external(run, device, onnx_targets)
+        _run_external(run, device, external_targets)
     _add_roofline(report)
     devices = report.environment.get("devices")  # the JavaScript runtimes' versions, set while they ran
     report.environment = fingerprint({"threads_requested": list(config.threads), **(extra_env or {})})
@@ -427,7 +427,7 @@ def _parity_gate(run: _Run, t: Target, fmt: str, device: str, out: np.ndarray, a
     `also` (a JavaScript runtime's rows take ONNX Runtime's CPU answers on the same file); (None, None) when
     there is none of these."""
     if run.reference is not None:
-        return compare(run.reference, out, tolerance_for(fmt, device)), "pytorch"
+        return compare(run.reference, out, tolerance_for(fmt, device)), REFERENCE
     names = [n for n, spec in BACKENDS.items() if spec.independent] + list(also)
     for name in names:
         if t.kind not in BACKENDS[name].opens:
@@ -567,9 +567,9 @@ def _run_external(run: _Run, device: str, targets: list[Target]) -> None:
             run.step(f"{backend}/{device} {t.path.name}", n)
         return
     infos = {}
-    for t in targets:  # the file as ONNX Runtime's CPU backend reads it: its signature, as the harness needs it
+    for t in targets:  # the file as its kind's CPU backend reads it: its signature, as the harness needs it
         try:
-            with create_backend(t.path, "onnxruntime", "cpu") as b:
+            with create_backend(t.path, None, "cpu") as b:
                 infos[t] = b.info
         except Exception as exc:  # an unreadable file: a row that says so
             failed(t, "error", first_line(exc))
@@ -623,7 +623,7 @@ def _external_rows(run: _Run, t: Target, info, device: str, backend: str, c: dic
         return rows("error", c["error"])
     logits = np.asarray(c.get("parity_logits") or [], np.float32)
     gate, against = _parity_gate(run, t, fmt, "cpu", logits.reshape(len(logits), -1) if logits.size else logits,
-                                 also=("onnxruntime",))
+                                 also=(KINDS[t.kind].default_backend,))
     if gate is None:
         return rows("parity-failed", NO_REFERENCE)
     if not gate:

@@ -26,7 +26,7 @@ from .optimize import DEFAULT_BATCH_SIZES as DEPLOY_BATCH_SIZES
 from .predict import DEFAULT_TOP_K
 from .score import ScoreConfig
 from .report import DEFAULT_REPORT_DIR
-from .formats import DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, DEVICES, FORMAT_CHOICES, OPSET_RANGE
+from .formats import DEFAULT_ACCURACY_BUDGET, DEFAULT_FORMAT, DEFAULT_OPSET, DEVICES, FORMAT_CHOICES, OPSET_RANGE
 from .tables import LOSSES, MODEL_NAMES, OPTIMIZERS, TRAIN_DEVICES
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # checked against data.DATASETS in tests
@@ -255,7 +255,7 @@ def _formats(ctx, param, value):
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=str, readable=False))
-@click.option("--format", "formats", multiple=True, callback=_formats, default=("onnx",),
+@click.option("--format", "formats", multiple=True, callback=_formats, default=(DEFAULT_FORMAT,),
               show_default=True, help=f"One or more of {', '.join(FORMAT_CHOICES)} (repeat or comma-separate).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
               help="Folder for the artifacts [default: models/<checkpoint stem>/].")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .console import note, out
+from .formats import DEFAULT_FORMAT, FORMATS
 
 
 def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
@@ -62,7 +63,7 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
 
     images, labels = _split_files_in(find_dataset(dataset), "test")
     with ScoreProgress() as progress:
-        summary = score(ScoreConfig(model=str(export_dir / "model.onnx"), inputs=[str(images)],
+        summary = score(ScoreConfig(model=str(export_dir / FORMATS[DEFAULT_FORMAT].file), inputs=[str(images)],
                                     out=str(out_dir / "predictions.parquet"), overwrite=True),
                         progress=progress.update, log=note)
     print_score(summary)
@@ -87,7 +88,8 @@ def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
     sample = out_dir / "sample.npy"
     np.save(sample, read_idx(images)[:4])
     print_predict(predict(str(deploy_dir), [str(sample)], top_k=1), 1)
-    con.print(f"\n[bold]done.[/bold] Try: mnistkit predict {export_dir / 'model.onnx'} IMAGE.png · "
-              f"mnistkit score {export_dir / 'model.onnx'} FOLDER/ --out preds.parquet · "
+    model = export_dir / FORMATS[DEFAULT_FORMAT].file
+    con.print(f"\n[bold]done.[/bold] Try: mnistkit predict {model} IMAGE.png · "
+              f"mnistkit score {model} FOLDER/ --out preds.parquet · "
               f"mnistkit predict --deploy {deploy_dir} IMAGE.png · "
               f"mnistkit serve-demo --model {export_dir / 'app'}")

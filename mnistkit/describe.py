@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import (archive_metadata, check_against_manifest, check_model, detect_kind, from_onnx_props,
+from .artifacts import (check_against_manifest, check_model, detect_kind, from_onnx_props,
                         manifest_artifacts, onnx_signature, read_manifest)
+from .backends import BACKENDS
 from .errors import ArtifactError, first_line
 from .fileio import sha256_file
+from .formats import FORMATS, KINDS
+from .formats.spec import resolve
 
 
-def _onnx_details(path: Path) -> dict:
+def onnx_details(path: Path) -> dict:
     from .onnx_compat import min_onnxruntime
 
     try:
@@ -77,16 +80,13 @@ def describe(path) -> dict:
     check_against_manifest(path)
     check_model(path, kind)  # the loading gate: say so if the file would run code, loop or bomb memory
     info: dict = {"kind": kind, "path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    if kind == "onnx":
-        details = _onnx_details(path)
+    spec = KINDS[kind]
+    if spec.details:  # a kind with more to say than its metadata (ONNX: inputs, outputs, opset, operators)
+        details = resolve(spec.details)(path)
         meta = details.pop("metadata")
         info.update(details)
         info["metadata"] = meta
-    elif kind in ("torchscript", "exported-program"):
-        info["metadata"] = archive_metadata(path) or {}
-        if kind == "torchscript":
-            info["note"] = "TorchScript is deprecated upstream in favour of torch.export"
-    elif kind != "checkpoint":  # any other kind: its reader in the format table
+    elif not BACKENDS[spec.default_backend].reference:  # an artifact: its metadata reader in the format table
         from .artifacts import kind_metadata
 
         try:
@@ -94,7 +94,7 @@ def describe(path) -> dict:
         except ImportError as exc:
             raise ArtifactError(f"{path}: reading a {kind} file needs {exc.name or 'its runtime'}, which is not "
                                 "installed") from None
-    else:
+    else:  # the reference's own kind: a checkpoint
         from .errors import require
 
         require("torch")
@@ -103,6 +103,9 @@ def describe(path) -> dict:
         ckpt = load_checkpoint(path)
         info["metadata"] = ckpt.meta
         info["parameters"] = int(sum(v.numel() for v in ckpt.state_dict.values()))
+    notice = next((f.notice for f in FORMATS.values() if f.kind == kind and f.notice), None)
+    if notice:
+        info["note"] = notice
     meta = info.get("metadata") or {}
     for key in ("dataset", "labels", "normalization", "preprocess", "test_accuracy", "format", "input", "outputs"):
         if key in meta and key not in info:

@@ -19,7 +19,7 @@ from .artifacts import MANIFEST_FORMAT, check_sha256, read_manifest
 from .environment import library_versions
 from .errors import InvalidInputError, first_line
 from .fileio import check_writable_dir
-from .formats import FORMATS
+from .formats import APP_BUNDLE_FILE, FORMATS
 from .preprocess import RECIPES
 
 # What an export folder may hold besides its artifacts: anything else is the user's, and a folder
@@ -117,7 +117,6 @@ def manifest(src, artifacts: list[dict]) -> dict:
     }
 
 
-APP_FORMAT = "onnx-app"  # what app/ bundles
 APP_README = """# mnistkit app bundle
 
 Everything an app needs to embed this model; see the Embedding section of mnistkit's README.
@@ -136,7 +135,7 @@ def write_app_bundle(folder: Path, src, entry: dict) -> Path:
     of the contract."""
     bundle = folder / "app"
     bundle.mkdir()
-    shutil.copyfile(folder / entry["file"], bundle / "model.onnx")
+    shutil.copyfile(folder / entry["file"], bundle / APP_BUNDLE_FILE)
     from .artifacts import geometry_of_input
     from .steps import steps_text
 

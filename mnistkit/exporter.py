@@ -20,7 +20,8 @@ from . import exportdir
 from .errors import ExportError, InvalidInputError
 from .signals import publishing, raise_if_signalled
 from .fileio import atomic_write_json, replace_dir, sha256_file, staging_dir
-from .formats import (DEFAULT_ACCURACY_BUDGET, DEFAULT_OPSET, FORMAT_CHOICES, FORMATS, KINDS, OPSET_RANGE,
+from .formats import (APP_FORMAT, DEFAULT_ACCURACY_BUDGET, DEFAULT_FORMAT, DEFAULT_OPSET, FORMAT_CHOICES, FORMATS,
+                      KINDS, OPSET_RANGE, REFERENCE_SOURCES,
                       WriteContext, parse_formats)
 from .preprocess import RECIPES
 from .validate import Validation, validate_artifact
@@ -59,7 +60,7 @@ class ExportResult:
 
 def export_model(
     source,
-    formats=("onnx",),
+    formats=(DEFAULT_FORMAT,),
     out_dir=None,
     opset: int = DEFAULT_OPSET,
     validate: bool = True,
@@ -118,7 +119,7 @@ def export_model(
     reference = None
     if validate:
         reference = _reference(src, ctx, validation_limit)
-    if src.description.get("kind") in ("checkpoint", "state_dict"):
+    if src.description.get("kind") in REFERENCE_SOURCES:
         src.description["dataset"] = src.meta.get("dataset")
         src.description["data_dir"] = str(Path(data_dir).resolve()) if data_dir else None
 
@@ -141,9 +142,9 @@ def export_model(
         entries = kept + entries
         if entries:
             atomic_write_json(ctx.staging / "manifest.json", exportdir.manifest(src, entries))
-            app_entry = next((e for e in entries if e["format"] == exportdir.APP_FORMAT), None)
+            app_entry = next((e for e in entries if e["format"] == APP_FORMAT), None)
             had_bundle = previous is not None and (out_dir / "app").is_dir() and bool(kept)
-            if app_entry is not None and (exportdir.APP_FORMAT in names or had_bundle):
+            if app_entry is not None and (APP_FORMAT in names or had_bundle):
                 exportdir.write_app_bundle(ctx.staging, src, app_entry)
                 bundle = out_dir / "app"
             with publishing(str(out_dir)):  # the commit point: after it, out_dir is the new export

@@ -44,7 +44,7 @@ from .compare import compare
 from .deploy import DEPLOY_FILE, DEPLOY_FORMAT_VERSION
 from .errors import InvalidInputError, MnistkitError, first_line
 from .signals import publishing
-from .formats import COMPUTE_TOLERANCE, DEFAULT_ACCURACY_BUDGET, FORMATS, exportable, tolerance_for
+from .formats import COMPUTE_TOLERANCE, DEFAULT_ACCURACY_BUDGET, FORMATS, REFERENCE_KIND, exportable, tolerance_for
 from .pixels import native_batch
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
@@ -62,7 +62,6 @@ CHUNK = 1000  # images per call in the accuracy gate
 # third is what warm-ups, settling and compiling new shapes took (measured: 46.6 s of timing for 46 s planned
 # at 82 %)
 WRITE_RESERVE = 5.0
-CORE_BACKENDS = ("onnxruntime",)  # the core install (pip install mnistkit) runs these
 
 # Why whole groups of candidates are not timed: reasoning, stated in the report. Each runtime's own reasons live
 # in its backend file (BackendSpec.plan_options, .not_deployed, .pool_size); these are about formats and pools.
@@ -113,7 +112,7 @@ class Candidate:
     def simplicity(self) -> tuple:
         """Sort key, simplest first: fp32 before bf16 before int8, fewer threads, the core install, fewer changed
         options."""
-        return (self.quantized, self.computes_in is not None, self.threads, self.backend not in CORE_BACKENDS,
+        return (self.quantized, self.computes_in is not None, self.threads, not BACKENDS[self.backend].core,
                 len(self.options), self.label)
 
     def to_json(self) -> dict:
@@ -216,7 +215,7 @@ class Default:
     decide: dict = field(default_factory=dict)  # batch -> Timing
     backend: str = ""  # the registry's runtime it is the default of
     precision: str = "fp32"  # what it computes in on this CPU (OpenVINO's defaults: bf16 where the CPU has it)
-    format: str = "onnx"  # the format of its file
+    format: str = ""  # the format of its file (the registry's defaults_format)
 
 
 def runtime_defaults(folder: Path, files: set[str]) -> tuple[list[Default], list[str]]:
@@ -573,7 +572,7 @@ def export_folder(path: Path, data_dir, log) -> tuple[Path, list[str]]:
         raise InvalidInputError(f"{path}: no such file or folder; expected a checkpoint or an export folder")
     from .artifacts import detect_kind
 
-    if detect_kind(path) != "checkpoint":
+    if detect_kind(path) != REFERENCE_KIND:
         raise InvalidInputError(f"{path}: optimize takes a checkpoint or an export folder (the PyTorch reference "
                                 "checks every candidate), not a single artifact")
     from .exporter import export_model

@@ -11,7 +11,7 @@ from pathlib import Path
 from .artifacts import detect_kind, manifest_artifacts, read_manifest, recorded_format, recorded_reference
 from .backends import BACKENDS, backends_for
 from .errors import ArtifactError, InvalidInputError
-from .formats import DEVICES
+from .formats import DEVICES, REFERENCE_KIND, REFERENCE_SOURCES
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def expand(models) -> tuple[list[Target], Path | None]:
         if p.is_dir() or p.name == "manifest.json":
             folder = p if p.is_dir() else p.parent
             manifest = read_manifest(p)
-            if reference is None and (manifest.get("source") or {}).get("kind") in ("checkpoint", "state_dict"):
+            if reference is None and (manifest.get("source") or {}).get("kind") in REFERENCE_SOURCES:
                 reference = folder
             files.extend(manifest_artifacts(p))
         else:
@@ -68,7 +68,7 @@ def expand(models) -> tuple[list[Target], Path | None]:
             files.append(p)
     targets = [target(f) for f in dict.fromkeys(files)]
     if reference is None or reference.is_dir():  # a checkpoint given by name names the reference
-        reference = next((t.path for t in targets if t.kind == "checkpoint"), reference)
+        reference = next((t.path for t in targets if t.kind == REFERENCE_KIND), reference)
     if reference is None and targets:  # artifacts of one export folder: the source its manifest records
         folders = {recorded_reference(t.path) for t in targets}
         if len(folders) == 1 and None not in folders:

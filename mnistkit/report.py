@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from .errors import InvalidInputError, MissingDependencyError
+from .formats import EXTERNAL_DEVICE_KIND, FORMATS
 
 DEFAULT_REPORT_DIR = "models/report"
 
@@ -44,9 +45,10 @@ def series_key(r: dict) -> str:
     key = f"{r['backend']}/{r['device']}"
     if r.get("mode", "host") != "host":
         key += f" [{r['mode']}]"
-    if fmt in ("onnx-app",):
+    spec = FORMATS.get(fmt)
+    if spec is not None and spec.app and spec.precision == "fp32":
         key += " (app)"
-    elif fmt not in ("onnx", "checkpoint", "torchscript", "exported-program", ""):
+    elif fmt and (spec is None or fmt != spec.kind):  # the plain format of its kind goes without saying
         key += f" ({fmt})"
     if r.get("threads") is not None:
         key += f" t{r['threads']}"
@@ -137,7 +139,8 @@ def plot_all(reports: list[dict], out_dir: Path) -> dict[str, Path]:
     return files
 
 
-CROSS_DEVICE_FORMATS = ("onnx", "onnx-app", "onnx-int8")  # the files every device runs (the JS runtimes: ONNX)
+# the files every device runs (the JavaScript runtimes run ONNX; fp16 is a GPU format), in the table's order
+CROSS_DEVICE_FORMATS = tuple(f.name for f in FORMATS.values() if f.kind == EXTERNAL_DEVICE_KIND and f.precision != "fp16")
 
 
 def device_table(rows: list[dict]) -> list[str]:
@@ -171,7 +174,7 @@ def plot_devices(rows: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r.get("status") == "ok" and not r.get("baseline") and r.get("format") == "onnx"
+    ok = [r for r in rows if r.get("status") == "ok" and not r.get("baseline") and r.get("format") == EXTERNAL_DEVICE_KIND
           and r.get("mode", "host") == "host"]
     if len({r["device"] for r in ok}) < 2:
         return None

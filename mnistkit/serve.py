@@ -45,9 +45,11 @@ def resolve_model(path) -> tuple[Path, dict]:
 
     p = Path(path)
     if p.is_dir():
-        if (p / "app" / "model.onnx").exists():
+        from .formats import APP_BUNDLE_FILE
+
+        if (p / "app" / APP_BUNDLE_FILE).exists():
             p = p / "app"
-        p = p / "model.onnx"
+        p = p / APP_BUNDLE_FILE
     if not p.exists():
         raise InvalidInputError(f"--model {path}: no app-ready model there (expected an app/ bundle, an export "
                                 f"folder from `mnistkit export --format all`, or model-app.onnx)")

@@ -17,6 +17,7 @@ from typing import Any
 from .artifacts import DEFAULT_LABELS, geometry_of_input
 from .errors import CheckpointError, InvalidInputError, first_line
 from .fileio import check_input_file, sha256_file
+from .formats import REFERENCE_KIND, REFERENCE_SOURCES
 from .formats.spec import EXAMPLE_BATCH
 from .pixels import DIGITS, Geometry
 
@@ -426,7 +427,7 @@ def load_source(source, model_class=None, labels=None, mean=None, std=None, reci
         meta = {k: v if v is not None else defaults.get(k) for k, v in meta.items()}
         meta["normalization_source"] = "the checkpoint"
         recorded = ckpt.meta.get("data_source") or (ckpt.meta.get("train_config") or {}).get("data_dir")
-        return Source(module, meta, {"kind": "checkpoint", **described}, default_out,
+        return Source(module, meta, {"kind": REFERENCE_KIND, **described}, default_out,
                       str(data_dir) if data_dir else recorded)
 
     weights = load_weights(data, path)  # the bytes read above: the script cannot have changed them
@@ -491,7 +492,7 @@ def recorded_source(folder: Path, manifest: dict) -> Recorded:
     src = manifest.get("source") or {}
     kind = src.get("kind")
     hint = "pass the checkpoint" + (" and --model-class" if kind == "state_dict" else "") + " explicitly"
-    if kind not in ("checkpoint", "state_dict"):
+    if kind not in REFERENCE_SOURCES:
         raise InvalidInputError(f"{folder}: its manifest records no checkpoint to compare with (exported from "
                                 f"{kind or 'an unknown source'}); {hint}")
     candidates = [Path(p) for p in (src.get("path"), src.get("abspath")) if p]
@@ -576,7 +577,7 @@ def not_a_reference(path: Path) -> None:
         kind = detect_kind(path)
     except ArtifactError:
         return
-    if kind != "checkpoint":
+    if kind != REFERENCE_KIND:
         raise InvalidInputError(
             f"{path}: is {KINDS[kind].description}, not a PyTorch reference; verify compares artifacts with the "
             "PyTorch model they were exported from: pass that checkpoint (or its state_dict with --model-class), or its "

@@ -21,7 +21,7 @@ from .artifacts import detect_kind, recorded_reference
 from .backends import BACKENDS, create_backend, default_devices, reference_backend
 from .compare import Comparison, compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
-from .formats import tolerance_for
+from .formats import REFERENCE_KIND, tolerance_for
 from .plan import Case, cases, check_choices, expand, target
 
 # onnx.reference executes operators in Python: the first 500 images keep it to seconds on the MLP.
@@ -132,7 +132,7 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     devices = list(devices) if devices else default_devices()
 
     listed_in = recorded_reference(checkpoint) if Path(checkpoint).is_file() and model_class is None else None
-    if listed_in is not None and detect_kind(checkpoint) != "checkpoint":  # an artifact of an export folder
+    if listed_in is not None and detect_kind(checkpoint) != REFERENCE_KIND:  # an artifact of an export folder
         log(f"{checkpoint} is listed in {listed_in / 'manifest.json'}: verifying it against the source recorded there")
         artifacts, checkpoint = [checkpoint, *artifacts], listed_in
     src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log, model_args=model_args,

@@ -126,3 +126,74 @@ def test_no_upward_import():
 def test_the_layer_check_catches_an_upward_import():
     assert upward_imports({"a": {"b"}, "b": set()}, {"a": 0, "b": 1}) == [("a", "b")]
     assert upward_imports({"a": set(), "b": {"a"}}, {"a": 0, "b": 1}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime and format knowledge lives in backends/ and formats/ (issue 22): a string constant that is a runtime's,
+# a format's or a kind's name, or a format's file name, anywhere else in the package (docstrings aside) is
+# knowledge outside them: read it from the tables (KINDS, FORMATS, BACKENDS and their constants) instead. JSON keys,
+# CLI parameter names and package names are not names of runtimes or formats where they stand.
+
+# Strings that are spelled like a name and are something else, each with what it is:
+NOT_NAMES = {
+    ("doctor.py", "onnx"): "the onnx package, whose version doctor reports",
+    ("doctor.py", "onnxruntime"): "ONNX Runtime's distributions (onnxruntime, onnxruntime-gpu) and its module: "
+                                  "doctor's core checks of the core install (flavours, providers)",
+    ("environment.py", "onnx"): "a package whose version the fingerprint records",
+    ("environment.py", "onnxruntime"): "a package whose version the fingerprint records",
+    ("safeload.py", "model.pt"): "a member of torch.export's archive layout (data/sample_inputs/model.pt), not a file "
+                                 "mnistkit writes",
+}
+
+
+# Calls whose strings name packages or CLI parameters, not runtimes or formats ("onnxruntime" the distribution,
+# `checkpoint` the command's argument).
+NOT_NAME_CALLS = {"library_versions", "distribution_version", "import_module", "find_spec", "require", "argument"}
+
+
+def _callee(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def names_outside_backends_and_formats() -> dict[str, dict[str, int]]:
+    from collections import Counter
+
+    from mnistkit.backends import BACKENDS
+    from mnistkit.formats import FORMATS, KINDS
+
+    names = set(BACKENDS) | set(FORMATS) | set(KINDS) | {n for f in FORMATS.values() for n in f.files}
+    found: dict[str, Counter] = {}
+    for p in sorted(PKG.rglob("*.py")):
+        rel = p.relative_to(PKG).as_posix()
+        if rel.startswith(("backends/", "formats/")):
+            continue
+        tree = ast.parse(p.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        not_names = set(docstrings)  # constants that are not a runtime's or format's name where they stand:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):  # a JSON key ({"checkpoint": path})
+                not_names |= {id(k) for k in node.keys if k is not None}
+            elif isinstance(node, ast.Call) and _callee(node) in NOT_NAME_CALLS:  # a package, a CLI parameter
+                not_names |= {id(a) for a in ast.walk(node) if isinstance(a, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in not_names:
+                found.setdefault(rel, Counter())[node.value] += 1
+    return {rel: dict(c) for rel, c in found.items()}
+
+
+def test_no_runtime_or_format_name_outside_backends_and_formats():
+    found = names_outside_backends_and_formats()
+    outside = {rel: names for rel, names in ((rel, {n: c for n, c in names.items() if (rel, n) not in NOT_NAMES})
+                                             for rel, names in found.items()) if names}
+    assert not outside, f"runtime or format names outside backends/ and formats/ (read them from the tables): {outside}"
+    stale = [site for site in NOT_NAMES if site[1] not in found.get(site[0], {})]
+    assert not stale, f"NOT_NAMES lists strings no longer there: {stale}"
+
+
+def test_the_name_scan_sees_constants_and_no_new_runtime_is_outside():
+    """The scan sees string constants, not docstrings: the new runtimes' names are in backends/ and formats/ only."""
+    found = names_outside_backends_and_formats()
+    assert found and not any(n in names for names in found.values() for n in ("ncnn", "mnn", "mnn-int8"))

@@ -341,7 +341,8 @@ def test_nan_outputs_never_become_an_answer(lab, tmp_path):
 # 4. Truncated and garbage files of every kind: exit 1, one line
 
 
-MODEL_KINDS = {"onnx": "model.onnx", "pt2": "model.pt2", "ts": "model.ts", "checkpoint": None}
+MODEL_KINDS = {"onnx": "model.onnx", "pt2": "model.pt2", "ts": "model.ts", "checkpoint": None, "ncnn": "model.ncnn.param",
+               "mnn": "model.mnn"}
 
 
 @pytest.mark.parametrize("kind", list(MODEL_KINDS))

@@ -25,6 +25,7 @@ class BackendSpec:
     requires: tuple[str, ...]  # importable packages it needs
     description: str
     extra: str = "torch"  # the pip extra that installs `requires` (mnistkit[extra])
+    core: bool = False  # the core install (`pip install mnistkit`) runs it: optimize prefers it on a tie
     slow: bool = False  # verify runs slow backends on a subset (see verify.SLOW_BACKEND_LIMIT)
     # Capabilities, as data: verify and bench read these flags and never test a backend's name.
     reference: bool = False  # the backend other results are compared with (it runs the Source itself)
@@ -71,7 +72,7 @@ BACKENDS: dict[str, BackendSpec] = {
                     not_deployed=_TORCH_NOT_DEPLOYED),
         BackendSpec("onnxruntime", "mnistkit.backends.onnxrt:OnnxRuntimeBackend", ("onnx",), ("cpu", "cuda"),
                     ("onnxruntime",), "ONNX Runtime, CPU or CUDA execution provider (never a silent fallback)",
-                    extra="all",
+                    extra="all", core=True,
                     bare_baseline="mnistkit.backends.onnxrt:BareSession", spinning_threads=True,
                     label="ONNX Runtime", defaults_format="onnx",
                     options={"spinning": (True, False), "graph_level": ("basic", "extended", "all")},

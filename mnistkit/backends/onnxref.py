@@ -44,7 +44,8 @@ class OnnxReferenceBackend(Backend):
                                 f"expected float32 or uint8")
         shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         meta = from_onnx_props({p.key: p.value for p in model.metadata_props})
-        info = onnx_io_info(self.path, meta, inp.name, dtype, shape, [onnx_signature(o) for o in model.graph.output])
+        info = onnx_io_info(self.path, meta, inp.name, dtype, shape, [onnx_signature(o) for o in model.graph.output],
+                            "onnx")
         self._in, self._out = info.input_name, info.output_name
         self._shape = [d if d else -1 for d in shape]
         self._reshape = info.input_form == "float" and len(shape) != 4

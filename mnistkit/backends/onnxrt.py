@@ -155,7 +155,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: input {in_name!r} is {in_type}; expected tensor(float) [N,1,28,28] "
                 f"or tensor(uint8) [N,28,28]")
         meta = from_onnx_props(props)
-        info = onnx_io_info(self.path, meta, in_name, dtype, in_shape, output_sigs)
+        info = onnx_io_info(self.path, meta, in_name, dtype, in_shape, output_sigs, "onnx")
         self._in = info.input_name
         self._outs = [info.output_name]
         self._fixed = info.fixed_batch

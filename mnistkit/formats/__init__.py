@@ -32,11 +32,19 @@ from ..errors import InvalidInputError
 from . import kinds
 from .spec import DEFAULT_ACCURACY_BUDGET, BatchCheck, FormatSpec, KindSpec, WriteContext
 
-__all__ = ["COMPUTE_TOLERANCE", "DEFAULT_ACCURACY_BUDGET", "DEFAULT_OPSET", "DEVICES", "FORMATS", "FORMAT_CHOICES", "KINDS",
-           "OPSET_RANGE", "BatchCheck", "FormatSpec", "KindSpec", "WriteContext", "exportable", "format_for",
-           "parse_formats", "tolerance_for"]
+__all__ = ["APP_BUNDLE_FILE", "APP_FORMAT", "COMPUTE_TOLERANCE", "DEFAULT_ACCURACY_BUDGET", "DEFAULT_FORMAT",
+           "DEFAULT_OPSET", "DEVICES", "EXTERNAL_DEVICE_KIND", "FORMATS", "FORMAT_CHOICES", "KINDS", "OPSET_RANGE",
+           "REFERENCE_KIND", "REFERENCE_SOURCES", "BatchCheck", "FormatSpec", "KindSpec", "WriteContext",
+           "exportable", "format_for", "parse_formats", "tolerance_for"]
 
 DEVICES = ("cpu", "cuda")
+REFERENCE_KIND = "checkpoint"  # the kind of file the PyTorch reference is (its KINDS row opens it on the reference)
+REFERENCE_SOURCES = (REFERENCE_KIND, "state_dict")  # the sources (source.Source.description["kind"]) that are files
+# a reference can be loaded from again: a checkpoint, or a state_dict with its class
+DEFAULT_FORMAT = "onnx"  # what `export` writes when no --format is given
+APP_FORMAT = "onnx-app"  # what an export's app/ bundle holds (the embedding contract, README "Embedding")
+APP_BUNDLE_FILE = "model.onnx"  # its name inside app/
+EXTERNAL_DEVICE_KIND = "onnx"  # the kind of file the JavaScript devices run (onnxruntime-node, onnxruntime-web)
 
 # Opsets this exporter writes faithfully: 18+ are the dynamo exporter's own; 17 comes through
 # ONNX's version converter; 26 is the newest onnxruntime 1.31 loads (27 fails to load, measured).
@@ -76,8 +84,9 @@ _FP16 = Tolerance(1e-1, 0.995, max_accuracy_drop=DEFAULT_ACCURACY_BUDGET,
 FP16 = {"cpu": _FP16, "cuda": _FP16}
 # A runtime option may make a float file compute in less than fp32 (OpenVINO's bf16 precision hint, on CPUs with
 # AVX-512-BF16 or AMX); the configuration is then judged like a quantized one. Measured with OpenVINO 2026.4.1's
-# bf16 on the full Fashion-MNIST test split (2-vCPU EPYC Zen 4, benchmarks/results/bf16-openvino.json): the MLP's
-# logits moved by up to 0.15 with 99.9 % top-1 agreement; accuracy within 0.05 points.
+# bf16 on the full Fashion-MNIST test split (benchmarks/bf16.py, 2-vCPU EPYC Zen 4,
+# benchmarks/results/bf16-openvino-zen4-2core.json): the MLP's logits moved by up to 0.18 and the CNN's by 0.06,
+# both with 99.95 % top-1 agreement and accuracy within 0.03 points (and 1.4-1.9x faster than f32).
 _BF16 = Tolerance(None, 0.99, max_accuracy_drop=DEFAULT_ACCURACY_BUDGET,
                   why="bf16 compute (8-bit mantissa): logits move (~0.1); top-1 and accuracy decide")
 COMPUTE_TOLERANCE = {"bf16": {"cpu": _BF16, "cuda": _BF16}}
@@ -102,7 +111,8 @@ KINDS: dict[str, KindSpec] = {k.name: k for k in (
     KindSpec("exported-program", "exported-program", kinds.exported_program, "a torch.export archive",
              metadata="mnistkit.artifacts:archive_metadata", gate=_ARCHIVE_GATE),
     KindSpec("onnx", "onnxruntime", kinds.onnx, "an ONNX model (protobuf)", flops=f"{_ONNX}:flops_per_image",
-             metadata="mnistkit.artifacts:onnx_metadata", gate="mnistkit.gate.onnx:check"),
+             metadata="mnistkit.artifacts:onnx_metadata", gate="mnistkit.gate.onnx:check",
+             details="mnistkit.describe:onnx_details"),
     KindSpec("executorch", "executorch", kinds.executorch, "an ExecuTorch program (flatbuffer)",
              metadata="mnistkit.backends.executorch:read_metadata", gate="mnistkit.gate.executorch:check"),
     KindSpec("openvino-ir", "openvino", kinds.openvino_ir, "an OpenVINO IR graph (.xml, weights in the .bin beside it)",

@@ -104,6 +104,7 @@ class KindSpec:
     flops: str | None = None  # "module:function", flops(path) -> multiply-add FLOP per image or None
     metadata: str | None = None  # "module:function", metadata(path) -> mnistkit's metadata dict or None
     gate: str | None = None  # "module:function", gate(path, label) -> None or raises ArtifactError (see gate/)
+    details: str | None = None  # "module:function", details(path) -> what `inspect` says beyond the metadata
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """The gate for MNN models (.mnn): read the flatbuffer (MNN's `Net`) before MNN does.
 
 Checked, torch-free and without the runtime: every operator's type against the allowlist, no operator that
-reads weights from an external file (`externalPath`: a model file names no other file), no subgraphs (MNN's
-control flow: While/If bodies), and the file against the model budget (weights are stored inline). Tensor
-shapes are computed by MNN when it resizes the session: `memory_window` bounds the first batch.
+reads weights from a file it names (`externalPath`), no subgraphs (MNN's control flow: While/If bodies), and
+the weights against the model budget: the file, plus `<file>.weight` beside it where one exists (MNN reads a
+model's external weights from there and nowhere else; mnistkit's exports keep them inline). Tensor shapes are
+computed by MNN when it resizes the session: `memory_window` bounds the first batch.
 
 The allowlist holds the OpType values mnistkit's MNN exports of image classifiers were measured to contain
 (MNN 3.6.1 converting the MLP, a CNN with batch norm, resnet18, and nets with PReLU, padding, permutes,
@@ -34,7 +35,9 @@ MAX_OPS = 100_000
 
 def check(path, label=None) -> None:
     label = label or path
-    check_budget(label, os.path.getsize(path), "its weights")
+    external = f"{path}.weight"  # MNN's external weights (the converter's --saveExternalData), read from beside it
+    size = os.path.getsize(path) + (os.path.getsize(external) if os.path.isfile(external) else 0)
+    check_budget(label, size, "its weights")
     with mapped(path, label) as buf:
         _check(buf, label)
 
