@@ -9,7 +9,11 @@ Choices, measured (ncnn 1.0.20261020, 2-vCPU EPYC):
 - fp32 pinned: `use_fp16_packed/storage/arithmetic` and `use_bf16_storage` off, Vulkan off. ncnn's defaults
   store activations in fp16 where the CPU has F16C (every x86-64 CPU mnistkit meets): the MLP moved by 3e-4
   against PyTorch with them on, 2.4e-7 off.
-- `num_threads` = --threads, else every usable core, like the other runtimes.
+- `num_threads` = --threads, else ONE (DEFAULT_THREADS), unlike the other runtimes: ncnn parallelises inside each
+  layer of one image, and for these models a second thread costs more than it gives even on an idle machine (the
+  CNN: 82 us per image on one thread, 143 us on two; the MLP: 27 against 31 us). `optimize` still times both.
+- `openmp_blocktime` 0: ncnn's default keeps its OpenMP workers spinning 20 ms after every parallel region, which
+  on a shared machine takes the cores from everything else (a validation beside other work ran 4x slower).
 - One Net, one extractor per image: an extractor is ncnn's unit of work; the Net is shared read-only.
 """
 
@@ -27,6 +31,7 @@ from ..fileio import sha256_file
 from ..pixels import FLOAT_FORM
 from .base import Backend
 
+DEFAULT_THREADS = 1  # without --threads (the module's notes)
 METADATA_FORMAT = "mnistkit-ncnn-metadata"  # the companion JSON's tag (formats/ncnn.py writes it)
 
 
@@ -77,6 +82,7 @@ def open_net(path, threads: int | None, defaults: bool = False):
     if not defaults:
         opt = net.opt
         opt.num_threads = int(threads)
+        opt.openmp_blocktime = 0
         opt.use_vulkan_compute = False
         opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_bf16_storage = False
     weights = Path(path).with_suffix(".bin")
@@ -94,10 +100,9 @@ class NcnnBackend(Backend):
     runtime = "ncnn"
 
     def _load(self) -> ModelInfo:
-        from .onnxrt import default_threads
 
         check_model(self.path)
-        self.threads = self.threads or default_threads()
+        self.threads = self.threads or DEFAULT_THREADS
         meta = read_metadata(self.path)
         self._net = net = open_net(self.path, self.threads)
         inputs, outputs = list(net.input_names()), list(net.output_names())
@@ -156,10 +161,9 @@ class BareNcnn:
     output array and its shape checks."""
 
     def __init__(self, path, threads: int | None, defaults: bool = False):
-        from .onnxrt import default_threads
 
         check_model(path)
-        self.threads = None if defaults else threads or default_threads()
+        self.threads = None if defaults else threads or DEFAULT_THREADS
         self.net = open_net(path, self.threads, defaults)
         self.input, self.output = self.net.input_names()[0], self.net.output_names()[0]
 
