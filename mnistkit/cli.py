@@ -27,7 +27,8 @@ from .predict import DEFAULT_TOP_K
 from .score import ScoreConfig
 from .report import DEFAULT_REPORT_DIR
 from .formats import DEFAULT_ACCURACY_BUDGET, DEFAULT_FORMAT, DEFAULT_OPSET, DEVICES, FORMAT_CHOICES, OPSET_RANGE
-from .tables import LOSSES, MODEL_NAMES, OPTIMIZERS, TRAIN_DEVICES
+from .demo import DEFAULT_OUT_DIR as DEMO_OUT_DIR
+from .tables import LOSSES, MODEL_NAMES, OPTIMIZERS, TRAIN_DEFAULTS, TRAIN_DEVICES
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # checked against data.DATASETS in tests
 
@@ -168,7 +169,7 @@ def _model_args(ctx, param, value):
 def dataset_options(f):
     f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default=None,
                      help="Folder with the four IDX files (flat, or torchvision's <Class>/raw layout).")(f)
-    f = click.option("--dataset", type=click.Choice(DATASET_NAMES), default="mnist", show_default=True,
+    f = click.option("--dataset", type=click.Choice(DATASET_NAMES), default=TRAIN_DEFAULTS["dataset"], show_default=True,
                      help="Dataset by name. Fashion-MNIST is found in /usr/share/datasets/fashion-mnist.")(f)
     return f
 
@@ -179,16 +180,17 @@ def dataset_options(f):
 
 @cli.command()
 @dataset_options
-@click.option("--model", type=click.Choice(MODEL_NAMES), default="mlp", show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
-@click.option("--momentum", type=click.FloatRange(min=0), default=0.0, show_default=True, help="SGD momentum.")
-@click.option("--loss", type=click.Choice(LOSSES), default="cross-entropy", show_default=True,
+@click.option("--model", type=click.Choice(MODEL_NAMES), default=TRAIN_DEFAULTS["model"], show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=TRAIN_DEFAULTS["optimizer"], show_default=True)
+@click.option("--momentum", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS["momentum"], show_default=True,
+              help="SGD momentum.")
+@click.option("--loss", type=click.Choice(LOSSES), default=TRAIN_DEFAULTS["loss"], show_default=True,
               help="mse compares softmax probabilities with one-hot targets.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(TRAIN_DEVICES), default="auto", show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["epochs"], show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["batch_size"], show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS["lr"], show_default=True)
+@click.option("--seed", type=int, default=TRAIN_DEFAULTS["seed"], show_default=True)
+@click.option("--device", type=click.Choice(TRAIN_DEVICES), default=TRAIN_DEFAULTS["device"], show_default=True,
               help="auto = CUDA when usable, else CPU.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch intra-op threads.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str, readable=False), default=None,
@@ -749,9 +751,9 @@ def serve_demo(port, model):
 
 
 @cli.command()
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False), default="models/demo",
-              show_default=True, help="Where the demo writes its checkpoint and artifacts.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=str, readable=False),
+              default=DEMO_OUT_DIR, show_default=True, help="Where the demo writes its checkpoint and artifacts.")
+@click.option("--epochs", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["epochs"], show_default=True)
 def demo(out_dir, epochs):
     """Run the whole pipeline on real data: pick a dataset, train, export, verify, benchmark, score, optimize.
 

@@ -6,9 +6,13 @@ from pathlib import Path
 
 from .console import note, out
 from .formats import DEFAULT_FORMAT, FORMATS
+from .tables import TRAIN_DEFAULTS
 
 
-def run_demo(out_dir: str | Path, epochs: int = 10) -> None:
+DEFAULT_OUT_DIR = "models/demo"
+
+
+def run_demo(out_dir: str | Path = DEFAULT_OUT_DIR, epochs: int = TRAIN_DEFAULTS["epochs"]) -> None:
     from .data import resolve_demo_dataset
     from .errors import ExportError, ParityError
     from .exporter import export_model

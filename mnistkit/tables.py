@@ -7,3 +7,6 @@ MODEL_NAMES = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop")
 LOSSES = ("cross-entropy", "mse")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
+# The training defaults (the PyTorch tutorial's): train.TrainConfig's field defaults and the CLI's read them.
+TRAIN_DEFAULTS = {"dataset": "mnist", "model": "mlp", "optimizer": "adam", "momentum": 0.0, "loss": "cross-entropy",
+                  "epochs": 10, "batch_size": 64, "lr": 1e-3, "seed": 0, "device": "auto"}

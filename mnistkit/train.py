@@ -23,7 +23,7 @@ from .data import dataset_spec, load_split
 from .environment import library_versions
 from .errors import InvalidInputError, TrainingInterrupted
 from .model import MODELS, build_model, save_checkpoint
-from .tables import LOSSES, OPTIMIZERS, TRAIN_DEVICES as DEVICES
+from .tables import LOSSES, OPTIMIZERS, TRAIN_DEFAULTS, TRAIN_DEVICES as DEVICES
 
 
 
@@ -31,17 +31,17 @@ from .tables import LOSSES, OPTIMIZERS, TRAIN_DEVICES as DEVICES
 class TrainConfig:
     """Everything that defines a training run. Defaults are the PyTorch tutorial's."""
 
-    dataset: str = "mnist"
+    dataset: str = TRAIN_DEFAULTS["dataset"]
     data_dir: str | None = None
-    model: str = "mlp"
-    optimizer: str = "adam"
-    momentum: float = 0.0  # sgd only
-    loss: str = "cross-entropy"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
+    model: str = TRAIN_DEFAULTS["model"]
+    optimizer: str = TRAIN_DEFAULTS["optimizer"]
+    momentum: float = TRAIN_DEFAULTS["momentum"]  # sgd only
+    loss: str = TRAIN_DEFAULTS["loss"]
+    epochs: int = TRAIN_DEFAULTS["epochs"]
+    batch_size: int = TRAIN_DEFAULTS["batch_size"]
+    lr: float = TRAIN_DEFAULTS["lr"]
+    seed: int = TRAIN_DEFAULTS["seed"]
+    device: str = TRAIN_DEFAULTS["device"]
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     out: str | None = None  # checkpoint path; default models/<model>-<dataset>.pt
     train_limit: int | None = None  # use only the first N training images (tests, quick demos)

@@ -165,3 +165,14 @@ def test_the_cli_defaults_are_the_librarys():
     signature = inspect.signature(optimize.optimize).parameters
     assert opt["max_accuracy_drop"] == signature["max_accuracy_drop"].default
     assert signature["out_dir"].default == optimize.DEFAULT_DEPLOY_DIR
+    import dataclasses
+
+    from mnistkit.train import TrainConfig
+
+    from mnistkit import demo
+
+    assert defaults("demo") == {"out_dir": demo.DEFAULT_OUT_DIR, "epochs": TrainConfig.epochs}
+    train = defaults("train")
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert {k: train[k] for k in fields if k in train and k not in ("out", "data_dir", "threads")} == \
+        {k: v for k, v in fields.items() if k in train and k not in ("out", "data_dir", "threads")}
