@@ -179,3 +179,41 @@ def test_the_toolchains_run_no_generated_code_install_nothing_and_send_nothing(t
     assert sorted(p.name for p in tiny_ckpt.parent.iterdir()) == before
     assert {p.name for p in (tmp_path / "out").iterdir()} >= set(NCNN_FILES) | {"model.mnn"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # pnnx wrote nothing in the working folder
+
+
+def _mnn_with_a_bad_reshape(tiny_export, dst):
+    """The export's model.mnn with its first Reshape's shape constant [-1, 784] made [-1, 7]: consistent bytes,
+    inconsistent values. MNN 3.6.1 prints "Compute Shape Error" and segfaults on it."""
+    from mnistkit.gate.flatbuf import Table
+    from mnistkit.gate.mnn import NET_OPS, OP_TYPE
+
+    data = bytearray((tiny_export / "model.mnn").read_bytes())
+    ops = Table.root(bytes(data)).tables(NET_OPS)
+    producers = {out: op for op in ops for out in op.scalars(4, "<i")}
+    reshape = next(op for op in ops if op.scalar(OP_TYPE, "<i") == 73)  # OpType Reshape
+    blob = producers[reshape.scalars(0, "<i")[1]].table(2)  # the Const's Blob
+    assert blob.scalars(5, "<i")[-1] == 784, "the MLP's flatten: int32s [-1, 784]"
+    vector = blob._indirect(blob._field(5))  # Blob.int32s
+    struct.pack_into("<i", data, vector + 8, 7)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_an_mnn_model_that_crashes_mnn_is_refused_by_a_rehearsal(tiny_export, tmp_path):
+    """No static check covers every operator's values, and MNN segfaults instead of raising on some: the gate first
+    runs an MNN file in a child process. The attack is real (a child without the rehearsal dies by SIGSEGV); this
+    process gets one line and never runs the file; the CLI exits 1."""
+    import os
+    import signal
+
+    from mnistkit.gate import REHEARSAL_ENV
+
+    bad = _mnn_with_a_bad_reshape(tiny_export, tmp_path / "bad-reshape.mnn")
+    code = "import sys, numpy as np, mnistkit\nmnistkit.load(sys.argv[1]).run(np.zeros((2, 28, 28), np.uint8))"
+    child = subprocess.run([sys.executable, "-c", code, str(bad)], env={**os.environ, REHEARSAL_ENV: "1"},
+                           capture_output=True, timeout=120)
+    assert child.returncode == -signal.SIGSEGV, child.stderr[-500:]
+    with pytest.raises(ArtifactError, match=r"refuses to load: MNN crashed \(SIGSEGV\)"):
+        mnistkit.load(bad)
+    r = run("inspect", bad)
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1 and "SIGSEGV" in r.stderr

@@ -8,7 +8,9 @@ the model's sizes to Alibaba's log service after each conversion (measured, MNN 
 converts and sends nothing.
 
 mnistkit's metadata rides in the model's own `bizCode` string (the converter's `--bizCode`), read back from the
-flatbuffer by backends/mnn.py without loading the model. The batch axis stays dynamic (MNN resizes per call).
+flatbuffer by backends/mnn.py without loading the model. The ONNX file is converted without its metadata_props:
+MNN copies them into the model's `extraInfo`, a nested buffer MNN parses without checks (the gate refuses one).
+The batch axis stays dynamic (MNN resizes per call).
 `mnn-int8` is the converter's weight quantization (`--weightQuantBits 8`: int8 weights, float compute), judged
 by the accuracy gate like every int8 format; MNN's full-integer tool (mnnquant) wants a calibration folder
 of image files and a JSON config, and is not used.
@@ -28,8 +30,16 @@ def write_mnn(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
     """The float ONNX converted by MNN's converter (fp32; int8 weights for a quantized row)."""
     from ..capture import captured_output
 
+    import tempfile
+
+    import onnx
+
     meta = common_meta(src, fmt)
-    onnx_path = base_file(src, fmt, ctx)
+    plain = onnx.load(str(base_file(src, fmt, ctx)))
+    del plain.metadata_props[:]  # MNN copies them into extraInfo, a buffer it parses unchecked (gate/mnn.py)
+    work = tempfile.TemporaryDirectory(prefix="mnistkit-mnn-")
+    onnx_path = Path(work.name) / "model.onnx"
+    onnx.save(plain, str(onnx_path))
     try:
         with captured_output():  # its start-up line about CPU features
             import _tools  # MNN's converter (the `MNN` wheel's extension module)
@@ -39,7 +49,7 @@ def write_mnn(src, fmt: FormatSpec, tmp: Path, ctx: WriteContext) -> dict:
             "--bizCode", json.dumps(meta)]
     if fmt.quantized:
         argv += ["--weightQuantBits", "8"]
-    with captured_output() as cap:
+    with captured_output() as cap, work:
         try:
             ok = _tools.mnnconvert(argv)
         except Exception as exc:

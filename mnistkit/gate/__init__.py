@@ -260,3 +260,38 @@ def mapped(path, label=None):
             data.close()
         except BufferError:  # a view is still alive (a traceback frame): freed with it
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Rehearsal: a runtime that crashes on inconsistent files is first run in a child process
+
+REHEARSAL_ENV = "MNISTKIT_REHEARSAL"  # set in the child: its own gate does not rehearse again
+REHEARSAL_TIMEOUT = 120  # seconds
+
+
+def rehearse(path, label, runtime: str) -> None:
+    """Load the file and run its first batches in a child process (mnistkit.backends.rehearse) before this process
+    does, for a runtime that segfaults instead of raising on a file whose values are inconsistent (MNN: a reshape
+    constant that disagrees with its input kills the process; no static check covers every operator's parameters).
+    A child killed by a signal is a refusal, one line; an error the child could report is left for the real load to
+    report in the same words. Memory in the child is bounded like any load (memory_window)."""
+    import signal
+    import subprocess
+    import sys
+
+    if os.environ.get(REHEARSAL_ENV):
+        return
+    env = {**os.environ, REHEARSAL_ENV: "1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "mnistkit.backends.rehearse", str(path)], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=REHEARSAL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise Refused(label, f"{runtime} did not finish loading and running it in {REHEARSAL_TIMEOUT} s "
+                             "(a rehearsal in a child process)") from None
+    if done.returncode < 0:
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        raise Refused(label, f"{runtime} crashed ({name}) loading or running it in a rehearsal process: the file's "
+                             "values are inconsistent (this process never ran it)")
