@@ -100,7 +100,6 @@ class NcnnBackend(Backend):
     runtime = "ncnn"
 
     def _load(self) -> ModelInfo:
-
         check_model(self.path)
         self.threads = self.threads or DEFAULT_THREADS
         meta = read_metadata(self.path)
@@ -161,7 +160,6 @@ class BareNcnn:
     output array and its shape checks."""
 
     def __init__(self, path, threads: int | None, defaults: bool = False):
-
         check_model(path)
         self.threads = None if defaults else threads or DEFAULT_THREADS
         self.net = open_net(path, self.threads, defaults)
