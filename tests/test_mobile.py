@@ -217,3 +217,25 @@ def test_an_mnn_model_that_crashes_mnn_is_refused_by_a_rehearsal(tiny_export, tm
         mnistkit.load(bad)
     r = run("inspect", bad)
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1 and "SIGSEGV" in r.stderr
+
+
+def test_an_ncnn_param_that_crashes_ncnn_is_refused_by_a_rehearsal(tiny_cnn_export, tmp_path):
+    """ncnn segfaults on a pooling pad no window fits (mutation testing found it): the gate's rehearsal in a child
+    process turns that into one line, and this process never runs the file."""
+    import os
+    import re
+    import signal
+
+    from mnistkit.gate import REHEARSAL_ENV
+
+    lines = (tiny_cnn_export / "model.ncnn.param").read_text().splitlines()
+    i = _first(lines, "Pooling")
+    pooled = re.sub(r" 13=\S+", "", lines[i]) + " 13=7"  # pad bottom 7 around a 2x2 window
+    param = ncnn_copy(tiny_cnn_export, tmp_path, "\n".join(lines[:i] + [pooled] + lines[i + 1:]) + "\n")
+    param.with_suffix(".json").unlink()
+    code = "import sys, numpy as np, mnistkit\nmnistkit.load(sys.argv[1]).run(np.zeros((3, 28, 28), np.uint8))"
+    child = subprocess.run([sys.executable, "-c", code, str(param)], env={**os.environ, REHEARSAL_ENV: "1"},
+                           capture_output=True, timeout=120)
+    assert child.returncode == -signal.SIGSEGV, child.stderr[-500:]
+    with pytest.raises(ArtifactError, match=r"refuses to load: ncnn crashed \(SIGSEGV\)"):
+        mnistkit.load(param)

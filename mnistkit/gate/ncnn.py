@@ -9,13 +9,18 @@ convolutions' weight_data_size, MemoryData's w x h x d x c) against the .bin bes
 from the .bin in order and allocates what a layer declares before reading, so a declaration over the file
 would otherwise allocate memory the file does not back. The .bin itself counts against the model budget.
 Activation sizes are not declared in a param file: `memory_window` bounds what the first batch allocates.
+
+Then a rehearsal (`gate.rehearse`, as for MNN): ncnn 1.0.20261020 segfaults, instead of refusing, on parameter values
+that do not fit the layer (a pooling pad of 7 around a 2x2 window, a convolution pad of 65: found by mutating an
+export's params), so the file is first loaded and run on batches of zeros in a child process, and a child killed
+by a signal is a refusal.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import Refused, check_budget, check_op
+from . import Refused, check_budget, check_op, rehearse
 
 MAGIC = "7767517"
 MAX_LAYERS = 10_000  # a small classifier has tens; resnet18 converts to ~70
@@ -108,6 +113,7 @@ def check(path, label=None) -> None:
         raise Refused(label, f"its layers declare weights of at least {declared} bytes; {bin_path.name} holds "
                              f"{bin_size}")
     check_budget(label, bin_size, "its weights")
+    rehearse(path, label, "ncnn")  # ncnn segfaults on parameter values no static check covers (the module's notes)
 
 
 def _declared_weights(kind: str, params: dict, label, name: str) -> int:
