@@ -23,6 +23,7 @@ from .fileio import atomic_write_json, replace_dir, sha256_file, staging_dir
 from .formats import (APP_FORMAT, DEFAULT_ACCURACY_BUDGET, DEFAULT_FORMAT, DEFAULT_OPSET, FORMAT_CHOICES, FORMATS,
                       KINDS, OPSET_RANGE, REFERENCE_SOURCES,
                       WriteContext, parse_formats)
+from .gate import written_here
 from .preprocess import RECIPES
 from .validate import Validation, validate_artifact
 
@@ -194,6 +195,7 @@ def _write_one(src, fmt, ctx: WriteContext, reference) -> tuple[dict | None, Val
     n = 0 if ctx.images is None else len(ctx.images)
     try:
         facts = fmt.write(src, tmp, ctx)
+        written_here(tmp)  # validated below without a rehearsal: this process just made it (gate.rehearse)
     except ExportError as exc:  # this format cannot be made: a ✗ row beside the others
         _remove(ctx.staging, fmt)
         return None, Validation(fmt.name, fmt.file, KINDS[fmt.kind].default_backend, False, None, n, ctx.data_desc,

@@ -237,5 +237,5 @@ def test_an_ncnn_param_that_crashes_ncnn_is_refused_by_a_rehearsal(tiny_cnn_expo
     child = subprocess.run([sys.executable, "-c", code, str(param)], env={**os.environ, REHEARSAL_ENV: "1"},
                            capture_output=True, timeout=120)
     assert child.returncode == -signal.SIGSEGV, child.stderr[-500:]
-    with pytest.raises(ArtifactError, match=r"refuses to load: ncnn crashed \(SIGSEGV\)"):
+    with pytest.raises(ArtifactError, match=r"refuses to load: the ncnn library crashed \(SIGSEGV\)"):
         mnistkit.load(param)

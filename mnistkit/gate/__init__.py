@@ -267,6 +267,14 @@ def mapped(path, label=None):
 
 REHEARSAL_ENV = "MNISTKIT_REHEARSAL"  # set in the child: its own gate does not rehearse again
 REHEARSAL_TIMEOUT = 120  # seconds
+_WRITTEN: set[str] = set()  # files this process's exporter wrote from the user's own model (written_here)
+
+
+def written_here(path) -> None:
+    """Mark a file this process just wrote with a converter from the user's own model (the exporter's staging):
+    its validation needs no rehearsal, for it comes from no one else. Published, or read by another process, it is
+    rehearsed like any file (the mark is for this path, in this process)."""
+    _WRITTEN.add(os.path.realpath(path))
 
 
 def rehearse(path, label, runtime: str) -> None:
@@ -279,7 +287,7 @@ def rehearse(path, label, runtime: str) -> None:
     import subprocess
     import sys
 
-    if os.environ.get(REHEARSAL_ENV):
+    if os.environ.get(REHEARSAL_ENV) or os.path.realpath(path) in _WRITTEN:
         return
     env = {**os.environ, REHEARSAL_ENV: "1"}
     try:

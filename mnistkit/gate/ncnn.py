@@ -113,7 +113,7 @@ def check(path, label=None) -> None:
         raise Refused(label, f"its layers declare weights of at least {declared} bytes; {bin_path.name} holds "
                              f"{bin_size}")
     check_budget(label, bin_size, "its weights")
-    rehearse(path, label, "ncnn")  # ncnn segfaults on parameter values no static check covers (the module's notes)
+    rehearse(path, label, "the ncnn library")  # ncnn segfaults on parameter values no static check covers (the module's notes)
 
 
 def _declared_weights(kind: str, params: dict, label, name: str) -> int:
