@@ -181,6 +181,18 @@ def test_the_toolchains_run_no_generated_code_install_nothing_and_send_nothing(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # pnnx wrote nothing in the working folder
 
 
+def dies_without_the_rehearsal(path, shape) -> int:
+    """The return code of a child process that loads `path` with the gate's rehearsal off and runs zeros of `shape`
+    (proof that the attack is real: a negative code is the signal that killed it)."""
+    import os
+
+    from mnistkit.gate import REHEARSAL_ENV
+
+    code = f"import sys, numpy as np, mnistkit\nmnistkit.load(sys.argv[1]).run(np.zeros({tuple(shape)!r}, np.uint8))"
+    return subprocess.run([sys.executable, "-c", code, str(path)], env={**os.environ, REHEARSAL_ENV: "1"},
+                          capture_output=True, timeout=120).returncode
+
+
 def _mnn_with_a_bad_reshape(tiny_export, dst):
     """The export's model.mnn with its first Reshape's shape constant [-1, 784] made [-1, 7]: consistent bytes,
     inconsistent values. MNN 3.6.1 prints "Compute Shape Error" and segfaults on it."""
@@ -203,16 +215,10 @@ def test_an_mnn_model_that_crashes_mnn_is_refused_by_a_rehearsal(tiny_export, tm
     """No static check covers every operator's values, and MNN segfaults instead of raising on some: the gate first
     runs an MNN file in a child process. The attack is real (a child without the rehearsal dies by SIGSEGV); this
     process gets one line and never runs the file; the CLI exits 1."""
-    import os
     import signal
 
-    from mnistkit.gate import REHEARSAL_ENV
-
     bad = _mnn_with_a_bad_reshape(tiny_export, tmp_path / "bad-reshape.mnn")
-    code = "import sys, numpy as np, mnistkit\nmnistkit.load(sys.argv[1]).run(np.zeros((2, 28, 28), np.uint8))"
-    child = subprocess.run([sys.executable, "-c", code, str(bad)], env={**os.environ, REHEARSAL_ENV: "1"},
-                           capture_output=True, timeout=120)
-    assert child.returncode == -signal.SIGSEGV, child.stderr[-500:]
+    assert dies_without_the_rehearsal(bad, (2, 28, 28)) == -signal.SIGSEGV
     with pytest.raises(ArtifactError, match=r"refuses to load: MNN crashed \(SIGSEGV\)"):
         mnistkit.load(bad)
     r = run("inspect", bad)
@@ -222,20 +228,14 @@ def test_an_mnn_model_that_crashes_mnn_is_refused_by_a_rehearsal(tiny_export, tm
 def test_an_ncnn_param_that_crashes_ncnn_is_refused_by_a_rehearsal(tiny_cnn_export, tmp_path):
     """ncnn segfaults on a pooling pad no window fits (mutation testing found it): the gate's rehearsal in a child
     process turns that into one line, and this process never runs the file."""
-    import os
     import re
     import signal
-
-    from mnistkit.gate import REHEARSAL_ENV
 
     lines = (tiny_cnn_export / "model.ncnn.param").read_text().splitlines()
     i = _first(lines, "Pooling")
     pooled = re.sub(r" 13=\S+", "", lines[i]) + " 13=7"  # pad bottom 7 around a 2x2 window
     param = ncnn_copy(tiny_cnn_export, tmp_path, "\n".join(lines[:i] + [pooled] + lines[i + 1:]) + "\n")
     param.with_suffix(".json").unlink()
-    code = "import sys, numpy as np, mnistkit\nmnistkit.load(sys.argv[1]).run(np.zeros((3, 28, 28), np.uint8))"
-    child = subprocess.run([sys.executable, "-c", code, str(param)], env={**os.environ, REHEARSAL_ENV: "1"},
-                           capture_output=True, timeout=120)
-    assert child.returncode == -signal.SIGSEGV, child.stderr[-500:]
+    assert dies_without_the_rehearsal(param, (3, 28, 28)) == -signal.SIGSEGV
     with pytest.raises(ArtifactError, match=r"refuses to load: the ncnn library crashed \(SIGSEGV\)"):
         mnistkit.load(param)

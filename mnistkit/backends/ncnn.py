@@ -113,8 +113,9 @@ class NcnnBackend(Backend):
         info.input_name, info.output_name = inputs[0], outputs[0]
         self._in, self._out = inputs[0], outputs[0]
         self._classes = info.num_classes if info.described else None
-        self._Mat = import_ncnn().Mat
-        self.provider = f"ncnn {getattr(import_ncnn(), '__version__', '?')} CPU fp32"
+        ncnn = import_ncnn()
+        self._Mat = ncnn.Mat
+        self.provider = f"ncnn {getattr(ncnn, '__version__', '?')} CPU fp32"
         return info
 
     def load(self):
