@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -488,7 +489,7 @@ def _time_mode(run: _Run, bc: BenchCase, backend, fmt, eff_threads, m: str, b: i
     """Time one mode at one batch size; append its row (and the bare baseline's, when timed beside it)."""
     config, report, t, name = run.config, run.report, bc.case.target, bc.case.backend
     if m == "host":
-        call, sync = (lambda run_=backend.run, x=x: run_(x)), None
+        call, sync = partial(backend.run, x), None  # no Python frame of the harness's own around run(x)
     elif m == "device+graph":
         call, sync = backend.device_resident(x, cuda_graph=True)
     else:
@@ -502,7 +503,7 @@ def _time_mode(run: _Run, bc: BenchCase, backend, fmt, eff_threads, m: str, b: i
         # backend.unchecked() is the same call without the input checks: timed beside them, it splits the
         # overhead into what the checks cost and what the wrapper's dispatch costs
         direct = backend.unchecked()
-        calls = [call, bare.call_for(x), lambda: direct(x)] + ([probe.call] if probe else [])
+        calls = [call, bare.call_for(x), partial(direct, x)] + ([probe.call] if probe else [])
         timed = time_interleaved(calls, config.warmup, config.min_time, config.min_reps)
         seconds, theirs, unchecked = timed[0], timed[1], timed[2]
         s_ours, s_bare, s_direct = latency_stats(seconds), latency_stats(theirs), latency_stats(unchecked)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from mnistkit.artifacts import detect_kind
 from mnistkit.backends import BACKENDS, backends_for, create_backend
+from mnistkit.backends.base import one_at_a_time
 from mnistkit.formats import FORMATS, KINDS, tolerance_for
 from mnistkit.pixels import float_to_pixels, pixels_to_float
 from mnistkit.errors import ArtifactError, BackendUnavailableError, InvalidInputError
@@ -81,8 +83,19 @@ def test_backend_contract(name, artifact, device, tiny_export, tiny_ckpt, batch)
             with pytest.raises(InvalidInputError) as info:
                 b.run(bad)
             assert fragment in str(info.value)
-        # unchecked(): the same call without the checks, for batches already in the native form
+        # a shape the fast path has seen: its checks still hold (a NaN, a strided view of the same shape)
         native = batch if b.info.input_form == "uint8" else pixels_to_float(batch, b.info.mean, b.info.std)
+        seen = b.run(native)
+        strided = np.zeros((*native.shape[:-1], 2 * native.shape[-1]), native.dtype)[..., ::2]
+        strided[...] = native
+        assert strided.shape == native.shape and not strided.flags.c_contiguous
+        np.testing.assert_array_equal(b.run(strided), seen)
+        if b.info.input_form == "float":
+            poisoned = native.copy()
+            poisoned[3, 0, 5, 5] = np.nan
+            with pytest.raises(InvalidInputError, match="NaN or infinite"):
+                b.run(poisoned)
+        # unchecked(): the same call without the checks, for batches already in the native form
         direct = b.unchecked()
         np.testing.assert_array_equal(direct(native), b.run(native))
         assert direct(native) is not direct(native)  # fresh arrays here too
@@ -93,6 +106,43 @@ def test_backend_contract(name, artifact, device, tiny_export, tiny_ckpt, batch)
         tol = tolerance_for(backend.info.format, device).max_abs
         np.testing.assert_allclose(again, ref.run(batch), atol=tol, rtol=0)
     backend.close()  # idempotent
+
+
+def test_one_at_a_time_never_lets_two_threads_into_one_call():
+    """base.one_at_a_time: the lock-free common path, and a second call made only when threads really collide."""
+    made, collisions = [], []
+
+    def make():
+        me, inside = len(made), threading.Lock()
+        made.append(me)
+
+        def call(x):
+            if not inside.acquire(blocking=False):
+                collisions.append(me)
+            try:
+                time.sleep(0.0005)
+                return x * 2
+            finally:
+                inside.release()
+
+        return call
+
+    call = one_at_a_time(make)
+    assert [call(k) for k in range(5)] == [0, 2, 4, 6, 8] and made == [0]  # one thread: one call, reused
+    barrier, results = threading.Barrier(8), {}
+
+    def worker(k):
+        barrier.wait()
+        results[k] = [call(k * 100 + i) for i in range(40)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not collisions
+    assert made == [0, 1]  # the second, made when two threads met, and no more
+    assert results == {k: [2 * (k * 100 + i) for i in range(40)] for k in range(8)}
 
 
 @pytest.mark.parametrize("name, artifact", [m for m in MATRIX if "cpu" in BACKENDS[m[0]].devices])

@@ -202,8 +202,36 @@ class ExecuTorchBackend(Backend):
     def load(self):
         super().load()
         if not self._fixed_program:  # the checks inline, then straight to the program (Backend.fast_run)
-            self.run = self.fast_run(self._infer, self.run_failed)
+            self.run = self.fast_run(None, self.run_failed, self._call_for)
         return self
+
+    def _call_for(self, batch: np.ndarray):
+        """The call for one batch size within the program's capacity, found once per shape by fast_run: `_call`
+        without its per-call lookups (its kept input tensor bound, the lock taken as acquire/release, which costs
+        0.26 against 0.41 us for `with` right after a runtime call: base.one_at_a_time). Other sizes: `_infer`."""
+        n = len(batch)
+        if n > self._max:
+            return self._infer
+        with self._lock:
+            kept = self._inputs.get(n)
+            if kept is None:
+                if len(self._inputs) >= INPUT_SIZES:
+                    return self._infer
+                tensor = self._torch.from_numpy(np.empty_like(batch))
+                kept = self._inputs[n] = (tensor, tensor.numpy())
+        tensor, view = kept
+        execute, acquire, release, copyto, f32 = self._method.execute, self._lock.acquire, self._lock.release, \
+            np.copyto, np.float32
+
+        def call(x):
+            acquire()
+            try:
+                copyto(view, x)
+                return execute([tensor])[0].numpy().astype(f32, copy=True)  # fresh memory: the runtime reuses its own
+            finally:
+                release()
+
+        return call
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         step = self._max
@@ -258,6 +286,15 @@ class BareExecuTorch:
         chunks = fixed_batches(x, self.max) if self.fixed and len(x) != self.max else \
             [x[i:i + self.max] for i in range(0, len(x), self.max)]
         kept = [(c, torch.from_numpy(np.empty_like(c))) for c in chunks]
+        if len(kept) == 1:  # the common case in its fewest steps
+            chunk, tensor = kept[0]
+            view, copyto = tensor.numpy(), np.copyto
+
+            def one():
+                copyto(view, chunk)
+                return execute([tensor])[0].numpy().copy()
+
+            return one
 
         def call():
             outs = []

@@ -31,7 +31,7 @@ import numpy as np
 from ..artifacts import MAX_METADATA_BYTES, ModelInfo, check_model, exact_contract, info_from_metadata
 from ..errors import ArtifactError, first_line
 from ..pixels import FLOAT_FORM, UINT8_FORM
-from .base import Backend
+from .base import Backend, one_at_a_time
 
 METADATA_NAME = "mnistkit"  # formats/litert.py writes it under this name
 INTERPRETERS = 4  # batch sizes that get their own interpreter (see the module's notes)
@@ -204,10 +204,10 @@ class LiteRTBackend(Backend):
         if self._fixed is None and self._quantize is None and self._float_out:  # float or uint8 (app) input
             runners, make = self._runners, self._runner
 
-            def call(batch):
-                return (runners.get(len(batch)) or make(len(batch)))(batch)
+            def call_for(batch):  # the batch size's own interpreter: found once per shape by fast_run
+                return runners.get(len(batch)) or make(len(batch))
 
-            self.run = self.fast_run(call, self.run_failed)
+            self.run = self.fast_run(None, self.run_failed, call_for)
         return self
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
@@ -238,21 +238,23 @@ class LiteRTBackend(Backend):
             if n in self._runners:
                 return self._runners[n]
             if len(self._runners) < INTERPRETERS:
-                interp = interpreter(self.path, self.threads, self._xnnpack)
-                try:
-                    _sized(interp, ii, [n, *self._shape_tail()])
-                except Exception as exc:
-                    raise ArtifactError(f"{self.path}: LiteRT cannot run it at batch {n}: {first_line(exc, 200)}") \
-                        from None
-                put, invoke, get = interp.set_tensor, interp.invoke, interp.get_tensor
+                def make() -> Callable:  # an interpreter sized for n, and its call (one thread at a time)
+                    interp = interpreter(self.path, self.threads, self._xnnpack)
+                    try:
+                        _sized(interp, ii, [n, *self._shape_tail()])
+                    except Exception as exc:
+                        raise ArtifactError(f"{self.path}: LiteRT cannot run it at batch {n}: "
+                                            f"{first_line(exc, 200)}") from None
+                    put, invoke, get = interp.set_tensor, interp.invoke, interp.get_tensor
 
-                def run(x):
-                    with lock:  # an interpreter is not safe to share between threads
+                    def run(x):
                         put(ii, x)
                         invoke()
                         return get(oi)
 
-                self._runners[n] = run
+                    return run
+
+                run = self._runners[n] = one_at_a_time(make)
                 return run
 
         def spare(x):
@@ -301,6 +303,13 @@ class BareLiteRT:
         _sized(interp, self.index, x.shape if self.fixed is None else [self.fixed, *x.shape[1:]])
         out = _logits_output(interp)
         put, invoke, get, index, quantize = interp.set_tensor, interp.invoke, interp.get_tensor, self.index, self.quantize
+        if len(parts) == 1 and quantize is None:  # the common case as a user writes it: set, invoke, get
+            def one():
+                put(index, x)
+                invoke()
+                return get(out)
+
+            return one
 
         def call():
             outs = []

@@ -128,10 +128,14 @@ class MnnBackend(Backend):
         copied out (MNN reuses its output buffer), their shape checked. ~1 us over MNN's own call at batch 1."""
         forward, (_, expr), lock, path = self._module.forward, import_mnn(), threading.Lock(), self.path
         const, nchw, classes, described = expr.const, expr.NCHW, self.info.num_classes, self.info.described
+        acquire, release = lock.acquire, lock.release  # not `with`: 0.26 against 0.41 us after a call (base.py)
 
         def infer(x: np.ndarray) -> np.ndarray:
-            with lock:
+            acquire()
+            try:
                 out = forward(const(x, x.shape, nchw)).read().copy()
+            finally:
+                release()
             shape = out.shape
             if len(shape) != 2 or shape[0] != len(x) or shape[1] != classes and described:
                 raise ArtifactError(f"{path}: MNN gave scores of shape {list(shape)} for {len(x)} images"

@@ -231,10 +231,10 @@ class OpenVinoBackend(Backend):
         if not self._reshape and self._fixed is None and self._float_out:
             runners, make = self._runners, self._runner
 
-            def call(batch):
-                return (runners.get(len(batch)) or make(batch))(batch)
+            def call_for(batch):  # the batch size's own request: found once per shape by fast_run
+                return runners.get(len(batch)) or make(batch)
 
-            self.run = self.fast_run(call, self.run_failed)
+            self.run = self.fast_run(None, self.run_failed, call_for)
         return self
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
@@ -271,21 +271,30 @@ class OpenVinoBackend(Backend):
                 except Exception as exc:
                     raise ArtifactError(f"{self.path}: OpenVINO cannot compile it for batch {n}: "
                                         f"{first_line(exc, 200)}") from None
+            # the lock as acquire/release, not `with`: 0.26 against 0.41 us right after a call (base.one_at_a_time)
+            acquire, release, copyto = lock.acquire, lock.release, np.copyto
+            infer, output = request.infer, request.get_output_tensor
             if n <= COPY_MAX and request is not self._request:
                 buffer = np.zeros(x.shape, x.dtype)
                 request.set_input_tensor(Tensor(buffer, shared_memory=True))
 
                 def run(x):
-                    with lock:  # the requests are not safe to share between threads
-                        np.copyto(buffer, x)
-                        request.infer()
-                        return request.get_output_tensor(index).data.copy()  # fresh memory, never the request's
+                    acquire()  # the requests are not safe to share between threads
+                    try:
+                        copyto(buffer, x)
+                        infer()
+                        return output(index).data.copy()  # fresh memory, never the request's
+                    finally:
+                        release()
             else:
                 def run(x):
-                    with lock:
+                    acquire()
+                    try:
                         request.set_input_tensor(Tensor(x, shared_memory=True))
-                        request.infer()
-                        return request.get_output_tensor(index).data.copy()
+                        infer()
+                        return output(index).data.copy()
+                    finally:
+                        release()
             if len(self._runners) < STATIC_SHAPES:
                 self._runners[n] = run
             return run
