@@ -112,7 +112,7 @@ class MnnBackend(Backend):
         info.input_form = FLOAT_FORM  # converted from the float ONNX; MNN takes float [N,C,H,W]
         info.input_name, info.output_name = name_in, name_out
         self.info = info
-        self._infer = self._call()
+        self._lock, self._calls = threading.Lock(), {}
         from ..environment import distribution_version
 
         self.provider = f"MNN {distribution_version('MNN') or '?'} CPU fp32 (precision high)"
@@ -120,32 +120,44 @@ class MnnBackend(Backend):
 
     def load(self):
         super().load()
-        self.run = self.fast_run(self._infer, self.run_failed)  # the checks in one step (Backend.fast_run)
+        self.run = self.fast_run(None, self.run_failed, self._call_for)  # the checks in one step (Backend.fast_run)
         return self
 
-    def _call(self):
-        """The forward call as one closure over locals: the lock, the batch as a constant, `forward`, the scores
-        copied out (MNN reuses its output buffer), their shape checked. ~1 us over MNN's own call at batch 1."""
-        forward, (_, expr), lock, path = self._module.forward, import_mnn(), threading.Lock(), self.path
-        const, nchw, classes, described = expr.const, expr.NCHW, self.info.num_classes, self.info.described
-        acquire, release = lock.acquire, lock.release  # not `with`: 0.26 against 0.41 us after a call (base.py)
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """The general path's call (run's fast path finds `_call_for`'s per shape itself)."""
+        call = self._calls.get(x.shape)
+        if call is None:
+            call = self._call_for(x)
+            if len(self._calls) < 16:
+                self._calls[x.shape] = call
+        return call(x)
+
+    def _call_for(self, batch: np.ndarray):
+        """The call for one batch shape, found once by fast_run: the lock (acquire/release, not `with`: 0.26
+        against 0.41 us right after a call, base.one_at_a_time), the batch as a constant of its known shape,
+        `forward`, the scores copied out (MNN reuses its output buffer), their shape compared with the one they
+        must have in one step."""
+        forward, (_, expr), path = self._module.forward, import_mnn(), self.path
+        const, nchw, shape, n = expr.const, expr.NCHW, list(batch.shape), len(batch)
+        acquire, release = self._lock.acquire, self._lock.release
+        classes, described = self.info.num_classes, self.info.described
 
         def infer(x: np.ndarray) -> np.ndarray:
             acquire()
             try:
-                out = forward(const(x, x.shape, nchw)).read().copy()
+                out = forward(const(x, shape, nchw)).read().copy()
             finally:
                 release()
-            shape = out.shape
-            if len(shape) != 2 or shape[0] != len(x) or shape[1] != classes and described:
-                raise ArtifactError(f"{path}: MNN gave scores of shape {list(shape)} for {len(x)} images"
+            got = out.shape
+            if len(got) != 2 or got[0] != n or got[1] != classes and described:
+                raise ArtifactError(f"{path}: MNN gave scores of shape {list(got)} for {n} images"
                                     + (f"; its metadata names {classes} labels" if described else ""))
             return out
 
         return infer
 
     def _close(self) -> None:
-        self.__dict__.pop("_infer", None)  # the closure holds the module
+        self._calls = {}  # the calls hold the module
         self._module = None
 
 

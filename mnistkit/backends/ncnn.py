@@ -120,35 +120,57 @@ class NcnnBackend(Backend):
 
     def load(self):
         super().load()
-        self.run = self.fast_run(self._infer, self.run_failed)  # the checks in one step (Backend.fast_run)
+        self.run = self.fast_run(None, self.run_failed, self._call_for)  # the checks in one step (Backend.fast_run)
         return self
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
+    def _call_for(self, batch: np.ndarray):
+        """The call for one batch shape, found once by fast_run: batch 1 in ncnn's fewest steps over bound names
+        (one extractor, the input, the scores, checked against the shape they must have); others: `_infer`."""
+        if len(batch) != 1:
+            return self._infer
         Mat, extractor, name_in, name_out = self._Mat, self._net.create_extractor, self._in, self._out
-        if len(x) == 1:  # the common call, in the fewest steps: one extractor, the scores copied as they are
+        classes, array, f32, scores = self._classes, np.array, np.float32, self._scores
+
+        def one(x):
             ex = extractor()
             ex.input(name_in, Mat(x[0]))
             rc, mat = ex.extract(name_out)
-            if rc != 0:
-                raise ArtifactError(f"{self.path}: ncnn failed extracting {name_out!r} (code {rc})")
-            out = np.array(mat, np.float32).reshape(1, -1)
-        else:
-            out = None
-            for i in range(len(x)):
-                ex = extractor()
-                ex.input(name_in, Mat(x[i]))
-                rc, mat = ex.extract(name_out)
-                if rc != 0:
-                    raise ArtifactError(f"{self.path}: ncnn failed extracting {name_out!r} (code {rc})")
-                scores = np.asarray(mat).reshape(-1)
-                if out is None:
-                    out = np.empty((len(x), scores.size), np.float32)
-                if scores.size != out.shape[1]:
-                    raise ArtifactError(f"{self.path}: image {i} gave {scores.size} scores, the first {out.shape[1]}")
-                out[i] = scores
+            out = array(mat, f32)  # a copy: ncnn's Mat is its own
+            if rc != 0 or out.ndim != 1 or classes is not None and len(out) != classes:
+                return scores(rc, out, 1)
+            return out[None]
+
+        return one
+
+    def _scores(self, rc: int, out: np.ndarray, n: int) -> np.ndarray:
+        """An extraction's scores as [n, C] after its checks: ncnn's return code, the count the metadata names."""
+        if rc != 0:
+            raise ArtifactError(f"{self.path}: ncnn failed extracting {self._out!r} (code {rc})")
+        out = out.reshape(n, -1)
         if self._classes is not None and out.shape[1] != self._classes:
             raise ArtifactError(f"{self.path}: gives {out.shape[1]} scores per image; its metadata names "
                                 f"{self._classes} labels")
+        return out
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """Image by image into one output array, in as few steps per image as the loop allows (batch 1 takes
+        `_call_for`'s path from run)."""
+        Mat, extractor, name_in, name_out, asarray = self._Mat, self._net.create_extractor, self._in, self._out, \
+            np.asarray
+        out = size = None
+        for i in range(len(x)):
+            ex = extractor()
+            ex.input(name_in, Mat(x[i]))
+            rc, mat = ex.extract(name_out)
+            scores = asarray(mat)
+            if rc != 0 or scores.ndim != 1 or scores.size != size:
+                if out is None:
+                    out = np.empty((len(x), self._scores(rc, scores, 1).shape[1]), np.float32)
+                    size = out.shape[1]
+                scores = self._scores(rc, scores, 1)[0]
+                if scores.size != size:
+                    raise ArtifactError(f"{self.path}: image {i} gave {scores.size} scores, the first {size}")
+            out[i] = scores
         return out
 
     def _close(self) -> None:
