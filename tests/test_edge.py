@@ -132,8 +132,8 @@ def test_litert_damaged_files_are_one_line(tiny_export, tmp_path, seed):
 
 def test_litert_full_integer_model_runs_with_its_own_scales(tiny_export, tiny_data, tmp_path):
     """ai-edge-quantizer's full-integer recipe gives int8 input and output with a scale and zero point: the
-    backend quantizes the input and dequantizes the logits with the file's parameters, and the bare
-    baseline does the same arithmetic."""
+    backend quantizes the input and dequantizes the logits with the file's parameters, on run's fast path (floats)
+    and its general path (pixels) alike, and the bare baseline does the same arithmetic, logits out."""
     from mnistkit.data import load_split
     from mnistkit.pixels import pixels_to_float
 
@@ -146,14 +146,18 @@ def test_litert_full_integer_model_runs_with_its_own_scales(tiny_export, tiny_da
     full.write_bytes(litert_fmt.with_metadata(litert_fmt._model_t(data), meta))
     test = load_split("mnist", "test", tiny_data, download=False)
     with LiteRTBackend(full) as q, create_backend(tiny_export / "model.tflite") as f:
-        assert q._quantize is not None and q._out_q is not None  # the int8 I/O path, not the fast path
+        assert q._quantize is not None and q._out_q is not None  # the int8 I/O path
         got, want = q.run(test.images), f.run(test.images)
         assert got.dtype == np.float32 and (got.argmax(1) == want.argmax(1)).mean() >= 0.9
         assert np.abs(got - want).max() < 0.5 * np.abs(want).max()
         x = pixels_to_float(test.images[:8], mean, std)
-        (bare,) = BareLiteRT(full, 1).call_for(x)()
+        bare = BareLiteRT(full, 1).call_for(x)()
+        assert bare.dtype == np.float32
+        np.testing.assert_allclose(bare, q.run(x), rtol=0, atol=1e-6)
         scale, zero = q._out_q
-        np.testing.assert_allclose((bare.astype(np.float32) - zero) * scale, q.run(x), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(q.run(x), q.unchecked()(x))  # the fast path: the unchecked call, checked
+        np.testing.assert_allclose(q.run(test.images[:8]), q.run(x), rtol=0, atol=1e-6)  # pixels: the general path
+        assert scale > 0 and np.all(np.abs(np.round(q.run(x) / scale) * scale - q.run(x)) < 1e-4)  # on its grid
 
 
 def test_litert_int8_chooses_by_held_out_accuracy_and_records_it(tiny_export):

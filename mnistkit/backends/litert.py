@@ -128,6 +128,13 @@ def _quantizer(params, dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: np.clip(np.rint(x / scale) + zero, lo, hi).astype(dtype)
 
 
+def _dequantizer(params) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's integer output -> float32, with the file's scale and zero point (LiteRTBackend._finish's
+    arithmetic)."""
+    scale, zero = np.float32(params[0]), np.float32(params[1])
+    return lambda out: ((out.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
 def _logits_output(interp) -> int:
     """The tensor index of the logits: the output named so, else the signature's first output (the first
     value the module returned: the app model returns logits, then probabilities), else the first listed."""
@@ -189,6 +196,7 @@ class LiteRTBackend(Backend):
         self._quantize = _quantizer(inp["quantization"], dtype) if dtype in _QUANTIZED and info.input_form == FLOAT_FORM \
             else None
         self._out_q = out["quantization"] if np.dtype(out["dtype"]) in _QUANTIZED else None
+        self._dequantize = _dequantizer(self._out_q) if self._out_q is not None else None
         self._float_out = np.dtype(out["dtype"]) == np.float32
         self._in_index, self._out_index = inp["index"], out["index"]
         self._spare, self._spare_size = interp, None  # allocated at its first call
@@ -201,11 +209,18 @@ class LiteRTBackend(Backend):
 
     def load(self):
         super().load()
-        if self._fixed is None and self._quantize is None and self._float_out:  # float or uint8 (app) input
-            runners, make = self._runners, self._runner
+        if self._fixed is None:  # a batch axis: each size its own interpreter, found once per shape by fast_run
+            runners, make, quantize, finish = self._runners, self._runner, self._quantize, self._finish
+            plain = quantize is None and self._float_out and self._out_q is None
+            out = self._dequantize or finish  # integer logits dequantized; float16 ones cast
 
-            def call_for(batch):  # the batch size's own interpreter: found once per shape by fast_run
-                return runners.get(len(batch)) or make(len(batch))
+            def call_for(batch):
+                run = runners.get(len(batch)) or make(len(batch))
+                if plain:  # float or uint8 (app) in, float out: the interpreter's call itself
+                    return run
+                if quantize is None:
+                    return lambda x: out(run(x))
+                return lambda x: out(run(quantize(x)))  # a full-integer model: its scale and zero point
 
             self.run = self.fast_run(None, self.run_failed, call_for)
         return self
@@ -219,9 +234,12 @@ class LiteRTBackend(Backend):
             out = np.concatenate([self._call(part) for part in fixed_batches(x, self._fixed)])[:len(x)]
         else:
             out = self._call(x)
-        if self._out_q is not None:
-            scale, zero = self._out_q
-            return ((out.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
+        return self._finish(out)
+
+    def _finish(self, out: np.ndarray) -> np.ndarray:
+        """The output as float32 logits: dequantized with the file's own scale and zero point where it is integer."""
+        if self._dequantize is not None:
+            return self._dequantize(out)
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def _call(self, x: np.ndarray) -> np.ndarray:
@@ -279,7 +297,8 @@ class LiteRTBackend(Backend):
 
 class BareLiteRT:
     """LiteRT's fastest hand-written call for a new input each time: an interpreter sized for that batch,
-    `set_tensor / invoke / get_tensor`. What it leaves out is what the backend adds: the input checks, the
+    `set_tensor / invoke / get_tensor`, with the file's own scale and zero point where it is full-integer (floats
+    in, float logits out, as a user needs them). What it leaves out is what the backend adds: the input checks, the
     lock and the dispatch by batch size."""
 
     def __init__(self, path, threads: int | None, defaults: bool = False):
@@ -294,6 +313,9 @@ class BareLiteRT:
         dtype = np.dtype(probe["dtype"])
         self.quantize = _quantizer(probe["quantization"], dtype) if dtype in _QUANTIZED and len(probe["shape"]) == 4 \
             else None
+        interp = self._interpreter()
+        logits = next(d for d in interp.get_output_details() if d["index"] == _logits_output(interp))
+        self.dequantize = _dequantizer(logits["quantization"]) if np.dtype(logits["dtype"]) in _QUANTIZED else None
 
     def call_for(self, x: np.ndarray) -> Callable:
         from .onnxrt import fixed_batches
@@ -303,20 +325,30 @@ class BareLiteRT:
         _sized(interp, self.index, x.shape if self.fixed is None else [self.fixed, *x.shape[1:]])
         out = _logits_output(interp)
         put, invoke, get, index, quantize = interp.set_tensor, interp.invoke, interp.get_tensor, self.index, self.quantize
-        if len(parts) == 1 and quantize is None:  # the common case as a user writes it: set, invoke, get
+        dequantize = self.dequantize
+        if len(parts) == 1 and quantize is None and dequantize is None:  # as a user writes it: set, invoke, get
             def one():
                 put(index, x)
                 invoke()
                 return get(out)
 
             return one
+        if len(parts) == 1:  # a full-integer file: its input quantized, its logits dequantized
+            q = x if quantize is None else None
+
+            def one_quantized():
+                put(index, q if q is not None else quantize(x))
+                invoke()
+                return get(out) if dequantize is None else dequantize(get(out))
+
+            return one_quantized
 
         def call():
             outs = []
             for part in parts:
                 put(index, part if quantize is None else quantize(part))
                 invoke()
-                outs.append(get(out))
+                outs.append(get(out) if dequantize is None else dequantize(get(out)))
             return outs
 
         return call
