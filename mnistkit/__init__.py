@@ -8,6 +8,7 @@ import os
 
 from ._version import __version__
 from .errors import AssumptionWarning
+from .modelspec import ModelSpec
 
 # ONNX Runtime 1.31's Linux builds queue usage events (Microsoft's 1DS) in ~/.cache/Microsoft/DeveloperTools/
 # .onnxruntime/ (a device id and an upload queue) at `import onnxruntime`, in Python and in onnxruntime-node,
@@ -16,14 +17,23 @@ from .errors import AssumptionWarning
 # user set is kept. (OpenVINO's telemetry is turned off where mnistkit imports it: backends/openvino.py.)
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-__all__ = ["__version__", "AssumptionWarning", "export", "load"]
+__all__ = ["__version__", "AssumptionWarning", "ModelSpec", "export", "load"]
 
 
-def export(*args, **kwargs):
-    """Export a checkpoint or any nn.Module; see mnistkit.exporter.export_model."""
+def export(source, formats=None, out_dir=None, spec: ModelSpec | None = None, **options):
+    """Export a checkpoint, a state_dict or any nn.Module to `formats`; see mnistkit.exporter.export_model.
+
+    The model's description is `spec` (a ModelSpec), or its fields as keywords (`model_class=`, `model_args=`,
+    `labels=`, `mean=`, `std=`, `input_shape=`, `recipe=`, `dataset=`; one given beside `spec` wins over its
+    field); the other keywords (`opset`, `validate`, `data_dir`, `max_accuracy_drop`, `log`, ...) go to export_model.
+    """
     from .exporter import export_model
+    from .formats import DEFAULT_FORMAT
 
-    return export_model(*args, **kwargs)
+    given, options = ModelSpec.split(options)
+    if given is not None:
+        spec = given.over(spec) if spec is not None else given
+    return export_model(source, formats if formats is not None else (DEFAULT_FORMAT,), out_dir, spec, **options)
 
 
 def load(path, batch_size: int | None = None, backend: str | None = None, device: str = "cpu",

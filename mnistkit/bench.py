@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from functools import partial
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +40,7 @@ from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModel
 from .formats import DEVICES, EXTERNAL_DEVICE_KIND, KINDS, tolerance_for
 from .formats.spec import resolve
 from .pixels import native_batch
+from .modelspec import ModelSpec
 from .plan import Case, Target, cases, check_choices, expand
 
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024)
@@ -275,11 +276,10 @@ class _Run:
 
 def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset: str | None = None,
               progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] | None = None,
-              extra_env: dict | None = None, model_class: str | None = None, labels=None, mean=None,
-              std=None, model_args=None, input_shape=None) -> BenchReport:
+              extra_env: dict | None = None, spec: ModelSpec | None = None) -> BenchReport:
     """Benchmark every artifact of `models` on every backend that opens it.
 
-    The parity reference is the checkpoint among `models` (a state_dict with `model_class`), or the
+    The parity reference is the checkpoint among `models` (a state_dict with `spec.model_class`), or the
     source an export folder's manifest records (checked by sha256).
     """
     from .environment import fingerprint
@@ -290,7 +290,8 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
     targets, ref_arg = expand(models)
     if not targets:
         raise InvalidInputError("nothing to benchmark: pass a checkpoint, an export folder or artifacts")
-    if model_class is not None and (ref_arg is None or ref_arg.is_dir()):
+    spec = spec or ModelSpec()
+    if spec.model_class is not None and (ref_arg is None or ref_arg.is_dir()):
         raise InvalidInputError("--model-class names the class of a state_dict: pass that file among MODEL")
     src = checkpoint = None
     if ref_arg is not None:
@@ -300,9 +301,8 @@ def run_bench(models, config: BenchConfig | None = None, data_dir=None, dataset:
         implicit = not any(Path(m).resolve() in (ref_arg.resolve(), ref_arg.resolve() / "manifest.json")
                            for m in models)  # the export folder that lists the artifacts given
         try:
-            src, checkpoint, _ = reference_for(ref_arg, model_class if ref_arg.is_file() else None, labels, mean,
-                                               std, log=log, model_args=model_args if ref_arg.is_file() else None,
-                                               input_shape=input_shape if ref_arg.is_file() else None)
+            given = spec if ref_arg.is_file() else replace(spec, model_args=None, input_shape=None)
+            src, checkpoint, _ = reference_for(ref_arg, given, log=log)
         except InvalidInputError as exc:
             if not implicit:
                 raise

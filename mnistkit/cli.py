@@ -8,6 +8,7 @@ so `mnistkit --help` stays fast.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import click
 
 from ._version import __version__
+from .modelspec import ModelSpec
 from .backends import BACKENDS
 from .errors import AssumptionWarning, MnistkitError
 from .bench import DEFAULT_BATCH_SIZES, DEFAULT_BENCH_DIR, BenchConfig
@@ -107,8 +109,23 @@ def json_option(f):
                         help="Print exactly one JSON object on stdout, nothing else.")(f)
 
 
+SPEC_OPTIONS = ("model_class", "model_args", "labels", "mean", "std", "input_shape")
+
+
 def model_class_options(f):
-    """--model-class and the facts a user's script may not say (export, verify and bench share them)."""
+    """--model-class and the facts a user's script may not say (export, verify and bench share them), handed to
+    the command as one `spec` (modelspec.ModelSpec)."""
+
+    command = f
+
+    @functools.wraps(command)
+    def with_spec(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in SPEC_OPTIONS}
+        if values["labels"]:
+            values["labels"] = tuple(values["labels"].split(","))
+        return command(*args, spec=ModelSpec(**values), **kwargs)
+
+    f = with_spec
     f = click.option("--input-shape", default=None, metavar="C,H,W", callback=_input_shape,
                      help="The images the model takes (with --model-class): 1 or 3 channels, e.g. 3,32,32 [default: "
                           "the script's transforms, else the first of 1,28,28 1,32,32 3,32,32 3,28,28 it accepts].")(f)
@@ -276,8 +293,8 @@ def _formats(ctx, param, value):
               show_default=True,
               help="Accuracy gate of the int8/fp16 formats, in points, vs the float model on the test split.")
 @json_option
-def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_args, labels, mean, std, input_shape,
-           recipe, dataset, data_dir, max_accuracy_drop, as_json):
+def export(checkpoint, formats, out_dir, opset, no_validate, spec, recipe, dataset, data_dir, max_accuracy_drop,
+           as_json):
     """Export a checkpoint (or your state_dict + class) to ONNX, ExecuTorch, TorchScript and torch.export.
 
     Every artifact is validated right after export: loaded in its own runtime and run on real test
@@ -302,10 +319,9 @@ def export(checkpoint, formats, out_dir, opset, no_validate, model_class, model_
     from .ui import print_export
 
     result = export_model(
-        checkpoint, formats, out_dir=out_dir, opset=opset, validate=not no_validate, model_class=model_class,
-        model_args=model_args, labels=labels.split(",") if labels else None, mean=mean, std=std, recipe=recipe, dataset=dataset,
-        data_dir=data_dir, log=None if as_json else note, raise_on_failure=False,
-        max_accuracy_drop=max_accuracy_drop, input_shape=input_shape,
+        checkpoint, formats, out_dir=out_dir, spec=spec.with_options(recipe=recipe, dataset=dataset), opset=opset,
+        validate=not no_validate, data_dir=data_dir, log=None if as_json else note, raise_on_failure=False,
+        max_accuracy_drop=max_accuracy_drop,
     )
     failures = result.failures()
     if as_json:
@@ -458,8 +474,8 @@ def score(model, inputs, out, backend, address, workers, threads_per_worker, bat
 @click.option("--load-outputs", type=click.Path(path_type=str, readable=False), default=None,
               help="Compare logits saved on another machine (e.g. a GPU box) against this reference.")
 @json_option
-def verify(checkpoint, artifacts, model_class, model_args, labels, mean, std, input_shape, backends, devices, dataset,
-           data_dir, limit, allow_fallback, save_outputs, load_outputs, as_json):
+def verify(checkpoint, artifacts, spec, backends, devices, dataset, data_dir, limit, allow_fallback, save_outputs,
+           load_outputs, as_json):
     """Prove every runtime gives PyTorch's answers on the real test split.
 
     CHECKPOINT is the reference: a mnistkit checkpoint, your state_dict or training checkpoint (Lightning
@@ -488,9 +504,7 @@ def verify(checkpoint, artifacts, model_class, model_args, labels, mean, std, in
     from .verify import verify as run_verify
 
     report = run_verify(checkpoint, artifacts, backends, devices, dataset, data_dir, limit, save_outputs,
-                        load_outputs, allow_fallback, log=None if as_json else note, model_class=model_class,
-                        mean=mean, std=std, labels=labels.split(",") if labels else None, model_args=model_args,
-                        input_shape=input_shape)
+                        load_outputs, allow_fallback, log=None if as_json else note, spec=spec)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -597,8 +611,8 @@ def _ints(ctx, param, value):
 @click.option("--allow-missing", is_flag=True,
               help="Exit 0 even when a requested runtime or device is not available here (its rows say so).")
 @json_option
-def bench(models, model_class, model_args, labels, mean, std, input_shape, backends, devices, batch_sizes, threads,
-          modes, warmup, min_time, min_reps, no_baselines, dataset, data_dir, out_dir, allow_missing, as_json):
+def bench(models, spec, backends, devices, batch_sizes, threads, modes, warmup, min_time, min_reps, no_baselines,
+          dataset, data_dir, out_dir, allow_missing, as_json):
     """Benchmark latency and throughput of every artifact on every runtime, side by side.
 
     MODEL: a checkpoint (your state_dict with --model-class), an export folder (its manifest, which
@@ -629,9 +643,7 @@ def bench(models, model_class, model_args, labels, mean, std, input_shape, backe
     with BenchProgress(enabled=not as_json) as progress:
         obj = run_and_write(models, config, Path(out_dir), create_parents=out_dir == DEFAULT_BENCH_DIR,
                             data_dir=data_dir, dataset=dataset, progress=progress.update,
-                            log=None if as_json else note, model_class=model_class, model_args=model_args,
-                            labels=labels.split(",") if labels else None, mean=mean, std=std,
-                            input_shape=input_shape)
+                            log=None if as_json else note, spec=spec)
     if as_json:
         emit_json(obj)
     else:

@@ -24,6 +24,7 @@ from .formats import (APP_FORMAT, DEFAULT_ACCURACY_BUDGET, DEFAULT_FORMAT, DEFAU
                       KINDS, OPSET_RANGE, REFERENCE_SOURCES,
                       WriteContext, parse_formats)
 from .gate import written_here
+from .modelspec import ModelSpec
 from .preprocess import RECIPES
 from .validate import Validation, validate_artifact
 
@@ -63,28 +64,20 @@ def export_model(
     source,
     formats=(DEFAULT_FORMAT,),
     out_dir=None,
+    spec: ModelSpec | None = None,
     opset: int = DEFAULT_OPSET,
     validate: bool = True,
-    model_class: str | None = None,
-    model_args=None,
-    labels=None,
-    mean=None,
-    std=None,
-    recipe: str | None = None,
-    dataset: str | None = None,
     data_dir=None,
     validation_limit: int | None = None,
     log: Callable[[str], None] | None = None,
     raise_on_failure: bool = True,
     max_accuracy_drop: float = DEFAULT_ACCURACY_BUDGET * 100,
-    input_shape=None,
 ) -> ExportResult:
-    """Export `source` (checkpoint path, state_dict path + model_class, or nn.Module).
+    """Export `source` (checkpoint path, state_dict path + `spec.model_class`, or nn.Module).
 
-    `model_args`: keyword arguments `model_class` is called with (a dict of plain values, or its JSON text).
-    `input_shape`: the images a user's model takes, "C,H,W" or [C, H, W] (default: what its script's transforms
-    say, else the first of 1x28x28, 1x32x32, 3x32x32, 3x28x28 it accepts, said); `mean`/`std`: one value, or
-    one per channel.
+    `spec` (modelspec.ModelSpec) describes a user's model beyond its weights: the class and its keyword
+    arguments, the images it takes ("C,H,W"; default: what its script's transforms say, else the first of 1x28x28,
+    1x32x32, 3x32x32, 3x28x28 it accepts, said), labels, mean/std (one value, or one per channel), recipe, dataset.
 
     `max_accuracy_drop` (in points of accuracy, 0.3 = 0.3 %) is the accuracy gate of the int8 and fp16
     formats: measured on the full test split against the float model.
@@ -103,15 +96,16 @@ def export_model(
     if not 0 <= max_accuracy_drop <= 100:
         raise InvalidInputError(f"--max-accuracy-drop {max_accuracy_drop}: expected 0-100 points")
     budget = max_accuracy_drop / 100
-    if recipe is not None and recipe not in RECIPES:
-        raise InvalidInputError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
-    if dataset is not None:
+    spec = spec or ModelSpec()
+    if spec.recipe is not None and spec.recipe not in RECIPES:
+        raise InvalidInputError(f"--recipe {spec.recipe!r}: expected one of {', '.join(RECIPES)}")
+    if spec.dataset is not None:
         from .data import dataset_spec
 
-        dataset_spec(dataset)  # an unknown name fails before anything is loaded
+        dataset_spec(spec.dataset)  # an unknown name fails before anything is loaded
     from .source import data_for, load_source
 
-    src = load_source(source, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args, input_shape)
+    src = load_source(source, spec, data_dir, log)
     data_dir = data_for(src, data_dir, log)
     out_dir = _out_dir(out_dir, src)
     previous = exportdir.check_export_target(out_dir)

@@ -19,6 +19,7 @@ from .errors import CheckpointError, InvalidInputError, first_line
 from .fileio import check_input_file, sha256_file
 from .formats import REFERENCE_KIND, REFERENCE_SOURCES
 from .formats.spec import EXAMPLE_BATCH
+from .modelspec import ModelSpec
 from .pixels import DIGITS, Geometry
 
 
@@ -381,20 +382,22 @@ def parse_input_shape(value) -> Geometry | None:
         raise InvalidInputError(f"--input-shape {shown}: {exc}") from None
 
 
-def load_source(source, model_class=None, labels=None, mean=None, std=None, recipe=None, dataset=None,
-                data_dir=None, log=None, model_args=None, input_shape=None) -> Source:
-    """The PyTorch model to export or compare with. Raises CheckpointError / InvalidInputError.
-
-    `model_args`: keyword arguments for `model_class` (a dict, or its JSON text), recorded in the manifest.
-    `input_shape`: the images the model takes, "C,H,W" (default: what the script's transforms say, else the first
-    common shape the model accepts); `mean`/`std`: one value, or one per channel."""
+def load_source(source, spec: ModelSpec | None = None, data_dir=None, log=None) -> Source:
+    """The PyTorch model to export or compare with: `source` is a checkpoint path, a state_dict path (with
+    `spec.model_class`) or an nn.Module, described further by `spec` (modelspec.py: its keyword arguments, input
+    shape, labels, normalization, recipe, dataset; each None is what the checkpoint or script says). Raises
+    CheckpointError / InvalidInputError."""
     import torch
 
     from .model import load_checkpoint
     from .usercode import load_class, user_normalization
 
+    spec = spec or ModelSpec()
+    model_class, model_args, labels, mean, std = spec.model_class, spec.model_args, spec.labels, spec.mean, spec.std
+    recipe, dataset = spec.recipe, spec.dataset
+    labels = list(labels) if labels is not None else None
     log = log or (lambda m: None)
-    given = parse_input_shape(input_shape)
+    given = parse_input_shape(spec.input_shape)
     if isinstance(source, torch.nn.Module):
         module = source.eval().cpu()
         facts = _script_facts(_module_origin(source), dataset, data_dir, mean, std, log, "mean=/std=")
@@ -473,15 +476,8 @@ class Recorded:
     """What an export folder says its model came from, checked against the files on disk."""
 
     checkpoint: Path
-    model_class: str | None
-    model_args: dict | None
-    labels: list[str] | None
-    mean: float | tuple | None  # one value, or one per channel
-    std: float | tuple | None
-    recipe: str | None
-    dataset: str | None
+    spec: ModelSpec  # as it was exported: its class, arguments, labels, normalization, recipe, dataset, input shape
     data_dir: str | None
-    input_shape: list | None = None  # [C, H, W] the model was exported at
 
 
 def recorded_source(folder: Path, manifest: dict) -> Recorded:
@@ -526,44 +522,45 @@ def recorded_source(folder: Path, manifest: dict) -> Recorded:
         mean, std = normalization_values(manifest.get("normalization") or {}, geometry.channels, folder)
     except (ArtifactError, InvalidInputError):
         mean = std = None
-    return Recorded(found, model_class, src.get("model_args") or None, manifest.get("labels"), mean, std,
-                    manifest.get("preprocess"), manifest.get("dataset"), src.get("data_dir"), shape)
+    labels = manifest.get("labels")
+    if not model_class:  # a mnistkit checkpoint records its own input and normalization
+        mean = std = shape = None
+    spec = ModelSpec(model_class, src.get("model_args") or None, tuple(labels) if labels else None, mean, std,
+                     shape, manifest.get("preprocess"), manifest.get("dataset"))
+    return Recorded(found, spec, src.get("data_dir"))
 
 
-def reference_for(model, model_class: str | None = None, labels=None, mean=None, std=None, recipe=None,
-                  dataset=None, data_dir=None, log=None, model_args=None,
-                  input_shape=None) -> tuple[Source, Path, Path | None]:
+def reference_for(model, spec: ModelSpec | None = None, data_dir=None,
+                  log=None) -> tuple[Source, Path, Path | None]:
     """The PyTorch reference for verify and bench: (Source, its file, the export folder or None).
 
-    `model` is a checkpoint, a state_dict (with `model_class`), or an export folder, whose manifest
-    names its source (checked by sha256: a moved or changed source is one line saying what to pass).
+    `model` is a checkpoint, a state_dict (with `spec.model_class`), or an export folder, whose manifest
+    names its source (checked by sha256: a moved or changed source is one line saying what to pass) and the
+    spec it was exported with (what `spec` says still wins for labels, normalization, recipe and dataset).
     """
     from .artifacts import read_manifest
 
+    spec = spec or ModelSpec()
     path = Path(model)
     if path.is_dir() or path.name == "manifest.json":
         folder = path if path.is_dir() else path.parent
-        if model_class is not None or model_args is not None or input_shape is not None:
+        if spec.model_class is not None or spec.model_args is not None or spec.input_shape is not None:
             raise InvalidInputError(f"--model-class, --model-args and --input-shape go with a checkpoint file, not the "
                                     f"export folder {folder}; an export folder remembers its class, arguments and "
                                     "input shape")
         rec = recorded_source(folder, read_manifest(folder))
+        model_class = rec.spec.model_class
         if log:
-            log(f"reference: {rec.checkpoint}" + (f" through {rec.model_class}" if rec.model_class else "")
+            log(f"reference: {rec.checkpoint}" + (f" through {model_class}" if model_class else "")
                 + " (recorded in the export's manifest, sha256 checked)")
-        src = load_source(rec.checkpoint, rec.model_class, labels or rec.labels,
-                          mean if mean is not None else (rec.mean if rec.model_class else None),
-                          std if std is not None else (rec.std if rec.model_class else None),
-                          recipe or rec.recipe, dataset or rec.dataset, data_dir or rec.data_dir,
-                          model_args=rec.model_args, input_shape=rec.input_shape if rec.model_class else None)
-        if rec.model_class:
+        src = load_source(rec.checkpoint, spec.over(rec.spec), data_dir or rec.data_dir)
+        if model_class:
             src.meta["normalization_source"] = "the export's manifest"
         if rec.data_dir and not data_dir:
             src.data_origin = "recorded in the export's manifest"
         return src, rec.checkpoint, folder
     not_a_reference(path)
-    return load_source(path, model_class, labels, mean, std, recipe, dataset, data_dir, log, model_args,
-                       input_shape), path, None
+    return load_source(path, spec, data_dir, log), path, None
 
 
 def not_a_reference(path: Path) -> None:

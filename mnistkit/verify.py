@@ -22,6 +22,7 @@ from .backends import BACKENDS, create_backend, default_devices, reference_backe
 from .compare import Comparison, compare
 from .errors import BackendUnavailableError, InvalidInputError, UnsupportedModelError, first_line
 from .formats import REFERENCE_KIND, tolerance_for
+from .modelspec import ModelSpec
 from .plan import Case, cases, check_choices, expand, target
 
 # onnx.reference executes operators in Python: the first 500 images keep it to seconds on the MLP.
@@ -113,11 +114,10 @@ def _images_fingerprint(images: np.ndarray) -> str:
 def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str | None = None,
            data_dir=None, limit: int | None = None, save_outputs=None, load_outputs=None,
            allow_fallback: bool = False, log: Callable[[str], None] | None = None,
-           on_pair: Callable[[PairResult], None] | None = None, model_class: str | None = None,
-           mean=None, std=None, labels=None, model_args=None, input_shape=None) -> VerifyReport:
+           on_pair: Callable[[PairResult], None] | None = None, spec: ModelSpec | None = None) -> VerifyReport:
     """Compare every (artifact, backend, device) with PyTorch eager on CPU over the test split.
 
-    `checkpoint`: a mnistkit checkpoint, a state_dict with `model_class` (and `mean`/`std`/`labels`
+    `checkpoint`: a mnistkit checkpoint, a state_dict with `spec.model_class` (and the spec's mean/std/labels
     when the script does not say), or an export folder, whose manifest names its source; with an
     export folder and no `artifacts`, the folder's artifacts are verified.
     """
@@ -131,12 +131,12 @@ def verify(checkpoint, artifacts=(), backends=None, devices=None, dataset: str |
     explicit_devices = devices is not None
     devices = list(devices) if devices else default_devices()
 
-    listed_in = recorded_reference(checkpoint) if Path(checkpoint).is_file() and model_class is None else None
+    spec = spec or ModelSpec()
+    listed_in = recorded_reference(checkpoint) if Path(checkpoint).is_file() and spec.model_class is None else None
     if listed_in is not None and detect_kind(checkpoint) != REFERENCE_KIND:  # an artifact of an export folder
         log(f"{checkpoint} is listed in {listed_in / 'manifest.json'}: verifying it against the source recorded there")
         artifacts, checkpoint = [checkpoint, *artifacts], listed_in
-    src, ref_path, folder = reference_for(checkpoint, model_class, labels, mean, std, log=log, model_args=model_args,
-                                          input_shape=input_shape)
+    src, ref_path, folder = reference_for(checkpoint, spec, log=log)
     if folder is not None and not artifacts:
         artifacts = [folder]
     targets, _ = expand(artifacts)  # bad paths fail before any data is loaded
@@ -200,10 +200,11 @@ def _export_everything(src, folder, data_dir, backends, log):
         return []
     log(f"no artifacts given: exporting {'every format' if names == every else ', '.join(names)} "
         "to a temporary folder first")
-    norm = src.meta["normalization"]
-    exported = export_model(src.module, names, out_dir=folder, validate=False, data_dir=data_dir,
-                            raise_on_failure=False, labels=src.meta["labels"], mean=norm["mean"][0],
-                            std=norm["std"][0], recipe=src.meta["preprocess"], dataset=src.meta.get("dataset"))
+    meta, norm = src.meta, src.meta["normalization"]
+    spec = ModelSpec(labels=tuple(meta["labels"]), mean=tuple(norm["mean"]), std=tuple(norm["std"]),
+                     input_shape=tuple(meta["input"]["shape"][1:]), recipe=meta["preprocess"], dataset=meta.get("dataset"))
+    exported = export_model(src.module, names, out_dir=folder, spec=spec, validate=False, data_dir=data_dir,
+                            raise_on_failure=False)
     return [target(Path(folder) / a["file"]) for a in exported.artifacts]
 
 

@@ -2,6 +2,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 
 import mnistkit
 from conftest import swap_writer
-from mnistkit import AssumptionWarning
+from mnistkit import AssumptionWarning, ModelSpec
 from mnistkit.artifacts import detect_kind
 from mnistkit.backends import create_backend
 from mnistkit.cli import cli
@@ -158,12 +159,36 @@ def test_python_api_exports_any_module(tmp_path, tiny_data):
     assert result.validation[0].data == "random images"  # the module names no dataset
 
 
+def test_a_model_spec_is_one_value_and_its_fields_are_keywords_of_the_python_api():
+    """ModelSpec carries the model's description through export, verify and bench; `mnistkit.export` also takes
+    its fields as keywords, which win over a spec given beside them."""
+    spec = ModelSpec(model_class="a.py:Net", mean=0.5)
+    given, rest = ModelSpec.split({"labels": ["a"], "mean": 0.1, "opset": 17})
+    assert given == ModelSpec(labels=["a"], mean=0.1) and rest == {"opset": 17}
+    assert given.over(spec) == ModelSpec(model_class="a.py:Net", labels=["a"], mean=0.1)
+    assert spec.with_options(recipe="image", dataset=None) == ModelSpec(model_class="a.py:Net", mean=0.5, recipe="image")
+    assert ModelSpec.split({"opset": 17}) == (None, {"opset": 17})
+
+
+def test_the_python_api_takes_a_spec_and_keywords_beside_it(tmp_path):
+    from fixtures.tutorial_net import Net
+
+    torch.save(Net().state_dict(), tmp_path / "sd.pt")
+    spec = ModelSpec(model_class=f"{TUTORIAL}:Net", labels=tuple("abcdefghij"), mean=0.2, std=0.4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AssumptionWarning)  # what it assumes is another test's
+        r = mnistkit.export(tmp_path / "sd.pt", ["onnx"], tmp_path / "o", spec, std=0.5, validate=False)
+    manifest = json.loads(r.manifest.read_text())
+    assert manifest["labels"] == list("abcdefghij") and manifest["source"]["model_class"].endswith("tutorial_net.py:Net")
+    assert manifest["normalization"] == {"mean": [0.2], "std": [0.5]}  # the keyword won over the spec's std
+
+
 def test_model_class_from_a_package_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FIXTURES))
     torch.save(__import__("tutorial_net").NeuralNetwork().state_dict(), tmp_path / "model.pth")
     with pytest.warns(AssumptionWarning) as said:
         result = export_model(tmp_path / "model.pth", "onnx", out_dir=tmp_path / "o",
-                              model_class="tutorial_net:NeuralNetwork")
+                              spec=ModelSpec(model_class="tutorial_net:NeuralNetwork"))
     assert {str(w.message).split(":")[0] for w in said} == {"normalization", "validating on random images"}
     assert result.passed
 
@@ -183,7 +208,7 @@ def test_bad_model_classes(tmp_path, model_class, fragment):
 
     torch.save(Net().state_dict(), tmp_path / "sd.pt")
     with pytest.raises((InvalidInputError, CheckpointError), match=fragment):
-        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", model_class=model_class)
+        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", spec=ModelSpec(model_class=model_class))
 
 
 def test_shape_mismatch_names_the_tensor(tmp_path):
@@ -191,7 +216,7 @@ def test_shape_mismatch_names_the_tensor(tmp_path):
     sd["layers.0.weight"] = torch.zeros(256, 100)
     torch.save(sd, tmp_path / "sd.pt")
     with pytest.raises(CheckpointError, match=r"shape layers\.0\.weight \[256, 100\] vs model \[256, 784\]"):
-        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", model_class="mnistkit.model:MLP")
+        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", spec=ModelSpec(model_class="mnistkit.model:MLP"))
 
 
 def test_module_with_wrong_output_contract(tmp_path):

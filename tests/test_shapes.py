@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, SHAPES, cli_in_process, cli_run
+from mnistkit import ModelSpec
 from mnistkit.errors import ArtifactError, DataError
 from mnistkit.formats import FORMATS, parse_formats
 from mnistkit.steps import apply_steps
@@ -113,12 +114,13 @@ def test_what_is_found_and_what_is_assumed_is_said(lenet_export, cifar_export):
 
     said = []
     folder = lenet_export[0]
-    load_source(folder / "lenet.pth", f"{folder / 'lenet.py'}:LeNet5", log=said.append)
+    load_source(folder / "lenet.pth", ModelSpec(model_class=f"{folder / 'lenet.py'}:LeNet5"), log=said.append)
     assert "input: 1x32x32 (from the transforms at lenet.py:7)" in said
     said.clear()
     folder = cifar_export[0]
     with pytest.warns(AssumptionWarning, match="input: 3x32x32 assumed"):
-        load_source(folder / "cifar.pth", f"{folder / 'cifar.py'}:Net", data_dir=folder / "data", log=said.append)
+        load_source(folder / "cifar.pth", ModelSpec(model_class=f"{folder / 'cifar.py'}:Net"), data_dir=folder / "data",
+                    log=said.append)
     assert "input: 3x32x32 assumed (the first of 1x28x28, 1x32x32, 3x32x32, 3x28x28 the model accepts); pass " \
            "--input-shape C,H,W if it was trained on another size" in said
     assert f"labels: the class folders of {folder / 'data'} (eight, five, four, nine, ...)" in said
@@ -479,3 +481,20 @@ def test_bench_on_node_feeds_the_models_shape_and_gates_on_the_users_model(node,
             assert r["status"] == "ok", (which, r.get("reason"))
             assert r["parity"]["against"] == "pytorch" and r["parity"]["top1"] == 1.0
             assert r["parity"]["max_abs"] <= 1e-4, (which, r["file"], r["parity"])
+
+
+def test_verify_exports_a_colour_model_with_its_normalization_per_channel(cifar_export, tmp_path):
+    """verify without artifacts exports the model first: with every channel's mean and std (it once passed the
+    first channel's only, which a 3-channel model's files then recorded for all three)."""
+    from mnistkit.source import load_source
+    from mnistkit.verify import _export_everything
+
+    folder = cifar_export[0]
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    spec = ModelSpec(model_class=f"{folder / 'cifar.py'}:Net", mean=mean, std=std, input_shape="3,32,32")
+    src = load_source(folder / "cifar.pth", spec, data_dir=folder / "data")
+    targets = _export_everything(src, tmp_path / "v", folder / "data", ["onnxruntime"], lambda m: None)
+    assert targets
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    assert manifest["normalization"]["mean"] == list(mean) and manifest["normalization"]["std"] == list(std)
+    assert manifest["input"]["shape"][1:] == [3, 32, 32]

@@ -20,6 +20,8 @@ import pytest
 import torch
 from conftest import FIXTURES, TUTORIAL_FORMATS, cli_in_process
 
+from mnistkit import ModelSpec
+from mnistkit import export as mnistkit_export
 from mnistkit.formats import parse_formats
 
 
@@ -188,10 +190,11 @@ def test_several_normalizes_are_refused_and_listed(tmp_path):
     torch.save({"fc.weight": torch.zeros(10, 784), "fc.bias": torch.zeros(10)}, tmp_path / "sd.pt")
     with pytest.raises(InvalidInputError, match=r"2 different Normalize\(\.\.\.\) calls \(two.py:3: mean 0.1307, std "
                                                 r"0.3081; two.py:4: mean 0.5, std 0.5\)"):
-        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", model_class=f"{tmp_path / 'two.py'}:Net",
-                     validate=False)
-    r = export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", model_class=f"{tmp_path / 'two.py'}:Net",
-                     validate=False, mean=0.5, std=0.5)
+        export_model(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o",
+                     spec=ModelSpec(model_class=f"{tmp_path / 'two.py'}:Net"), validate=False)
+    # the Python API's keyword form: the ModelSpec fields as keywords
+    r = mnistkit_export(tmp_path / "sd.pt", "onnx", out_dir=tmp_path / "o", model_class=f"{tmp_path / 'two.py'}:Net",
+                        validate=False, mean=0.5, std=0.5)
     assert json.loads(r.manifest.read_text())["normalization_source"] == "--mean/--std"
 
 
