@@ -81,8 +81,9 @@ LAYERS = [
     ("artifacts", {"artifacts"}),
     ("runtimes", {"backends", "backends.*"}),  # every backend file: a new runtime needs no edit here
     ("sources and writers", {"source", "quantize", "formats.*", "describe"}),  # format writers (not the table)
-    ("stages", {"plan", "validate", "exportdir", "train", "deploy", "devices", "predict", "score", "report", "doctor"}),
-    ("commands", {"exporter", "verify", "bench", "optimize"}),
+    ("stages", {"plan", "validate", "exportdir", "train", "deploy", "devices", "predict", "score", "score.*", "report",
+                "doctor"}),
+    ("commands", {"exporter", "verify", "bench", "optimize", "optimize.*"}),
     ("presentation", {"ui", "demo", "serve"}),
     ("shell", {"cli", "__main__", ""}),  # "" is the package itself (mnistkit.export)
 ]

@@ -16,8 +16,11 @@ from mnistkit.backends import BACKENDS
 from mnistkit.errors import InvalidInputError
 from mnistkit.formats import FORMATS, tolerance_for
 from mnistkit.deploy import deploy_choice, read_deploy
-from mnistkit.optimize import (MAX_NOISE, MIN_NOISE, PRUNE_REASONS, Candidate, _gate, choose, export_folder,
-                               noise_band, pareto, plan_candidates)
+from mnistkit.optimize.candidates import PRUNE_REASONS, Candidate, plan_candidates
+from mnistkit.optimize.decide import MAX_NOISE, MIN_NOISE, choose, noise_band
+from mnistkit.optimize.folders import export_folder
+from mnistkit.optimize.qualify import qualify
+from mnistkit.optimize.report import pareto
 from mnistkit.plan import expand
 from conftest import cli_run as run_cli
 
@@ -105,7 +108,7 @@ def test_a_runtime_default_is_judged_by_what_it_computes_in_on_this_cpu(tiny_exp
     import dataclasses
 
     from mnistkit.data import load_split
-    from mnistkit.optimize import _gate_defaults, runtime_defaults
+    from mnistkit.optimize.defaults import gate_defaults, runtime_defaults
 
     defaults, notes = runtime_defaults(tiny_export, {"model.onnx", "model.xml"})
     assert {d.name for d in defaults} == {"ONNX Runtime defaults", "OpenVINO defaults"}
@@ -123,7 +126,7 @@ def test_a_runtime_default_is_judged_by_what_it_computes_in_on_this_cpu(tiny_exp
         as_cpu = [dataclasses.replace(d, make=bf16(d.make), precision=cpu) if d.backend == "openvino" else d
                   for d in defaults]
         said: list[str] = []
-        kept = _gate_defaults(as_cpu, tiny_export, split.images, reference, said, split.labels)
+        kept = gate_defaults(as_cpu, tiny_export, split.images, reference, said, split.labels)
         assert {d.name for d in kept} == kept_names, said
         if cpu == "fp32":
             assert any(n.startswith("OpenVINO defaults: not timed, its answers differ from PyTorch's") for n in said)
@@ -257,10 +260,10 @@ def test_a_candidate_that_differs_from_pytorch_is_refused_with_its_reason(tiny_e
         reference = m.run(split.images)
     pruned = []
     c = Candidate("model.onnx", "onnx", "onnx", "onnxruntime", 1)
-    ok = _gate(tiny_export, c, split.images, split.labels, reference, 0.003, pruned)
+    ok = qualify(tiny_export, c, split.images, split.labels, reference, 0.003, pruned)
     assert ok is not None and not pruned
     ok.backend.close()
-    assert _gate(tiny_export, c, split.images, split.labels, reference + 0.5, 0.003, pruned) is None
+    assert qualify(tiny_export, c, split.images, split.labels, reference + 0.5, 0.003, pruned) is None
     assert pruned[-1].what == c.label and pruned[-1].reason.startswith("failed the gate: max_abs")
 
 

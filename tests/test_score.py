@@ -16,7 +16,7 @@ from PIL import Image
 
 from mnistkit import score as sc
 from mnistkit.data import write_idx
-from mnistkit.errors import InvalidInputError
+from mnistkit.errors import InvalidInputError, MissingDependencyError
 from mnistkit.predict import predict
 from conftest import cli_run as run, need_module
 
@@ -352,7 +352,7 @@ def test_without_ray_it_runs_in_process_and_says_so(tmp_path, tiny_export, monke
     s = sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o", engine="auto"), log=said.append)
     assert s["engine"] == "in-process" and s["rows"] == 20
     assert any("Ray is not installed" in m and "mnistkit[scale]" in m for m in said)
-    with pytest.raises(sc.MissingDependencyError, match="mnistkit\\[scale\\]"):
+    with pytest.raises(MissingDependencyError, match="mnistkit\\[scale\\]"):
         sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o2", engine="ray"))
 
 
