@@ -75,7 +75,7 @@ def test_the_cycle_finder_finds_cycles():
 # imports only from its own layer or below; within a layer the graph is acyclic (test above).
 LAYERS = [
     ("foundation", {"_version", "errors", "signals", "capture", "console", "fileio", "environment", "tables", "onnx_compat",
-                    "pixels", "steps", "compare"}),
+                    "pixels", "steps", "compare", "modelspec"}),
     ("inputs", {"data", "imagesets", "preprocess", "safeload", "gate", "gate.*", "usercode", "model"}),
     ("format table", {"formats", "formats.spec", "formats.kinds"}),
     ("artifacts", {"artifacts"}),

@@ -17,6 +17,7 @@ from PIL import Image
 from mnistkit import score as sc
 from mnistkit.data import write_idx
 from mnistkit.errors import InvalidInputError, MissingDependencyError
+from mnistkit.score import run as score_run
 from mnistkit.predict import predict
 from conftest import cli_run as run, need_module
 
@@ -347,7 +348,7 @@ def test_a_killed_worker_is_retried_and_the_output_stays_complete(tmp_path, tiny
 
 def test_without_ray_it_runs_in_process_and_says_so(tmp_path, tiny_export, monkeypatch):
     np.save(tmp_path / "a.npy", np.zeros((20, 28, 28), np.uint8))
-    monkeypatch.setattr(sc, "ray_installed", lambda: False)
+    monkeypatch.setattr(score_run, "ray_installed", lambda: False)
     said = []
     s = sc.score(config(tiny_export / "model.onnx", [tmp_path / "a.npy"], tmp_path / "o", engine="auto"), log=said.append)
     assert s["engine"] == "in-process" and s["rows"] == 20

@@ -497,4 +497,4 @@ def test_verify_exports_a_colour_model_with_its_normalization_per_channel(cifar_
     assert targets
     manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
     assert manifest["normalization"]["mean"] == list(mean) and manifest["normalization"]["std"] == list(std)
-    assert manifest["input"]["shape"][1:] == [3, 32, 32]
+    assert manifest["artifacts"][0]["inputs"][0]["shape"][1:] == [3, 32, 32]

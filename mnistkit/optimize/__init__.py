@@ -32,11 +32,6 @@ for every float candidate, so they would only blur the ranking; they are timed f
 # defaults), decide.py (3-4. timings, the noise band, the decision), search.py (the command, within its budget),
 # folders.py (the export folder searched, the deploy folder written), report.py (report.md, tradeoff.png).
 
-DEFAULT_BATCH_SIZES = (1, 64, 1024)
-DEFAULT_BUDGET = 60.0
-DEFAULT_DEPLOY_DIR = "deploy"
-MIN_BUDGET = 10.0
-
-from .search import optimize  # noqa: E402  (after the defaults it reads)
+from .search import DEFAULT_BATCH_SIZES, DEFAULT_BUDGET, DEFAULT_DEPLOY_DIR, MIN_BUDGET, optimize
 
 __all__ = ["DEFAULT_BATCH_SIZES", "DEFAULT_BUDGET", "DEFAULT_DEPLOY_DIR", "MIN_BUDGET", "optimize"]

@@ -14,13 +14,16 @@ from ..deploy import DEPLOY_FORMAT_VERSION
 from ..errors import InvalidInputError, MnistkitError
 from ..formats import DEFAULT_ACCURACY_BUDGET
 from ..pixels import native_batch
-from . import DEFAULT_BATCH_SIZES, DEFAULT_BUDGET, DEFAULT_DEPLOY_DIR, MIN_BUDGET
 from .candidates import plan_candidates
 from .decide import MAX_FINAL, SCREEN_KEEP, TOP, Timing, candidate_row, decision
 from .defaults import gate_defaults, runtime_defaults, twin_of_default
 from .folders import check_deploy_target, export_folder, write_deploy
 from .qualify import CHUNK, Scored, qualify
 
+DEFAULT_BATCH_SIZES = (1, 64, 1024)
+DEFAULT_BUDGET = 60.0
+DEFAULT_DEPLOY_DIR = "deploy"
+MIN_BUDGET = 10.0
 # Seconds kept for writing the deploy folder (the plot imports matplotlib: ~1 s) and overruns (a search used 59.2 s
 # of 60 with 3 s kept); of each batch size's share of
 # the rest, 30 % screens, 25 % the interleaved round, 10 % the decision, 4 % the checked call: the remaining
