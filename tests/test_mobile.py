@@ -91,13 +91,21 @@ def test_an_ncnn_model_without_mnistkits_metadata_runs_with_the_digit_defaults(t
         np.testing.assert_allclose(foreign.run(np.ascontiguousarray(floats, np.float32)), expected, atol=1e-5)
 
 
-def test_scores_that_disagree_with_the_metadata_are_refused_at_every_batch_size(tiny_export, tmp_path):
-    """The output check holds on run's fast path (batch 1, a per-shape call) and on the loop (other sizes): an ncnn
-    graph giving 10 scores where its metadata names 5 labels is one ArtifactError line, not 10 mislabelled scores."""
+def test_scores_that_disagree_with_the_metadata_are_refused_at_every_batch_size(tiny_export, tmp_path, monkeypatch):
+    """An ncnn graph giving 10 scores where its metadata names 5 labels is one ArtifactError line, not 10 mislabelled
+    scores: at load, where the rehearsal ran it (a file that fails there is never loaded); and, for a process where no
+    rehearsal runs (the rehearsal's own child, the exporter's fresh files), on run's fast path (batch 1, a per-shape
+    call) and on the loop (other sizes)."""
+    from mnistkit.gate import REHEARSAL_ENV
+
     param = ncnn_copy(tiny_export, tmp_path / "five")
     record = json.loads(param.with_suffix(".json").read_text())
     record["mnistkit"]["labels"] = [str(k) for k in range(5)]
     param.with_suffix(".json").write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match=r"refuses to load: the ncnn library failed on it in a rehearsal process "
+                                            r"\(gives 10 scores per image; its metadata names 5 labels\)"):
+        mnistkit.load(param)
+    monkeypatch.setenv(REHEARSAL_ENV, "1")
     x = np.zeros((3, 1, 28, 28), np.float32)
     with mnistkit.load(param) as b:
         assert b.info.described and b.info.num_classes == 5

@@ -267,6 +267,7 @@ def mapped(path, label=None):
 
 REHEARSAL_ENV = "MNISTKIT_REHEARSAL"  # set in the child: its own gate does not rehearse again
 REHEARSAL_TIMEOUT = 120  # seconds
+REHEARSAL_ERROR = "mnistkit-rehearsal-error: "  # the child's line before its error (mnistkit.backends.rehearse)
 _WRITTEN: set[str] = set()  # files this process's exporter wrote from the user's own model (written_here)
 
 
@@ -281,8 +282,10 @@ def rehearse(path, label, runtime: str) -> None:
     """Load the file and run its first batches in a child process (mnistkit.backends.rehearse) before this process
     does, for a runtime that segfaults instead of raising on a file whose values are inconsistent (MNN: a reshape
     constant that disagrees with its input kills the process; no static check covers every operator's parameters).
-    A child killed by a signal is a refusal, one line; an error the child could report is left for the real load to
-    report in the same words. Memory in the child is bounded like any load (memory_window)."""
+    A child killed by a signal is a refusal, one line. So is an error the child reports: the same file that raised
+    there can crash a process another time (fuzzing found MNN files that segfault on some loads and raise on others),
+    so this process never loads a file its rehearsal failed. Memory in the child is bounded like any load
+    (memory_window)."""
     import signal
     import subprocess
     import sys
@@ -303,3 +306,11 @@ def rehearse(path, label, runtime: str) -> None:
             name = f"signal {-done.returncode}"
         raise Refused(label, f"{runtime} crashed ({name}) loading or running it in a rehearsal process: the file's "
                              "values are inconsistent (this process never ran it)")
+    if done.returncode != 0:
+        said = [line[len(REHEARSAL_ERROR):] for line in done.stdout.decode("utf-8", "replace").splitlines()
+                if line.startswith(REHEARSAL_ERROR)]
+        why = said[-1] if said else f"exit {done.returncode}: " + " ".join(done.stderr.decode("utf-8", "replace").split())[-200:]
+        for prefix in (f"{path}: ", f"{label}: "):
+            why = why[len(prefix):] if why.startswith(prefix) else why
+        raise Refused(label, f"{runtime} failed on it in a rehearsal process ({why}); a file its runtime fails on can "
+                             "crash it another time, so this process does not load it")
