@@ -108,6 +108,22 @@ def test_backend_contract(name, artifact, device, tiny_export, tiny_ckpt, batch)
     backend.close()  # idempotent
 
 
+def test_a_runtime_error_on_the_general_path_is_one_artifact_error_line(tiny_export, batch):
+    """Pixels into a float model take the general path (converted, then the runtime's call): an exception the
+    runtime raises there is one ArtifactError naming the file and the input, as on the fast path (MNN's SystemError
+    escaped raw there before)."""
+    with create_backend(tiny_export / "model.onnx", "onnxruntime", "cpu") as b:
+        assert b.info.input_form == "float"
+
+        def broken(x):
+            raise SystemError("a native call returned a result with an exception set")
+
+        b._direct = broken
+        with pytest.raises(ArtifactError, match=r"model.onnx: ONNX Runtime failed running it on float32 \[7, 1, 28, "
+                                                r"28\]: a native call returned"):
+            b.run(batch)
+
+
 def test_one_at_a_time_never_lets_two_threads_into_one_call():
     """base.one_at_a_time: the lock-free common path, and a second call made only when threads really collide."""
     made, collisions = [], []

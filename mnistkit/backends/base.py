@@ -182,7 +182,11 @@ class Backend:
         """Logits float32 [N, C] for a batch in either input form. Raises InvalidInputError."""
         if not self._loaded:
             raise RuntimeError(f"{self.name} backend: call load() (or use `with`) before run()")
-        return self._infer(self.to_native(batch))
+        x = self.to_native(batch)
+        try:  # the fast path's per-shape calls where load() installed them (fast_run), else the backend's own
+            return (self.__dict__.get("_direct") or self._infer)(x)
+        except Exception as exc:
+            raise self.run_failed(exc, x) from None
 
     def to_native(self, batch) -> np.ndarray:
         """Validate a batch and convert it to the artifact's native input form."""

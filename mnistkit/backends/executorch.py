@@ -209,16 +209,12 @@ class ExecuTorchBackend(Backend):
         """The call for one batch size within the program's capacity, found once per shape by fast_run: `_call`
         without its per-call lookups (its kept input tensor bound, the lock taken as acquire/release, which costs
         0.26 against 0.41 us for `with` right after a runtime call: base.one_at_a_time). Other sizes: `_infer`."""
-        n = len(batch)
-        if n > self._max:
+        if len(batch) > self._max:
             return self._infer
         with self._lock:
-            kept = self._inputs.get(n)
-            if kept is None:
-                if len(self._inputs) >= INPUT_SIZES:
-                    return self._infer
-                tensor = self._torch.from_numpy(np.empty_like(batch))
-                kept = self._inputs[n] = (tensor, tensor.numpy())
+            kept = self._kept(batch)
+        if kept is None:
+            return self._infer
         tensor, view = kept
         execute, acquire, release, copyto, f32 = self._method.execute, self._lock.acquire, self._lock.release, \
             np.copyto, np.float32
@@ -243,12 +239,18 @@ class ExecuTorchBackend(Backend):
             return self._call(x)
         return np.concatenate([self._call(x[i:i + step]) for i in range(0, len(x), step)])
 
+    def _kept(self, x: np.ndarray) -> tuple | None:
+        """The input tensor kept for x's batch size and its numpy view (made for the first INPUT_SIZES sizes), or
+        None. Called under the lock."""
+        kept = self._inputs.get(len(x))
+        if kept is None and len(self._inputs) < INPUT_SIZES:
+            tensor = self._torch.from_numpy(np.empty_like(x))
+            kept = self._inputs[len(x)] = (tensor, tensor.numpy())
+        return kept
+
     def _call(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
-            kept = self._inputs.get(len(x))
-            if kept is None and len(self._inputs) < INPUT_SIZES:
-                tensor = self._torch.from_numpy(np.empty_like(x))
-                kept = self._inputs[len(x)] = (tensor, tensor.numpy())
+            kept = self._kept(x)
             if kept is not None:
                 np.copyto(kept[1], x)
                 tensor = kept[0]

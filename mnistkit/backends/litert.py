@@ -211,7 +211,7 @@ class LiteRTBackend(Backend):
         super().load()
         if self._fixed is None:  # a batch axis: each size its own interpreter, found once per shape by fast_run
             runners, make, quantize, finish = self._runners, self._runner, self._quantize, self._finish
-            plain = quantize is None and self._float_out and self._out_q is None
+            plain = quantize is None and self._float_out
             out = self._dequantize or finish  # integer logits dequantized; float16 ones cast
 
             def call_for(batch):
@@ -306,14 +306,14 @@ class BareLiteRT:
 
         self.path, self.defaults = path, defaults
         self.threads = None if defaults else threads or default_threads()
-        probe = self._interpreter().get_input_details()[0]
+        interp = self._interpreter()
+        probe = interp.get_input_details()[0]
         signature = probe.get("shape_signature", probe["shape"])
         self.fixed = int(probe["shape"][0]) if int(signature[0]) != -1 else None
         self.index = probe["index"]
         dtype = np.dtype(probe["dtype"])
         self.quantize = _quantizer(probe["quantization"], dtype) if dtype in _QUANTIZED and len(probe["shape"]) == 4 \
             else None
-        interp = self._interpreter()
         logits = next(d for d in interp.get_output_details() if d["index"] == _logits_output(interp))
         self.dequantize = _dequantizer(logits["quantization"]) if np.dtype(logits["dtype"]) in _QUANTIZED else None
 
@@ -334,10 +334,8 @@ class BareLiteRT:
 
             return one
         if len(parts) == 1:  # a full-integer file: its input quantized, its logits dequantized
-            q = x if quantize is None else None
-
             def one_quantized():
-                put(index, q if q is not None else quantize(x))
+                put(index, x if quantize is None else quantize(x))
                 invoke()
                 return get(out) if dequantize is None else dequantize(get(out))
 

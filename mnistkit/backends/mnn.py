@@ -112,7 +112,7 @@ class MnnBackend(Backend):
         info.input_form = FLOAT_FORM  # converted from the float ONNX; MNN takes float [N,C,H,W]
         info.input_name, info.output_name = name_in, name_out
         self.info = info
-        self._lock, self._calls = threading.Lock(), {}
+        self._lock = threading.Lock()
         from ..environment import distribution_version
 
         self.provider = f"MNN {distribution_version('MNN') or '?'} CPU fp32 (precision high)"
@@ -124,13 +124,8 @@ class MnnBackend(Backend):
         return self
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        """The general path's call (run's fast path finds `_call_for`'s per shape itself)."""
-        call = self._calls.get(x.shape)
-        if call is None:
-            call = self._call_for(x)
-            if len(self._calls) < 16:
-                self._calls[x.shape] = call
-        return call(x)
+        """The first batch at load; once loaded every call goes through fast_run's per-shape calls."""
+        return self._call_for(x)(x)
 
     def _call_for(self, batch: np.ndarray):
         """The call for one batch shape, found once by fast_run: the lock (acquire/release, not `with`: 0.26
@@ -157,7 +152,6 @@ class MnnBackend(Backend):
         return infer
 
     def _close(self) -> None:
-        self._calls = {}  # the calls hold the module
         self._module = None
 
 

@@ -163,12 +163,11 @@ class NcnnBackend(Backend):
             ex.input(name_in, Mat(x[i]))
             rc, mat = ex.extract(name_out)
             scores = asarray(mat)
-            if rc != 0 or scores.ndim != 1 or scores.size != size:
-                if out is None:
-                    out = np.empty((len(x), self._scores(rc, scores, 1).shape[1]), np.float32)
-                    size = out.shape[1]
+            if rc != 0 or scores.ndim != 1 or scores.size != size:  # the first image, or one that is not like it
                 scores = self._scores(rc, scores, 1)[0]
-                if scores.size != size:
+                if out is None:
+                    out, size = np.empty((len(x), scores.size), np.float32), scores.size
+                elif scores.size != size:
                     raise ArtifactError(f"{self.path}: image {i} gave {scores.size} scores, the first {size}")
             out[i] = scores
         return out

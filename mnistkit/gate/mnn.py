@@ -11,8 +11,9 @@ computed by MNN when it resizes the session: `memory_window` bounds the first ba
 Then a rehearsal: MNN 3.6.1 segfaults, instead of raising, on a model whose values disagree (a reshape constant
 that does not fit its input printed "Compute Shape Error" and killed the process; found by flipping bytes of an
 export). Every operator's parameters would have to be checked against MNN's shape rules to rule that out, so the
-file is first loaded and run on batches of zeros in a child process (`gate.rehearse`): a child killed by a signal
-is a refusal, and this process never runs the file.
+file is first loaded and run on batches of zeros in a child process (`gate.rehearse`): a child killed by a signal,
+or one that fails with an error (the same file can crash another load), is a refusal, and this process never runs
+the file.
 
 The allowlist holds the OpType values mnistkit's MNN exports of image classifiers were measured to contain
 (MNN 3.6.1 converting the MLP, a CNN with batch norm, resnet18, and nets with PReLU, padding, permutes,

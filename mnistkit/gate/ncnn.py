@@ -13,7 +13,7 @@ Activation sizes are not declared in a param file: `memory_window` bounds what t
 Then a rehearsal (`gate.rehearse`, as for MNN): ncnn 1.0.20261020 segfaults, instead of refusing, on parameter values
 that do not fit the layer (a pooling pad of 7 around a 2x2 window, a convolution pad of 65: found by mutating an
 export's params), so the file is first loaded and run on batches of zeros in a child process, and a child killed
-by a signal is a refusal.
+by a signal, or one that fails with an error, is a refusal.
 """
 
 from __future__ import annotations
